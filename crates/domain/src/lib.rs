@@ -1,0 +1,20 @@
+//! Gatehouse's domain: users, roles, sessions, the ports adapters implement, and the use
+//! cases that tie them together.
+//!
+//! This crate must never depend on an adapter, a web framework, a database driver or a
+//! cryptography crate. Everything with I/O sits behind a trait in [`ports`]; the use cases in
+//! [`services`] are unit-tested with the mockall mocks of those traits (feature `mocks`).
+
+pub mod error;
+pub mod ids;
+pub mod ports;
+pub mod services;
+pub mod session;
+pub mod user;
+pub mod values;
+
+pub use error::{FieldError, ValidationErrors};
+pub use ids::{SessionId, UserId};
+pub use session::{NewSession, RequestContext, Session};
+pub use user::{Credentials, NewUser, Role, User, UserStatus};
+pub use values::{DisplayName, Email, NewPassword, Username};

@@ -1,0 +1,823 @@
+//! Sign-up, sign-in and access-token authentication.
+
+use chrono::Duration;
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::ids::{SessionId, UserId};
+use crate::ports::{AccessClaims, CreateUserError, HashError, PasswordCheck};
+use crate::services::Ports;
+use crate::session::{NewSession, RequestContext};
+use crate::user::{NewUser, Role, User, UserStatus};
+use crate::values::{DisplayName, Email, NewPassword, Username};
+
+/// How many usernames derived from an email are tried before giving up; after the first,
+/// each carries a random suffix, so running out means storage is misbehaving.
+const DERIVED_USERNAME_ATTEMPTS: u32 = 5;
+
+/// Policy for sign-in and tokens, from configuration.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Whether unverified accounts are refused at login.
+    pub require_verified_email: bool,
+    /// Lifetime of access tokens.
+    pub access_ttl: Duration,
+    /// Lifetime of a session (its refresh tokens).
+    pub refresh_ttl: Duration,
+}
+
+/// A valid registration.
+#[derive(Debug)]
+pub struct RegisterRequest {
+    /// The account's email.
+    pub email: Email,
+    /// The chosen username; derived from the email when `None`.
+    pub username: Option<Username>,
+    /// Optional human name.
+    pub display_name: Option<DisplayName>,
+    /// A password that meets the policy.
+    pub password: NewPassword,
+}
+
+/// Why registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The email belongs to another account.
+    #[error("the email address is already registered")]
+    EmailTaken,
+    /// The chosen username belongs to another account.
+    #[error("the username is already taken")]
+    UsernameTaken,
+    /// Password hashing is saturated; try again shortly.
+    #[error("the service is overloaded")]
+    Overloaded,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<HashError> for RegisterError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Overloaded => Self::Overloaded,
+            HashError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+/// How a user names their account at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginIdentifier {
+    /// By email.
+    Email(Email),
+    /// By username.
+    Username(Username),
+}
+
+/// A sign-in attempt.
+#[derive(Debug)]
+pub struct LoginRequest {
+    /// Which account.
+    pub identifier: LoginIdentifier,
+    /// The password as typed; not policy-checked (policies change).
+    pub password: SecretString,
+}
+
+/// Why sign-in failed. `InvalidCredentials` covers unknown accounts and wrong passwords
+/// alike, so the two cannot be told apart.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown account, wrong password, or an account without a password.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The account is locked.
+    #[error("the account is locked")]
+    AccountLocked,
+    /// The account is disabled.
+    #[error("the account is disabled")]
+    AccountDisabled,
+    /// The email must be verified first.
+    #[error("the email address is not verified")]
+    EmailNotVerified,
+    /// Password hashing is saturated; try again shortly.
+    #[error("the service is overloaded")]
+    Overloaded,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<HashError> for LoginError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Overloaded => Self::Overloaded,
+            HashError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+/// The tokens a successful sign-in hands out.
+#[derive(Debug)]
+pub struct TokenPair {
+    /// The signed access token.
+    pub access_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The opaque refresh token; only its hash is stored.
+    pub refresh_token: SecretString,
+    /// Seconds until the session expires.
+    pub refresh_expires_in: i64,
+    /// The session the pair belongs to.
+    pub session_id: SessionId,
+}
+
+/// The verified bearer of an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user.
+    pub user_id: UserId,
+    /// Their session.
+    pub session_id: SessionId,
+    /// Their roles when the token was issued.
+    pub roles: Vec<Role>,
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthenticateError {
+    /// Bad signature, expired, malformed.
+    #[error("the access token is invalid or expired")]
+    InvalidToken,
+}
+
+/// Sign-up, sign-in and token verification.
+#[derive(Clone)]
+pub struct AuthService {
+    ports: Ports,
+    settings: AuthSettings,
+}
+
+impl AuthService {
+    /// Builds the service.
+    #[must_use]
+    pub fn new(ports: Ports, settings: AuthSettings) -> Self {
+        Self { ports, settings }
+    }
+
+    /// Creates an account with the `user` role. When no username is given, one is derived
+    /// from the email and made unique with a random suffix if needed.
+    ///
+    /// # Errors
+    ///
+    /// `EmailTaken`/`UsernameTaken` on conflicts, `Overloaded` when hashing is saturated.
+    #[tracing::instrument(skip_all, fields(user_id))]
+    pub async fn register(&self, request: RegisterRequest) -> Result<User, RegisterError> {
+        let password_hash = self.ports.hasher.hash(request.password.secret()).await?;
+        let id = UserId::generate();
+        tracing::Span::current().record("user_id", tracing::field::display(id));
+        let created_at = self.ports.clock.now();
+        for attempt in 0..DERIVED_USERNAME_ATTEMPTS {
+            let username = match &request.username {
+                Some(chosen) => chosen.clone(),
+                None if attempt == 0 => Username::derive_from(&request.email, None),
+                None => Username::derive_from(&request.email, Some(&random_suffix())),
+            };
+            let new_user = NewUser {
+                id,
+                email: request.email.clone(),
+                username,
+                display_name: request.display_name.clone(),
+                password_hash: Some(password_hash.clone()),
+                roles: vec![Role::User],
+                email_verified_at: None,
+                created_at,
+            };
+            match self.ports.users.create(new_user).await {
+                Ok(user) => return Ok(user),
+                Err(CreateUserError::UsernameTaken) if request.username.is_none() => {}
+                Err(CreateUserError::UsernameTaken) => return Err(RegisterError::UsernameTaken),
+                Err(CreateUserError::EmailTaken) => return Err(RegisterError::EmailTaken),
+                Err(CreateUserError::Unexpected(e)) => return Err(RegisterError::Unexpected(e)),
+            }
+        }
+        Err(anyhow::anyhow!("no free username derived from the email after {DERIVED_USERNAME_ATTEMPTS} attempts")
+            .into())
+    }
+
+    /// Signs a user in with a password and starts a session.
+    ///
+    /// Every attempt costs one password verification, also for unknown accounts, so the
+    /// answer's timing does not tell whether an account exists. A locked account answers
+    /// `AccountLocked` whatever the password; a disabled or unverified one only tells so to
+    /// someone who knows the password.
+    ///
+    /// # Errors
+    ///
+    /// See [`LoginError`].
+    #[tracing::instrument(skip_all, fields(user_id))]
+    pub async fn login(&self, request: LoginRequest, context: RequestContext) -> Result<TokenPair, LoginError> {
+        let users = &self.ports.users;
+        let credentials = match &request.identifier {
+            LoginIdentifier::Email(email) => users.find_credentials_by_email(email).await?,
+            LoginIdentifier::Username(username) => users.find_credentials_by_username(username).await?,
+        };
+        let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.as_ref());
+        let check = self.ports.hasher.verify(&request.password, stored_hash).await?;
+        let Some(credentials) = credentials else {
+            return Err(LoginError::InvalidCredentials);
+        };
+        let user = credentials.user;
+        tracing::Span::current().record("user_id", tracing::field::display(user.id));
+        let now = self.ports.clock.now();
+        if user.status_at(now) == UserStatus::Locked {
+            return Err(LoginError::AccountLocked);
+        }
+        let PasswordCheck::Valid { needs_rehash } = check else {
+            return Err(LoginError::InvalidCredentials);
+        };
+        if user.status_at(now) == UserStatus::Disabled {
+            return Err(LoginError::AccountDisabled);
+        }
+        if self.settings.require_verified_email && !user.email_verified() {
+            return Err(LoginError::EmailNotVerified);
+        }
+        if needs_rehash {
+            self.upgrade_hash(user.id, &request.password).await;
+        }
+        self.start_session(&user, context).await
+    }
+
+    /// Verifies a bearer token and says who carries it.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthenticateError::InvalidToken`] for any token that does not verify.
+    pub fn authenticate(&self, bearer: &str) -> Result<Principal, AuthenticateError> {
+        let claims = self.ports.access_tokens.verify(bearer).map_err(|_| AuthenticateError::InvalidToken)?;
+        Ok(Principal { user_id: claims.user_id, session_id: claims.session_id, roles: claims.roles })
+    }
+
+    /// Replaces a hash made with outdated parameters. A failure only delays the upgrade to
+    /// the next sign-in, so it is logged, not returned.
+    async fn upgrade_hash(&self, user_id: UserId, password: &SecretString) {
+        let result = match self.ports.hasher.hash(password).await {
+            Ok(hash) => self.ports.users.update_password_hash(user_id, hash, self.ports.clock.now()).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not upgrade the password hash; will retry at the next sign-in");
+        }
+    }
+
+    async fn start_session(&self, user: &User, context: RequestContext) -> Result<TokenPair, LoginError> {
+        let now = self.ports.clock.now();
+        let refresh = self.ports.opaque_tokens.generate();
+        let session = self
+            .ports
+            .sessions
+            .start(NewSession {
+                id: SessionId::generate(),
+                user_id: user.id,
+                refresh_token_hash: refresh.hash,
+                context,
+                created_at: now,
+                expires_at: now + self.settings.refresh_ttl,
+            })
+            .await?;
+        let claims = AccessClaims {
+            user_id: user.id,
+            session_id: session.id,
+            roles: user.roles.clone(),
+            issued_at: now,
+            expires_at: now + self.settings.access_ttl,
+            token_id: Uuid::now_v7(),
+        };
+        let access_token = self.ports.access_tokens.issue(&claims)?;
+        Ok(TokenPair {
+            access_token,
+            expires_in: self.settings.access_ttl.num_seconds(),
+            refresh_token: refresh.secret,
+            refresh_expires_in: (session.expires_at - now).num_seconds(),
+            session_id: session.id,
+        })
+    }
+}
+
+/// Four random digits to make a derived username unique. The random bits of a fresh
+/// UUIDv7 suffice: this is about avoiding collisions, not secrecy.
+fn random_suffix() -> String {
+    let random_bits = Uuid::now_v7().as_u128() & u128::from(u64::MAX);
+    format!("{:04}", random_bits % 10_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{
+        InvalidAccessToken, MockSessionRepository, MockUserRepository, OpaqueToken, PasswordHash, TokenHash,
+    };
+    use crate::services::testing::{Mocks, now, ports_with_mocks, sample_user};
+    use crate::session::Session;
+    use crate::user::Credentials;
+    use mockall::predicate::{always, eq};
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            require_verified_email: true,
+            access_ttl: Duration::minutes(15),
+            refresh_ttl: Duration::days(30),
+        }
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    fn email() -> Email {
+        Email::parse("ada@example.com").expect("valid")
+    }
+
+    fn hash() -> PasswordHash {
+        PasswordHash::new("$argon2id$stored".to_owned())
+    }
+
+    fn register_request(username: Option<&str>) -> RegisterRequest {
+        RegisterRequest {
+            email: email(),
+            username: username.map(|u| Username::parse(u).expect("valid")),
+            display_name: None,
+            password: NewPassword::parse(secret("correct horse battery staple"), &email()).expect("valid"),
+        }
+    }
+
+    fn hashing_mocks() -> Mocks {
+        let mut mocks = Mocks::default();
+        mocks.hasher.expect_hash().times(1).returning(|_| Ok(hash()));
+        mocks
+    }
+
+    fn stored(new_user: &NewUser) -> User {
+        User {
+            id: new_user.id,
+            email: new_user.email.clone(),
+            username: new_user.username.clone(),
+            display_name: new_user.display_name.clone(),
+            roles: new_user.roles.clone(),
+            status: UserStatus::Active,
+            locked_until: None,
+            email_verified_at: new_user.email_verified_at,
+            last_login_at: None,
+            created_at: new_user.created_at,
+            updated_at: new_user.created_at,
+            deleted_at: None,
+        }
+    }
+
+    fn service(users: MockUserRepository, sessions: MockSessionRepository, mocks: Mocks) -> AuthService {
+        AuthService::new(ports_with_mocks(users, sessions, mocks), settings())
+    }
+
+    #[tokio::test]
+    async fn register_stores_the_hashed_password_and_the_user_role() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_create()
+            .withf(|u| {
+                u.password_hash == Some(hash())
+                    && u.roles == vec![Role::User]
+                    && u.username.as_ref() == "ada"
+                    && u.email_verified_at.is_none()
+                    && u.created_at == now()
+            })
+            .times(1)
+            .returning(|u| Ok(stored(&u)));
+
+        let user = service(users, MockSessionRepository::new(), hashing_mocks())
+            .register(register_request(Some("ada")))
+            .await
+            .expect("registered");
+
+        assert_eq!(user.email, email());
+    }
+
+    #[tokio::test]
+    async fn register_derives_the_username_from_the_email() {
+        let mut users = MockUserRepository::new();
+        users.expect_create().withf(|u| u.username.as_ref() == "ada").times(1).returning(|u| Ok(stored(&u)));
+
+        let user = service(users, MockSessionRepository::new(), hashing_mocks())
+            .register(register_request(None))
+            .await
+            .expect("registered");
+
+        assert_eq!(user.username.as_ref(), "ada");
+    }
+
+    #[tokio::test]
+    async fn a_taken_derived_username_is_retried_with_a_suffix() {
+        let mut users = MockUserRepository::new();
+        let mut seq = mockall::Sequence::new();
+        users
+            .expect_create()
+            .withf(|u| u.username.as_ref() == "ada")
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(CreateUserError::UsernameTaken));
+        users
+            .expect_create()
+            .withf(|u| u.username.as_ref().starts_with("ada-") && u.username.as_ref().len() == 8)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|u| Ok(stored(&u)));
+
+        let user = service(users, MockSessionRepository::new(), hashing_mocks())
+            .register(register_request(None))
+            .await
+            .expect("registered");
+
+        assert!(user.username.as_ref().starts_with("ada-"), "{}", user.username);
+    }
+
+    #[tokio::test]
+    async fn register_gives_up_when_every_derived_username_is_taken() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_create()
+            .times(usize::try_from(DERIVED_USERNAME_ATTEMPTS).expect("small"))
+            .returning(|_| Err(CreateUserError::UsernameTaken));
+
+        let result =
+            service(users, MockSessionRepository::new(), hashing_mocks()).register(register_request(None)).await;
+
+        assert!(matches!(result, Err(RegisterError::Unexpected(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_chosen_username_that_is_taken_is_refused() {
+        let mut users = MockUserRepository::new();
+        users.expect_create().times(1).returning(|_| Err(CreateUserError::UsernameTaken));
+
+        let result =
+            service(users, MockSessionRepository::new(), hashing_mocks()).register(register_request(Some("ada"))).await;
+
+        assert!(matches!(result, Err(RegisterError::UsernameTaken)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_taken_email_is_refused() {
+        let mut users = MockUserRepository::new();
+        users.expect_create().times(1).returning(|_| Err(CreateUserError::EmailTaken));
+
+        let result =
+            service(users, MockSessionRepository::new(), hashing_mocks()).register(register_request(None)).await;
+
+        assert!(matches!(result, Err(RegisterError::EmailTaken)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn register_answers_overloaded_without_touching_storage_when_hashing_is_saturated() {
+        let mut mocks = Mocks::default();
+        mocks.hasher.expect_hash().times(1).returning(|_| Err(HashError::Overloaded));
+        let mut users = MockUserRepository::new();
+        users.expect_create().never();
+
+        let result = service(users, MockSessionRepository::new(), mocks).register(register_request(None)).await;
+
+        assert!(matches!(result, Err(RegisterError::Overloaded)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn register_reports_storage_failures_as_unexpected() {
+        let mut users = MockUserRepository::new();
+        users.expect_create().times(1).returning(|_| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
+
+        let result =
+            service(users, MockSessionRepository::new(), hashing_mocks()).register(register_request(None)).await;
+
+        assert!(matches!(result, Err(RegisterError::Unexpected(_))), "{result:?}");
+    }
+
+    fn login_request(password: &str) -> LoginRequest {
+        LoginRequest { identifier: LoginIdentifier::Email(email()), password: secret(password) }
+    }
+
+    fn users_finding(user: Option<User>) -> MockUserRepository {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_credentials_by_email()
+            .with(eq(email()))
+            .times(1)
+            .return_once(move |_| Ok(user.map(|user| Credentials { user, password_hash: Some(hash()) })));
+        users
+    }
+
+    fn verifying(check: PasswordCheck) -> Mocks {
+        let mut mocks = Mocks::default();
+        mocks.hasher.expect_verify().times(1).returning(move |_, _| Ok(check));
+        mocks
+    }
+
+    /// Mocks for a sign-in that goes all the way: a session is started and tokens issued.
+    fn signing_in(mut mocks: Mocks) -> (MockSessionRepository, Mocks) {
+        mocks.opaque_tokens.expect_generate().times(1).returning(|| OpaqueToken {
+            secret: secret("refresh-secret"),
+            hash: TokenHash::new("refresh-hash".to_owned()),
+        });
+        mocks
+            .access_tokens
+            .expect_issue()
+            .withf(|claims| claims.expires_at == now() + Duration::minutes(15) && claims.roles == vec![Role::User])
+            .times(1)
+            .returning(|claims| Ok(format!("jwt-for-{}", claims.session_id)));
+        let mut sessions = MockSessionRepository::new();
+        sessions
+            .expect_start()
+            .withf(|s| s.refresh_token_hash.as_str() == "refresh-hash" && s.expires_at == now() + Duration::days(30))
+            .times(1)
+            .returning(|s| {
+                Ok(Session {
+                    id: s.id,
+                    user_id: s.user_id,
+                    context: s.context,
+                    created_at: s.created_at,
+                    last_used_at: s.created_at,
+                    expires_at: s.expires_at,
+                    revoked_at: None,
+                })
+            });
+        (sessions, mocks)
+    }
+
+    #[tokio::test]
+    async fn login_starts_a_session_and_issues_a_token_pair() {
+        let (sessions, mocks) = signing_in(verifying(PasswordCheck::Valid { needs_rehash: false }));
+        let context =
+            RequestContext { ip: Some("192.0.2.1".parse().expect("ip")), user_agent: Some("curl".to_owned()) };
+
+        let pair = service(users_finding(Some(sample_user())), sessions, mocks)
+            .login(login_request("correct horse"), context)
+            .await
+            .expect("signed in");
+
+        assert_eq!(pair.access_token, format!("jwt-for-{}", pair.session_id));
+        assert_eq!(pair.expires_in, 900);
+        assert_eq!(pair.refresh_expires_in, 2_592_000);
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&pair.refresh_token), "refresh-secret");
+    }
+
+    #[tokio::test]
+    async fn login_by_username_looks_the_username_up() {
+        let (sessions, mocks) = signing_in(verifying(PasswordCheck::Valid { needs_rehash: false }));
+        let mut users = MockUserRepository::new();
+        let username = Username::parse("ADA").expect("valid");
+        users
+            .expect_find_credentials_by_username()
+            .with(eq(username.clone()))
+            .times(1)
+            .returning(|_| Ok(Some(Credentials { user: sample_user(), password_hash: Some(hash()) })));
+        let request = LoginRequest { identifier: LoginIdentifier::Username(username), password: secret("pw") };
+
+        let result = service(users, sessions, mocks).login(request, RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_email_still_costs_one_verification_and_answers_invalid_credentials() {
+        let mut mocks = Mocks::default();
+        mocks
+            .hasher
+            .expect_verify()
+            .withf(|_, stored| stored.is_none())
+            .times(1)
+            .returning(|_, _| Ok(PasswordCheck::Invalid));
+
+        let result = service(users_finding(None), MockSessionRepository::new(), mocks)
+            .login(login_request("whatever"), RequestContext::default())
+            .await;
+
+        assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_answers_invalid_credentials() {
+        let result = service(
+            users_finding(Some(sample_user())),
+            MockSessionRepository::new(),
+            verifying(PasswordCheck::Invalid),
+        )
+        .login(login_request("wrong"), RequestContext::default())
+        .await;
+
+        assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn an_account_without_a_password_cannot_sign_in_with_one() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_credentials_by_email()
+            .times(1)
+            .returning(|_| Ok(Some(Credentials { user: sample_user(), password_hash: None })));
+        let mut mocks = Mocks::default();
+        mocks
+            .hasher
+            .expect_verify()
+            .withf(|_, stored| stored.is_none())
+            .times(1)
+            .returning(|_, _| Ok(PasswordCheck::Invalid));
+
+        let result = service(users, MockSessionRepository::new(), mocks)
+            .login(login_request("pw"), RequestContext::default())
+            .await;
+
+        assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_locked_account_answers_account_locked_whatever_the_password() {
+        for check in [PasswordCheck::Valid { needs_rehash: false }, PasswordCheck::Invalid] {
+            let mut user = sample_user();
+            user.status = UserStatus::Locked;
+            user.locked_until = Some(now() + Duration::minutes(10));
+
+            let result = service(users_finding(Some(user)), MockSessionRepository::new(), verifying(check))
+                .login(login_request("pw"), RequestContext::default())
+                .await;
+
+            assert!(matches!(result, Err(LoginError::AccountLocked)), "{check:?}: {result:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_that_has_run_out_no_longer_stops_sign_in() {
+        let mut user = sample_user();
+        user.status = UserStatus::Locked;
+        user.locked_until = Some(now() - Duration::seconds(1));
+        let (sessions, mocks) = signing_in(verifying(PasswordCheck::Valid { needs_rehash: false }));
+
+        let result = service(users_finding(Some(user)), sessions, mocks)
+            .login(login_request("pw"), RequestContext::default())
+            .await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_disabled_account_answers_account_disabled_only_with_the_right_password() {
+        let mut user = sample_user();
+        user.status = UserStatus::Disabled;
+        let result = service(
+            users_finding(Some(user.clone())),
+            MockSessionRepository::new(),
+            verifying(PasswordCheck::Valid { needs_rehash: false }),
+        )
+        .login(login_request("pw"), RequestContext::default())
+        .await;
+        assert!(matches!(result, Err(LoginError::AccountDisabled)), "{result:?}");
+
+        let result =
+            service(users_finding(Some(user)), MockSessionRepository::new(), verifying(PasswordCheck::Invalid))
+                .login(login_request("wrong"), RequestContext::default())
+                .await;
+        assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unverified_email_is_refused_when_verification_is_required() {
+        let mut user = sample_user();
+        user.email_verified_at = None;
+
+        let result = service(
+            users_finding(Some(user)),
+            MockSessionRepository::new(),
+            verifying(PasswordCheck::Valid { needs_rehash: false }),
+        )
+        .login(login_request("pw"), RequestContext::default())
+        .await;
+
+        assert!(matches!(result, Err(LoginError::EmailNotVerified)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unverified_email_may_sign_in_when_verification_is_not_required() {
+        let mut user = sample_user();
+        user.email_verified_at = None;
+        let (sessions, mocks) = signing_in(verifying(PasswordCheck::Valid { needs_rehash: false }));
+        let service = AuthService::new(
+            ports_with_mocks(users_finding(Some(user)), sessions, mocks),
+            AuthSettings { require_verified_email: false, ..settings() },
+        );
+
+        let result = service.login(login_request("pw"), RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_outdated_parameters_is_upgraded_at_sign_in() {
+        let user = sample_user();
+        let user_id = user.id;
+        let mut users = users_finding(Some(user));
+        users
+            .expect_update_password_hash()
+            .with(eq(user_id), eq(PasswordHash::new("$argon2id$new".to_owned())), eq(now()))
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        let mut mocks = verifying(PasswordCheck::Valid { needs_rehash: true });
+        mocks.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("$argon2id$new".to_owned())));
+        let (sessions, mocks) = signing_in(mocks);
+
+        let result = service(users, sessions, mocks).login(login_request("pw"), RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_hash_upgrade_does_not_fail_the_sign_in() {
+        let mut mocks = verifying(PasswordCheck::Valid { needs_rehash: true });
+        mocks.hasher.expect_hash().times(1).returning(|_| Err(HashError::Overloaded));
+        let (sessions, mocks) = signing_in(mocks);
+
+        let result = service(users_finding(Some(sample_user())), sessions, mocks)
+            .login(login_request("pw"), RequestContext::default())
+            .await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn login_answers_overloaded_when_hashing_is_saturated() {
+        let mut mocks = Mocks::default();
+        mocks.hasher.expect_verify().times(1).returning(|_, _| Err(HashError::Overloaded));
+
+        let result = service(users_finding(Some(sample_user())), MockSessionRepository::new(), mocks)
+            .login(login_request("pw"), RequestContext::default())
+            .await;
+
+        assert!(matches!(result, Err(LoginError::Overloaded)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn login_reports_storage_failures_as_unexpected() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_credentials_by_email().times(1).returning(|_| Err(anyhow::anyhow!("timeout")));
+
+        let result = service(users, MockSessionRepository::new(), Mocks::default())
+            .login(login_request("pw"), RequestContext::default())
+            .await;
+
+        assert!(matches!(result, Err(LoginError::Unexpected(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_to_start_the_session_fails_the_sign_in() {
+        let mut mocks = verifying(PasswordCheck::Valid { needs_rehash: false });
+        mocks
+            .opaque_tokens
+            .expect_generate()
+            .times(1)
+            .returning(|| OpaqueToken { secret: secret("s"), hash: TokenHash::new("h".to_owned()) });
+        let mut sessions = MockSessionRepository::new();
+        sessions.expect_start().with(always()).times(1).returning(|_| Err(anyhow::anyhow!("pool exhausted")));
+
+        let result = service(users_finding(Some(sample_user())), sessions, mocks)
+            .login(login_request("pw"), RequestContext::default())
+            .await;
+
+        assert!(matches!(result, Err(LoginError::Unexpected(_))), "{result:?}");
+    }
+
+    #[test]
+    fn authenticate_returns_the_tokens_principal() {
+        let user_id = UserId::generate();
+        let session_id = SessionId::generate();
+        let mut mocks = Mocks::default();
+        mocks.access_tokens.expect_verify().with(eq("good")).times(1).returning(move |_| {
+            Ok(AccessClaims {
+                user_id,
+                session_id,
+                roles: vec![Role::User, Role::Admin],
+                issued_at: now(),
+                expires_at: now(),
+                token_id: Uuid::now_v7(),
+            })
+        });
+
+        let principal = service(MockUserRepository::new(), MockSessionRepository::new(), mocks)
+            .authenticate("good")
+            .expect("valid");
+
+        assert_eq!(principal, Principal { user_id, session_id, roles: vec![Role::User, Role::Admin] });
+    }
+
+    #[test]
+    fn authenticate_refuses_a_token_that_does_not_verify() {
+        let mut mocks = Mocks::default();
+        mocks.access_tokens.expect_verify().times(1).returning(|_| Err(InvalidAccessToken));
+
+        let result = service(MockUserRepository::new(), MockSessionRepository::new(), mocks).authenticate("forged");
+
+        assert!(matches!(result, Err(AuthenticateError::InvalidToken)), "{result:?}");
+    }
+}

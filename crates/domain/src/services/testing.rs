@@ -1,0 +1,64 @@
+//! Fixtures shared by the use-case tests.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::ids::UserId;
+use crate::ports::{
+    MockAccessTokens, MockClock, MockOpaqueTokens, MockPasswordHasher, MockSessionRepository, MockUserRepository,
+};
+use crate::services::Ports;
+use crate::user::{Role, User, UserStatus};
+use crate::values::{Email, Username};
+
+/// The instant every test runs at.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single().expect("valid date")
+}
+
+/// A verified, active user.
+pub(crate) fn sample_user() -> User {
+    User {
+        id: UserId::generate(),
+        email: Email::parse("ada@example.com").expect("valid"),
+        username: Username::parse("ada").expect("valid"),
+        display_name: None,
+        roles: vec![Role::User],
+        status: UserStatus::Active,
+        locked_until: None,
+        email_verified_at: Some(now()),
+        last_login_at: None,
+        created_at: now(),
+        updated_at: now(),
+        deleted_at: None,
+    }
+}
+
+/// The mocks a test sets expectations on; the rest of the ports get no expectations, so
+/// any call to them fails the test.
+#[derive(Default)]
+pub(crate) struct Mocks {
+    pub hasher: MockPasswordHasher,
+    pub access_tokens: MockAccessTokens,
+    pub opaque_tokens: MockOpaqueTokens,
+}
+
+/// Ports over the given mocks, with a clock fixed at [`now`].
+pub(crate) fn ports_with(users: MockUserRepository, sessions: MockSessionRepository) -> Ports {
+    ports_with_mocks(users, sessions, Mocks::default())
+}
+
+/// Like [`ports_with`], with expectations on the hasher and token ports too.
+pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionRepository, mocks: Mocks) -> Ports {
+    let mut clock = MockClock::new();
+    clock.expect_now().returning(now);
+    Ports {
+        users: Arc::new(users),
+        sessions: Arc::new(sessions),
+        hasher: Arc::new(mocks.hasher),
+        access_tokens: Arc::new(mocks.access_tokens),
+        opaque_tokens: Arc::new(mocks.opaque_tokens),
+        clock: Arc::new(clock),
+    }
+}
