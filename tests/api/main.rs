@@ -1,1 +1,9 @@
-fn main() {}
+//! The end-to-end suite: one binary, one module per feature, every test against the real
+//! server on PostgreSQL and on SQLite.
+
+mod docs;
+mod health;
+mod login;
+mod me;
+mod protocol;
+mod register;

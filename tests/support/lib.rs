@@ -1,1 +1,167 @@
-//! placeholder
+//! The end-to-end harness: [`spawn_app`] builds the real [`Application`] on a random port
+//! against a fresh database, and [`TestApp`] speaks HTTP to it with typed helpers.
+//!
+//! Later features add their fakes here (an SMTP sink, a fake OAuth provider, Redis), so
+//! every test keeps starting with one call.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use actix_web::dev::ServerHandle;
+use gatehouse_server::settings::{AppEnv, Settings};
+use gatehouse_server::{Application, telemetry};
+use gatehouse_store_diesel::testing::TestDatabase;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh database on the PostgreSQL server of `TEST_DATABASE_URL`.
+    Postgres,
+    /// A fresh SQLite file.
+    Sqlite,
+}
+
+/// A password that meets the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+static TELEMETRY: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let settings = test_settings_without_database();
+        telemetry::init(&settings.log, std::io::stdout);
+    }
+});
+
+fn test_settings_without_database() -> Settings {
+    let config_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config"));
+    Settings::load_from(AppEnv::Test, config_dir, &HashMap::new()).expect("config/test.toml loads")
+}
+
+/// A running server and a client for it. Stops the server and drops its database when
+/// dropped.
+pub struct TestApp {
+    /// `http://127.0.0.1:{port}`.
+    pub address: String,
+    /// A client that keeps no cookies and follows no redirects.
+    pub client: reqwest::Client,
+    handle: ServerHandle,
+    _database: TestDatabase,
+}
+
+/// Starts the application with the `test` configuration on `backend`.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Like [`spawn_app`], with a chance to change the settings first.
+pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settings)) -> TestApp {
+    LazyLock::force(&TELEMETRY);
+    let database = match backend {
+        Backend::Postgres => TestDatabase::postgres(),
+        Backend::Sqlite => TestDatabase::sqlite(),
+    };
+    let mut settings = test_settings_without_database();
+    settings.database.url = database.url().to_owned().into();
+    settings.database.pool_size = 8;
+    settings.server.host = "127.0.0.1".to_owned();
+    settings.server.port = 0;
+    settings.server.workers = 2;
+    customise(&mut settings);
+    let application = Application::build(settings).await.expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let handle = application.handle();
+    tokio::spawn(application.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a reqwest client");
+    TestApp { address, client, handle, _database: database }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl TestApp {
+    /// The absolute URL of `path`.
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request sent")
+    }
+
+    /// `GET path`, with a bearer token when given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// `POST /api/v1/auth/register`.
+    pub async fn register(&self, body: &Value) -> Response {
+        self.post_json("/api/v1/auth/register", body).await
+    }
+
+    /// Registers `email` with [`PASSWORD`] and returns the created user.
+    pub async fn register_user(&self, email: &str) -> Value {
+        let response = self.register(&json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "registering {email}");
+        response.json().await.expect("a user body")
+    }
+
+    /// `POST /api/v1/auth/login`.
+    pub async fn login(&self, body: &Value) -> Response {
+        self.post_json("/api/v1/auth/login", body).await
+    }
+
+    /// Signs in as `email` with [`PASSWORD`] and returns the access token.
+    pub async fn access_token(&self, email: &str) -> String {
+        let response = self.login(&json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(response.status(), StatusCode::OK, "signing in as {email}");
+        let pair: Value = response.json().await.expect("a token pair");
+        pair["access_token"].as_str().expect("an access token").to_owned()
+    }
+}
+
+/// Asserts that `response` is a problem with `status` and `code`, and returns its body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"), "content type of {body}");
+    assert_eq!(body["code"], code, "code in {body}");
+    assert_eq!(body["status"], status.as_u16(), "status in {body}");
+    assert_eq!(body["type"], "about:blank", "type in {body}");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "title and detail in {body}");
+    body
+}
+
+/// Runs an async test function once per backend, as `mod name { postgres, sqlite }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::Backend::Postgres).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::Backend::Sqlite).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,1 +1,19 @@
-//! placeholder
+//! Gatehouse's security adapters: password hashing, access tokens and opaque tokens.
+//!
+//! - [`Argon2Hasher`]: argon2id on a bounded pool of worker threads
+//!   ([`gatehouse_domain::ports::PasswordHasher`]).
+//! - [`JwtAccessTokens`]: signed JWT access tokens ([`gatehouse_domain::ports::AccessTokens`]).
+//! - [`RandomTokens`]: 256-bit random opaque tokens stored as SHA-256 hashes
+//!   ([`gatehouse_domain::ports::OpaqueTokens`]).
+//!
+//! Depends on the domain's ports only; never on storage, HTTP or configuration crates. Secrets
+//! come in as [`secrecy::SecretString`] and are never logged.
+
+mod jwt;
+mod opaque;
+mod password;
+mod pool;
+
+pub use jwt::{JwtAccessTokens, MIN_HS256_SECRET_BYTES};
+pub use opaque::RandomTokens;
+pub use password::{Argon2Hasher, Argon2Params, HashPoolSettings};

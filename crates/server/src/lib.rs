@@ -1,1 +1,12 @@
-//! placeholder
+//! The Gatehouse server: configuration, the HTTP adapter, and the wiring of every
+//! adapter into the domain's use cases. `main.rs` only parses the command line and calls
+//! into this library, so the end-to-end tests build the very same application.
+
+pub mod http;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,1 +1,26 @@
-//! placeholder
+//! Gatehouse's persistence ports on Diesel, for PostgreSQL (production) and SQLite (embedded).
+//!
+//! One code path serves both engines: queries are written once against a Diesel
+//! `MultiConnection`, and the column types that differ (UUIDs, timestamps) are mapped per
+//! engine in one place. The server opens a [`Database`], runs [`Database::migrate`] and takes
+//! the repositories it needs as `Arc<dyn Port>`. No Diesel type or error leaves this crate:
+//! driver errors become the domain's error variants or `anyhow::Error`s with context.
+//!
+//! Every Diesel call runs on tokio's blocking pool, never on an async worker.
+//!
+//! This crate depends on `gatehouse-domain` only; it must never depend on the server, a web
+//! framework or another adapter.
+
+mod connection;
+mod database;
+mod schema;
+mod sessions;
+mod types;
+mod users;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use database::{Backend, Database};
+pub use sessions::DieselSessionRepository;
+pub use users::DieselUserRepository;

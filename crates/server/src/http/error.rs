@@ -1,0 +1,288 @@
+//! The one place where failures become HTTP responses: RFC 9457 problem details with a
+//! stable `code`. Every domain error enum maps here, exhaustively. 5xx bodies are generic;
+//! their cause chain goes to the log, tagged with the request id by the request span.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use gatehouse_domain::FieldError;
+use gatehouse_domain::ValidationErrors;
+use gatehouse_domain::services::account::GetMeError;
+use gatehouse_domain::services::auth::{AuthenticateError, LoginError, RegisterError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of problem responses.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem details body.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank", "title": "Validation failed", "status": 422, "code": "validation_failed",
+    "detail": "The request has invalid fields.",
+    "errors": [{"field": "password", "code": "too_short", "message": "password must be at least 8 characters"}]
+}))]
+pub struct Problem {
+    /// Always `about:blank`: `code` identifies the problem.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A short summary of the problem type.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What went wrong in this occurrence.
+    pub detail: String,
+    /// Invalid fields, for `validation_failed`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+/// One invalid field in a problem.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemField {
+    /// The request field.
+    pub field: String,
+    /// A stable code (`required`, `too_short`, `invalid_format`…).
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// The kinds of failure the API reports, each with its status and stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 422 `validation_failed`.
+    ValidationFailed,
+    /// 400 `malformed_request`.
+    MalformedRequest,
+    /// 401 `unauthorized`.
+    Unauthorized,
+    /// 401 `invalid_credentials`.
+    InvalidCredentials,
+    /// 403 `email_not_verified`.
+    EmailNotVerified,
+    /// 403 `account_locked`.
+    AccountLocked,
+    /// 403 `account_disabled`.
+    AccountDisabled,
+    /// 403 `forbidden`.
+    Forbidden,
+    /// 404 `not_found`.
+    NotFound,
+    /// 405 `method_not_allowed`.
+    MethodNotAllowed,
+    /// 409 `email_taken`.
+    EmailTaken,
+    /// 409 `username_taken`.
+    UsernameTaken,
+    /// 409 `conflict`.
+    Conflict,
+    /// 413 `payload_too_large`.
+    PayloadTooLarge,
+    /// 415 `unsupported_media_type`.
+    UnsupportedMediaType,
+    /// 429 `rate_limited`.
+    RateLimited,
+    /// 503 `service_unavailable`.
+    ServiceUnavailable,
+    /// 500 `internal`.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Status, code and title.
+    #[must_use]
+    pub const fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::ValidationFailed => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Validation failed"),
+            Self::MalformedRequest => (StatusCode::BAD_REQUEST, "malformed_request", "Malformed request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid credentials"),
+            Self::EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified", "Email not verified"),
+            Self::AccountLocked => (StatusCode::FORBIDDEN, "account_locked", "Account locked"),
+            Self::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled", "Account disabled"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
+            Self::EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email taken"),
+            Self::UsernameTaken => (StatusCode::CONFLICT, "username_taken", "Username taken"),
+            Self::Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type")
+            }
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
+            Self::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable"),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+        }
+    }
+}
+
+/// A failed request. Converts from every domain error; renders as a [`Problem`].
+pub struct ApiError {
+    kind: ErrorKind,
+    detail: String,
+    errors: Vec<ProblemField>,
+    retry_after_secs: Option<u32>,
+    /// Logged, never sent.
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    /// An error of `kind` with a client-facing `detail`.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into(), errors: Vec::new(), retry_after_secs: None, cause: None }
+    }
+
+    /// A 500 whose cause is logged and never shown.
+    #[must_use]
+    pub fn internal(cause: anyhow::Error) -> Self {
+        Self { cause: Some(cause), ..Self::new(ErrorKind::Internal, "An unexpected error occurred.") }
+    }
+
+    /// A 422 listing every invalid field.
+    #[must_use]
+    pub fn validation(errors: &[FieldError]) -> Self {
+        let errors = errors
+            .iter()
+            .map(|e| ProblemField { field: e.field.to_owned(), code: e.code.to_owned(), message: e.message.clone() })
+            .collect();
+        Self { errors, ..Self::new(ErrorKind::ValidationFailed, "The request has invalid fields.") }
+    }
+
+    /// A 422 about one field.
+    pub fn validation_field(field: &str, code: &str, message: impl Into<String>) -> Self {
+        let errors = vec![ProblemField { field: field.to_owned(), code: code.to_owned(), message: message.into() }];
+        Self { errors, ..Self::new(ErrorKind::ValidationFailed, "The request has invalid fields.") }
+    }
+
+    /// A 503 that tells the client when to retry.
+    #[must_use]
+    pub fn overloaded() -> Self {
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(ErrorKind::ServiceUnavailable, "The server is busy; retry shortly.")
+        }
+    }
+
+    /// A 401 for a missing, malformed, invalid or expired bearer token.
+    #[must_use]
+    pub fn unauthorized() -> Self {
+        Self::new(ErrorKind::Unauthorized, "A valid bearer access token is required.")
+    }
+
+    /// The kind of failure.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiError").field("kind", &self.kind).field("detail", &self.detail).finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (_, code, _) = self.kind.parts();
+        write!(f, "{code}: {}", self.detail)?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause:#}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.kind.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code, title) = self.kind.parts();
+        if let Some(cause) = &self.cause {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let problem = Problem {
+            kind: "about:blank",
+            title,
+            status: status.as_u16(),
+            code,
+            detail: self.detail.clone(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| ProblemField { field: e.field.clone(), code: e.code.clone(), message: e.message.clone() })
+                .collect(),
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type(PROBLEM_JSON);
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
+        }
+        if self.kind == ErrorKind::Unauthorized {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response.json(problem)
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        Self::validation(errors.errors())
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::EmailTaken => Self::new(ErrorKind::EmailTaken, "An account with this email already exists."),
+            RegisterError::UsernameTaken => Self::new(ErrorKind::UsernameTaken, "This username is already taken."),
+            RegisterError::Overloaded => Self::overloaded(),
+            RegisterError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::InvalidCredentials => {
+                Self::new(ErrorKind::InvalidCredentials, "The email, username or password is wrong.")
+            }
+            LoginError::AccountLocked => {
+                Self::new(ErrorKind::AccountLocked, "The account is temporarily locked; try again later.")
+            }
+            LoginError::AccountDisabled => Self::new(ErrorKind::AccountDisabled, "The account is disabled."),
+            LoginError::EmailNotVerified => {
+                Self::new(ErrorKind::EmailNotVerified, "Verify your email address before signing in.")
+            }
+            LoginError::Overloaded => Self::overloaded(),
+            LoginError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<AuthenticateError> for ApiError {
+    fn from(e: AuthenticateError) -> Self {
+        match e {
+            AuthenticateError::InvalidToken => Self::unauthorized(),
+        }
+    }
+}
+
+impl From<GetMeError> for ApiError {
+    fn from(e: GetMeError) -> Self {
+        match e {
+            // The token verified, but its account is gone: the token no longer names anyone.
+            GetMeError::NotFound => Self::unauthorized(),
+            GetMeError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The HTTP adapter: routes, handlers, DTOs, extractors, and the error mapping.
+
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod openapi;
+pub mod users;
+
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, web};
+use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::http::error::{ApiError, ErrorKind};
+use crate::state::AppState;
+
+/// Registers every documented route. Routes can only be added here through
+/// `utoipa-actix-web`, which requires a `#[utoipa::path]`, so the OpenAPI document and the
+/// router cannot drift apart.
+pub fn routes(config: &mut ServiceConfig<'_>) {
+    config
+        .service(health::live)
+        .service(health::ready)
+        .service(scope("/api/v1/auth").service(auth::register).service(auth::login))
+        .service(scope("/api/v1/users").service(users::get_me));
+}
+
+/// Unmatched requests: 405 with `Allow` when the path exists for other methods (as the
+/// OpenAPI document knows), 404 otherwise. Always a problem body.
+pub async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let allowed = state.routes.allowed_methods(req.path());
+    if allowed.is_empty() || allowed.contains(req.method()) {
+        return actix_web::ResponseError::error_response(&ApiError::new(ErrorKind::NotFound, "No such resource."));
+    }
+    let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    let mut response = actix_web::ResponseError::error_response(&ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{} is not allowed here; use {allow}.", req.method()),
+    ));
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+    }
+    response
+}

@@ -1,0 +1,458 @@
+//! Typed configuration: the compiled-in `config/default.toml`, then
+//! `config/{APP_ENV}.toml`, then `APP__SECTION__KEY` environment variables and
+//! `DATABASE_URL`. Unknown keys are refused so a misspelt setting cannot go unnoticed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// The minimum length of an HS256 secret, in bytes.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Which deployment this is; picks `config/{APP_ENV}.toml` and tightens rules in
+/// production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    /// A developer's machine.
+    Development,
+    /// The test suite.
+    Test,
+    /// A real deployment.
+    Production,
+}
+
+impl AppEnv {
+    fn as_str(self) -> &'static str {
+        match self {
+            AppEnv::Development => "development",
+            AppEnv::Test => "test",
+            AppEnv::Production => "production",
+        }
+    }
+}
+
+impl FromStr for AppEnv {
+    type Err = SettingsError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "development" => Ok(AppEnv::Development),
+            "test" => Ok(AppEnv::Test),
+            "production" => Ok(AppEnv::Production),
+            other => Err(SettingsError(format!("APP_ENV: {other:?} is not one of development, test, production"))),
+        }
+    }
+}
+
+impl fmt::Display for AppEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration problem, as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct SettingsError(String);
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Set from `APP_ENV`, not from files.
+    #[serde(skip, default = "default_env")]
+    pub env: AppEnv,
+    /// Storage.
+    pub database: DatabaseSettings,
+    /// The HTTP listener.
+    pub server: ServerSettings,
+    /// Public URLs.
+    pub public: PublicSettings,
+    /// Cross-origin requests.
+    pub cors: CorsSettings,
+    /// Passwords, tokens, sign-in policy.
+    pub auth: AuthSettings,
+    /// Outgoing email.
+    pub mail: MailSettings,
+    /// Shared cache and rate limits.
+    pub redis: RedisSettings,
+    /// Rate limiting.
+    pub rate_limit: RateLimitSettings,
+    /// Sign-in with Google and GitHub.
+    pub oauth: OAuthSettings,
+    /// Files.
+    pub storage: StorageSettings,
+    /// The first admin.
+    pub bootstrap: BootstrapSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+fn default_env() -> AppEnv {
+    AppEnv::Development
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://path`. Contains credentials, hence secret.
+    pub url: SecretString,
+    /// Connections per pool; 0 means cores × 4.
+    pub pool_size: u32,
+    /// Optional replica for list/search/audit reads.
+    pub read_replica_url: Option<SecretString>,
+}
+
+impl DatabaseSettings {
+    /// The pool size with 0 resolved to cores × 4.
+    #[must_use]
+    pub fn effective_pool_size(&self) -> u32 {
+        if self.pool_size > 0 { self.pool_size } else { u32::try_from(cores() * 4).unwrap_or(8) }
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub host: String,
+    /// Listen port; 0 picks a free one (tests).
+    pub port: u16,
+    /// actix workers; 0 means one per core.
+    pub workers: usize,
+    /// PEM certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Largest JSON body accepted, in bytes.
+    pub json_limit_bytes: usize,
+}
+
+impl ServerSettings {
+    /// The worker count with 0 resolved to the number of cores.
+    #[must_use]
+    pub fn effective_workers(&self) -> usize {
+        if self.workers > 0 { self.workers } else { cores() }
+    }
+}
+
+/// `[public]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicSettings {
+    /// Where the API is reachable from outside.
+    pub base_url: String,
+    /// Where the web front end lives.
+    pub frontend_url: String,
+}
+
+/// `[cors]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins allowed to call the API from a browser.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret; required in production.
+    pub jwt_secret: Option<SecretString>,
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// Access-token lifetime.
+    pub access_ttl_secs: u32,
+    /// Session lifetime.
+    pub refresh_ttl_secs: u32,
+    /// Grace window for a spent refresh token.
+    pub refresh_reuse_grace_secs: u32,
+    /// Whether unverified accounts are refused at login.
+    pub require_verified_email: bool,
+    /// argon2id memory in KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Hashing threads; 0 means one per core.
+    pub hash_workers: usize,
+    /// Hashing requests that may wait before login/register answer 503.
+    pub hash_queue_capacity: usize,
+}
+
+impl AuthSettings {
+    /// The hashing thread count with 0 resolved to the number of cores.
+    #[must_use]
+    pub fn effective_hash_workers(&self) -> usize {
+        if self.hash_workers > 0 { self.hash_workers } else { cores() }
+    }
+}
+
+/// `[mail]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    /// SMTP server URL, possibly with credentials.
+    pub smtp_url: Option<SecretString>,
+    /// Sender address.
+    pub from: String,
+    /// Where mail goes without SMTP.
+    pub outbox_dir: PathBuf,
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Redis URL, possibly with credentials.
+    pub url: Option<SecretString>,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Master switch.
+    pub enabled: bool,
+}
+
+/// `[oauth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// Where the callback redirects with a one-time code.
+    pub success_redirect: Option<String>,
+    /// Google; off when absent.
+    pub google: Option<OAuthProviderSettings>,
+    /// GitHub; off when absent.
+    pub github: Option<OAuthProviderSettings>,
+}
+
+/// `[oauth.google]`, `[oauth.github]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthProviderSettings {
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: SecretString,
+    /// Authorization endpoint override.
+    pub auth_url: Option<String>,
+    /// Token endpoint override.
+    pub token_url: Option<String>,
+    /// Userinfo endpoint override (Google).
+    pub userinfo_url: Option<String>,
+    /// Issuer override (Google).
+    pub issuer_url: Option<String>,
+    /// API base override (GitHub, GitHub Enterprise).
+    pub api_url: Option<String>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Where avatars are kept.
+    pub avatar_dir: PathBuf,
+}
+
+/// `[bootstrap]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSettings {
+    /// Email of the first admin.
+    pub admin_email: Option<String>,
+    /// Password of the first admin.
+    pub admin_password: Option<SecretString>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-friendly, coloured.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// `RUST_LOG`-style filter.
+    pub level: String,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+impl Settings {
+    /// Loads the settings of this process: `APP_ENV`, the config folder
+    /// (`GATEHOUSE_CONFIG_DIR`, default `./config`), and the environment.
+    ///
+    /// # Errors
+    ///
+    /// A [`SettingsError`] naming the offending key.
+    pub fn load() -> Result<Self, SettingsError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        let env = vars.get("APP_ENV").map_or(Ok(AppEnv::Development), |v| v.parse())?;
+        let dir = vars.get("GATEHOUSE_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        Self::load_from(env, &dir, &vars)
+    }
+
+    /// Loads the settings for `env` from `config_dir` and the given environment variables.
+    /// A missing `config/{env}.toml` is fine: the compiled-in defaults stand.
+    ///
+    /// # Errors
+    ///
+    /// A [`SettingsError`] naming the offending key.
+    pub fn load_from(env: AppEnv, config_dir: &Path, vars: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let app_vars: HashMap<String, String> =
+            vars.iter().filter(|(k, _)| k.starts_with("APP__")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let env_file = config_dir.join(format!("{env}.toml"));
+        let config = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(env_file).required(false))
+            .add_source(
+                Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("cors.allowed_origins")
+                    .with_list_parse_key("server.trusted_proxies")
+                    .source(Some(app_vars.into_iter().collect())),
+            )
+            .set_override_option("database.url", vars.get("DATABASE_URL").cloned())
+            .map_err(|e| SettingsError(e.to_string()))?
+            .build()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        let mut settings: Settings = config.try_deserialize().map_err(|e| SettingsError(e.to_string()))?;
+        settings.env = env;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks rules that span keys or depend on the environment.
+    ///
+    /// # Errors
+    ///
+    /// A [`SettingsError`] naming the offending key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        match &self.auth.jwt_secret {
+            None if self.env == AppEnv::Production => {
+                return Err(SettingsError(
+                    "auth.jwt_secret is required in production (set APP__AUTH__JWT_SECRET to at least 32 random bytes)"
+                        .to_owned(),
+                ));
+            }
+            Some(secret) if secret.expose_secret().len() < MIN_JWT_SECRET_BYTES => {
+                return Err(SettingsError(format!("auth.jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes")));
+            }
+            _ => {}
+        }
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://")) {
+            return Err(SettingsError(
+                "database.url must start with postgres://, postgresql:// or sqlite://".to_owned(),
+            ));
+        }
+        if self.server.tls_cert.is_some() || self.server.tls_key.is_some() {
+            return Err(SettingsError(
+                "server.tls_cert/server.tls_key: built-in TLS is not available yet; terminate TLS at a reverse proxy"
+                    .to_owned(),
+            ));
+        }
+        if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
+            return Err(SettingsError("auth.access_ttl_secs and auth.refresh_ttl_secs must be positive".to_owned()));
+        }
+        if self.auth.hash_queue_capacity == 0 {
+            return Err(SettingsError("auth.hash_queue_capacity must be at least 1".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: AppEnv, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::load_from(env, Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config")), &vars)
+    }
+
+    #[test]
+    fn the_defaults_match_the_documented_ones() {
+        let settings = load(AppEnv::Development, &[]).expect("loads");
+        assert_eq!(settings.database.url.expose_secret(), "sqlite://data/gatehouse.db");
+        assert_eq!(settings.server.port, 8080);
+        assert_eq!(settings.auth.access_ttl_secs, 900);
+        assert_eq!(settings.auth.refresh_ttl_secs, 2_592_000);
+        assert_eq!(settings.auth.argon2_memory_kib, 19_456);
+        assert!(!settings.auth.require_verified_email, "development turns verification off until mail lands");
+    }
+
+    #[test]
+    fn environment_variables_override_files() {
+        let settings = load(
+            AppEnv::Development,
+            &[
+                ("APP__SERVER__PORT", "9000"),
+                ("APP__CORS__ALLOWED_ORIGINS", "https://a.example,https://b.example"),
+                ("DATABASE_URL", "postgres://db/gatehouse"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(settings.server.port, 9000);
+        assert_eq!(settings.cors.allowed_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(settings.database.url.expose_secret(), "postgres://db/gatehouse");
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_jwt_secret() {
+        let error = load(AppEnv::Production, &[]).expect_err("refused").to_string();
+        assert!(error.contains("auth.jwt_secret"), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let error = load(AppEnv::Production, &[("APP__AUTH__JWT_SECRET", "short")]).expect_err("refused").to_string();
+        assert!(error.contains("at least 32 bytes"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let error = load(AppEnv::Development, &[("APP__SERVER__PROT", "9000")]).expect_err("refused").to_string();
+        assert!(error.contains("prot"), "{error}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_refused_by_name() {
+        let error = load(AppEnv::Development, &[("APP__SERVER__PORT", "eighty")]).expect_err("refused").to_string();
+        assert!(error.contains("port"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_app_env_is_refused() {
+        assert!("staging".parse::<AppEnv>().is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! Wiring: configuration in, a running HTTP server out. `main` and the end-to-end tests
+//! both go through [`Application::build`], so tests run exactly what production runs.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use chrono::Duration;
+use gatehouse_domain::ports::{Clock, OpaqueTokens, SystemClock};
+use gatehouse_domain::services::Ports;
+use gatehouse_domain::services::account::AccountService;
+use gatehouse_domain::services::auth::{AuthService, AuthSettings};
+use gatehouse_security::{Argon2Hasher, Argon2Params, HashPoolSettings, JwtAccessTokens, RandomTokens};
+use gatehouse_store_diesel::Database;
+use secrecy::{ExposeSecret, SecretString};
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::http::{self, extract, middleware, openapi};
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// How long in-flight requests may take to finish after a stop signal.
+const SHUTDOWN_GRACE_SECS: u64 = 30;
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects and migrates the database, builds every adapter and service, and binds the
+    /// listener (port 0 picks a free port).
+    ///
+    /// # Errors
+    ///
+    /// Any failure to connect, migrate, build an adapter or bind.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let database = connect_database(&settings).await?;
+        database.migrate().await.context("applying database migrations")?;
+        let state = build_state(&settings, database)?;
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
+        let port = listener.local_addr()?.port();
+        let json_limit = settings.server.json_limit_bytes;
+        let server = HttpServer::new(move || {
+            let (app, api) = App::new()
+                .into_utoipa_app()
+                .openapi(openapi::document())
+                .app_data(web::Data::new(state.clone()))
+                .app_data(extract::json_config(json_limit))
+                .app_data(extract::query_config())
+                .app_data(extract::path_config())
+                .configure(http::routes)
+                .split_for_parts();
+            app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api))
+                .default_service(web::to(http::fallback))
+                .wrap(from_fn(middleware::request_span))
+        })
+        .workers(settings.server.effective_workers())
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        .listen(listener)?
+        .run();
+        tracing::info!(port, env = %settings.env, "gatehouse is listening");
+        Ok(Self { port, server })
+    }
+
+    /// The bound port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully.
+    #[must_use]
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped by a signal or the handle; in-flight requests finish first.
+    ///
+    /// # Errors
+    ///
+    /// I/O failures of the server.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Opens the pool off the async workers (r2d2 connects eagerly and blocks).
+///
+/// # Errors
+///
+/// When the database cannot be reached.
+pub async fn connect_database(settings: &Settings) -> anyhow::Result<Database> {
+    let url = settings.database.url.clone();
+    let pool_size = settings.database.effective_pool_size();
+    tokio::task::spawn_blocking(move || Database::connect(url.expose_secret(), pool_size))
+        .await
+        .context("the database connection task failed")?
+        .context("connecting to the database")
+}
+
+fn build_state(settings: &Settings, database: Database) -> anyhow::Result<AppState> {
+    let auth = &settings.auth;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let opaque_tokens = RandomTokens;
+    let jwt_secret = match &auth.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            tracing::warn!("auth.jwt_secret is not set: using a random secret; tokens die with this process");
+            SecretString::from(opaque_tokens.generate().secret.expose_secret().to_owned())
+        }
+    };
+    let hasher = Argon2Hasher::new(
+        Argon2Params {
+            memory_kib: auth.argon2_memory_kib,
+            iterations: auth.argon2_iterations,
+            parallelism: auth.argon2_parallelism,
+        },
+        HashPoolSettings { workers: auth.effective_hash_workers(), queue_capacity: auth.hash_queue_capacity },
+    )
+    .context("auth.argon2_*: invalid hashing parameters")?;
+    let access_tokens = JwtAccessTokens::hs256(&jwt_secret, &auth.issuer).context("auth.jwt_secret")?;
+    let ports = Ports {
+        users: database.users(),
+        sessions: database.sessions(),
+        hasher: Arc::new(hasher),
+        access_tokens: Arc::new(access_tokens),
+        opaque_tokens: Arc::new(opaque_tokens),
+        clock: clock.clone(),
+    };
+    let auth_settings = AuthSettings {
+        require_verified_email: auth.require_verified_email,
+        access_ttl: Duration::seconds(i64::from(auth.access_ttl_secs)),
+        refresh_ttl: Duration::seconds(i64::from(auth.refresh_ttl_secs)),
+    };
+    Ok(AppState {
+        auth: AuthService::new(ports.clone(), auth_settings),
+        account: AccountService::new(ports),
+        database,
+        clock,
+        routes: openapi::RouteTable::from_document(&openapi::document()),
+    })
+}

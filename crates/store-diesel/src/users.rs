@@ -1,0 +1,315 @@
+//! [`UserRepository`] on Diesel: the `users` and `user_roles` tables.
+//!
+//! Emails and usernames are compared through their `*_normalized` columns, lower-cased here in
+//! Rust so both engines fold Unicode case the same way. The partial unique indexes on those
+//! columns are the source of truth for uniqueness; a pre-check inside the insert transaction
+//! only decides which error wins when both collide.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use gatehouse_domain::ports::{CreateUserError, PasswordHash, UserRepository};
+use gatehouse_domain::{Credentials, DisplayName, Email, NewUser, Role, User, UserId, UserStatus, Username};
+
+use crate::connection::{AnyConnection, write_transaction};
+use crate::database::Database;
+use crate::schema::{user_roles, users};
+use crate::types::{DbTime, DbUuid};
+
+/// The unique index on non-deleted users' normalised emails (see the migrations).
+const EMAIL_INDEX: &str = "users_email_normalized_key";
+/// The unique index on non-deleted users' normalised usernames.
+const USERNAME_INDEX: &str = "users_username_normalized_key";
+
+/// Stores users in PostgreSQL or SQLite. Obtain one with [`Database::users`].
+#[derive(Debug, Clone)]
+pub struct DieselUserRepository {
+    db: Database,
+}
+
+impl DieselUserRepository {
+    /// A repository on `db`.
+    #[must_use]
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+/// The key emails and usernames are unique by: Rust's Unicode lower-casing, so that `É` and
+/// `é` collide on SQLite too (whose `lower()` folds only ASCII).
+fn normalize(value: &str) -> String {
+    value.to_lowercase()
+}
+
+/// A users row, minus the normalised keys.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: DbUuid,
+    email: String,
+    username: String,
+    display_name: Option<String>,
+    password_hash: Option<String>,
+    status: String,
+    locked_until: Option<DbTime>,
+    email_verified_at: Option<DbTime>,
+    last_login_at: Option<DbTime>,
+    created_at: DbTime,
+    updated_at: DbTime,
+    deleted_at: Option<DbTime>,
+}
+
+impl UserRow {
+    /// The domain user. A stored value that no longer parses (edited by hand, or written by a
+    /// version with other rules) is an error, never a panic.
+    fn into_user(self, roles: Vec<String>) -> anyhow::Result<(User, Option<String>)> {
+        let id = self.id.0;
+        let context = || format!("user {id} holds an invalid stored value");
+        let roles: BTreeSet<Role> =
+            roles.iter().map(|name| name.parse::<Role>()).collect::<Result<_, _>>().with_context(context)?;
+        let user = User {
+            id: UserId::from_uuid(id),
+            email: Email::parse(&self.email).with_context(context)?,
+            username: Username::parse(&self.username).with_context(context)?,
+            display_name: self.display_name.as_deref().map(DisplayName::parse).transpose().with_context(context)?,
+            roles: roles.into_iter().collect(),
+            status: self.status.parse::<UserStatus>().with_context(context)?,
+            locked_until: self.locked_until.map(|t| t.0),
+            email_verified_at: self.email_verified_at.map(|t| t.0),
+            last_login_at: self.last_login_at.map(|t| t.0),
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+            deleted_at: self.deleted_at.map(|t| t.0),
+        };
+        Ok((user, self.password_hash))
+    }
+}
+
+/// A users row to insert.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users, treat_none_as_default_value = false)]
+struct NewUserRow {
+    id: DbUuid,
+    email: String,
+    email_normalized: String,
+    username: String,
+    username_normalized: String,
+    display_name: Option<String>,
+    password_hash: Option<String>,
+    status: &'static str,
+    locked_until: Option<DbTime>,
+    email_verified_at: Option<DbTime>,
+    last_login_at: Option<DbTime>,
+    created_at: DbTime,
+    updated_at: DbTime,
+    deleted_at: Option<DbTime>,
+}
+
+impl From<&NewUser> for NewUserRow {
+    fn from(user: &NewUser) -> Self {
+        Self {
+            id: DbUuid(*user.id.as_uuid()),
+            email: user.email.as_ref().to_owned(),
+            email_normalized: normalize(user.email.as_ref()),
+            username: user.username.as_ref().to_owned(),
+            username_normalized: normalize(user.username.as_ref()),
+            display_name: user.display_name.as_ref().map(|name| name.as_ref().to_owned()),
+            password_hash: user.password_hash.as_ref().map(|hash| hash.as_str().to_owned()),
+            status: UserStatus::Active.as_str(),
+            locked_until: None,
+            email_verified_at: user.email_verified_at.map(DbTime),
+            last_login_at: None,
+            created_at: DbTime(user.created_at),
+            updated_at: DbTime(user.created_at),
+            deleted_at: None,
+        }
+    }
+}
+
+/// Which unique key an insert collided with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conflict {
+    Email,
+    Username,
+}
+
+impl From<Conflict> for CreateUserError {
+    fn from(conflict: Conflict) -> Self {
+        match conflict {
+            Conflict::Email => CreateUserError::EmailTaken,
+            Conflict::Username => CreateUserError::UsernameTaken,
+        }
+    }
+}
+
+/// The unique key behind a unique violation, if it is one of ours. PostgreSQL names the index;
+/// SQLite names the columns ("UNIQUE constraint failed: users.email_normalized").
+fn conflict_in(error: &DieselError) -> Option<Conflict> {
+    let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = error else {
+        return None;
+    };
+    let constraint = info.constraint_name().unwrap_or_default();
+    let message = info.message();
+    if constraint == EMAIL_INDEX || message.contains("users.email_normalized") {
+        Some(Conflict::Email)
+    } else if constraint == USERNAME_INDEX || message.contains("users.username_normalized") {
+        Some(Conflict::Username)
+    } else {
+        None
+    }
+}
+
+fn email_in_use(connection: &mut AnyConnection, email_key: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        users::table.filter(users::email_normalized.eq(email_key)).filter(users::deleted_at.is_null()),
+    ))
+    .get_result(connection)
+}
+
+fn username_in_use(connection: &mut AnyConnection, username_key: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        users::table.filter(users::username_normalized.eq(username_key)).filter(users::deleted_at.is_null()),
+    ))
+    .get_result(connection)
+}
+
+/// The role names granted to `id`.
+fn role_names(connection: &mut AnyConnection, id: DbUuid) -> QueryResult<Vec<String>> {
+    user_roles::table.filter(user_roles::user_id.eq(id)).select(user_roles::role).load(connection)
+}
+
+/// A found row together with its roles, or nothing.
+fn with_roles(
+    connection: &mut AnyConnection,
+    row: Option<UserRow>,
+) -> anyhow::Result<Option<(User, Option<String>)>> {
+    let Some(row) = row else { return Ok(None) };
+    let roles = role_names(connection, row.id).context("could not load the user's roles")?;
+    row.into_user(roles).map(Some)
+}
+
+/// The insert itself: the user, then each role once, then the row as stored (so the caller
+/// sees times as the database keeps them, truncated to microseconds).
+fn insert_user(
+    connection: &mut AnyConnection,
+    row: &NewUserRow,
+    roles: &BTreeSet<Role>,
+) -> QueryResult<Result<(UserRow, Vec<String>), Conflict>> {
+    if email_in_use(connection, &row.email_normalized)? {
+        return Ok(Err(Conflict::Email));
+    }
+    if username_in_use(connection, &row.username_normalized)? {
+        return Ok(Err(Conflict::Username));
+    }
+    diesel::insert_into(users::table).values(row).execute(connection)?;
+    for role in roles {
+        diesel::insert_into(user_roles::table)
+            .values((user_roles::user_id.eq(row.id), user_roles::role.eq(role.as_str())))
+            .execute(connection)?;
+    }
+    let stored = users::table.find(row.id).select(UserRow::as_select()).first(connection)?;
+    let roles = role_names(connection, row.id)?;
+    Ok(Ok((stored, roles)))
+}
+
+#[async_trait]
+impl UserRepository for DieselUserRepository {
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %user.id))]
+    async fn create(&self, user: NewUser) -> Result<User, CreateUserError> {
+        let row = NewUserRow::from(&user);
+        let roles: BTreeSet<Role> = user.roles.iter().copied().chain([Role::User]).collect();
+        self.db
+            .run(move |connection| {
+                match write_transaction(connection, |connection| insert_user(connection, &row, &roles)) {
+                    Ok(Ok((stored, roles))) => Ok(stored.into_user(roles)?.0),
+                    Ok(Err(conflict)) => Err(conflict.into()),
+                    // Racing inserts pass the pre-check and meet at the unique index instead. If
+                    // the winner also took the email, that is the error to report.
+                    Err(error) => match conflict_in(&error) {
+                        Some(Conflict::Username)
+                            if email_in_use(connection, &row.email_normalized)
+                                .context("could not check whether the email is taken")? =>
+                        {
+                            Err(CreateUserError::EmailTaken)
+                        }
+                        Some(conflict) => Err(conflict.into()),
+                        None => Err(anyhow::Error::new(error).context("could not insert the user").into()),
+                    },
+                }
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), err)]
+    async fn find_by_id(&self, id: UserId) -> anyhow::Result<Option<User>> {
+        let id = DbUuid(*id.as_uuid());
+        self.db
+            .run(move |connection| {
+                let row = users::table
+                    .find(id)
+                    .filter(users::deleted_at.is_null())
+                    .select(UserRow::as_select())
+                    .first(connection)
+                    .optional()
+                    .context("could not look up the user by id")?;
+                Ok(with_roles(connection, row)?.map(|(user, _hash)| user))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err)]
+    async fn find_credentials_by_email(&self, email: &Email) -> anyhow::Result<Option<Credentials>> {
+        let key = normalize(email.as_ref());
+        self.db
+            .run(move |connection| {
+                let row = users::table
+                    .filter(users::email_normalized.eq(key))
+                    .filter(users::deleted_at.is_null())
+                    .select(UserRow::as_select())
+                    .first(connection)
+                    .optional()
+                    .context("could not look up the user by email")?;
+                Ok(with_roles(connection, row)?.map(credentials))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err)]
+    async fn find_credentials_by_username(&self, username: &Username) -> anyhow::Result<Option<Credentials>> {
+        let key = normalize(username.as_ref());
+        self.db
+            .run(move |connection| {
+                let row = users::table
+                    .filter(users::username_normalized.eq(key))
+                    .filter(users::deleted_at.is_null())
+                    .select(UserRow::as_select())
+                    .first(connection)
+                    .optional()
+                    .context("could not look up the user by username")?;
+                Ok(with_roles(connection, row)?.map(credentials))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, hash), err)]
+    async fn update_password_hash(&self, id: UserId, hash: PasswordHash, at: DateTime<Utc>) -> anyhow::Result<()> {
+        let id = DbUuid(*id.as_uuid());
+        self.db
+            .run(move |connection| {
+                diesel::update(users::table.find(id).filter(users::deleted_at.is_null()))
+                    .set((users::password_hash.eq(Some(hash.as_str())), users::updated_at.eq(DbTime(at))))
+                    .execute(connection)
+                    .context("could not update the password hash")?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+fn credentials((user, password_hash): (User, Option<String>)) -> Credentials {
+    Credentials { user, password_hash: password_hash.map(PasswordHash::new) }
+}
