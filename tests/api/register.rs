@@ -158,9 +158,9 @@ async fn sql_metacharacters_are_data_not_code(backend: Backend) {
 async fn concurrent_registrations_of_one_email_let_exactly_one_win(backend: Backend) {
     let app = spawn_app(backend).await;
 
-    let attempts = (0..8).map(|i| {
-        app.register(&json!({"email": "race@example.com", "password": PASSWORD, "username": format!("racer{i}")}))
-    });
+    let bodies: Vec<Value> =
+        (0..8).map(|i| json!({"email": "race@example.com", "password": PASSWORD, "username": format!("racer{i}")})).collect();
+    let attempts = bodies.iter().map(|body| app.register(body));
     let statuses: Vec<StatusCode> = join_all(attempts).await.iter().map(reqwest::Response::status).collect();
 
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");

@@ -114,12 +114,14 @@ where
                     <AnyConnection as TransactionManager<AnyConnection>>::commit_transaction(connection)?;
                     Ok(value)
                 }
-                Err(error) => match <AnyConnection as TransactionManager<AnyConnection>>::rollback_transaction(connection) {
-                    // A broken transaction manager is reported by the pool, which discards the
-                    // connection; the caller is better served by the error that caused it.
-                    Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(error),
-                    Err(rollback_error) => Err(rollback_error.into()),
-                },
+                Err(error) => {
+                    match <AnyConnection as TransactionManager<AnyConnection>>::rollback_transaction(connection) {
+                        // A broken transaction manager is reported by the pool, which discards the
+                        // connection; the caller is better served by the error that caused it.
+                        Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(error),
+                        Err(rollback_error) => Err(rollback_error.into()),
+                    }
+                }
             }
         }
     }

@@ -76,7 +76,11 @@ impl TestDatabase {
     #[must_use]
     pub fn sqlite() -> Self {
         let path = std::env::temp_dir().join(format!("gatehouse-test-{}.db", uuid::Uuid::now_v7().simple()));
-        Self { backend: Backend::Sqlite, url: format!("sqlite://{}", path.display()), cleanup: Cleanup::Sqlite { path } }
+        Self {
+            backend: Backend::Sqlite,
+            url: format!("sqlite://{}", path.display()),
+            cleanup: Cleanup::Sqlite { path },
+        }
     }
 
     /// The URL to hand to [`Database::connect`] or to the server's configuration.

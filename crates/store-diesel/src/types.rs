@@ -106,9 +106,10 @@ impl FromSql<PortableTimestamp, Sqlite> for DbTime {
 /// Parses what [`SQLITE_TIME_FORMAT`] writes, any other RFC 3339 time, or SQLite's own
 /// `CURRENT_TIMESTAMP` form (`2026-11-26 09:30:00`, UTC) should a hand-written statement use it.
 fn parse_sqlite_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
-        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok().map(|naive| naive.and_utc())
-    })
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok().map(|naive| naive.and_utc()))
 }
 
 // The backend of `AnyConnection` dispatches to the per-engine impls above.

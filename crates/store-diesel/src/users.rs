@@ -183,10 +183,7 @@ fn role_names(connection: &mut AnyConnection, id: DbUuid) -> QueryResult<Vec<Str
 }
 
 /// A found row together with its roles, or nothing.
-fn with_roles(
-    connection: &mut AnyConnection,
-    row: Option<UserRow>,
-) -> anyhow::Result<Option<(User, Option<String>)>> {
+fn with_roles(connection: &mut AnyConnection, row: Option<UserRow>) -> anyhow::Result<Option<(User, Option<String>)>> {
     let Some(row) = row else { return Ok(None) };
     let roles = role_names(connection, row.id).context("could not load the user's roles")?;
     row.into_user(roles).map(Some)
@@ -229,7 +226,7 @@ impl UserRepository for DieselUserRepository {
                     Ok(Err(conflict)) => Err(conflict.into()),
                     // Racing inserts pass the pre-check and meet at the unique index instead. If
                     // the winner also took the email, that is the error to report.
-                    Err(error) => match conflict_in(&error) {
+                    Err(error) => match { eprintln!("RACE-PATH {:?}", conflict_in(&error)); conflict_in(&error) } {
                         Some(Conflict::Username)
                             if email_in_use(connection, &row.email_normalized)
                                 .context("could not check whether the email is taken")? =>
@@ -312,4 +309,49 @@ impl UserRepository for DieselUserRepository {
 
 fn credentials((user, password_hash): (User, Option<String>)) -> Credentials {
     Credentials { user, password_hash: password_hash.map(PasswordHash::new) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pre-check normally answers first; this drives SQLite into the unique indexes
+    /// themselves, the way a race on PostgreSQL does, to check the error is recognised.
+    #[tokio::test]
+    async fn sqlite_unique_index_violations_are_recognised() {
+        let path = std::env::temp_dir().join(format!("gatehouse-unit-{}.db", uuid::Uuid::now_v7().simple()));
+        let db = Database::connect(&format!("sqlite://{}", path.display()), 1).expect("SQLite opens");
+        db.migrate().await.expect("migrations apply");
+        let row = |email: &str, username: &str| {
+            NewUserRow::from(&NewUser {
+                id: UserId::generate(),
+                email: Email::parse(email).expect("valid email"),
+                username: Username::parse(username).expect("valid username"),
+                display_name: None,
+                password_hash: None,
+                roles: Vec::new(),
+                email_verified_at: None,
+                created_at: Utc::now(),
+            })
+        };
+        let rows = [row("ada@example.com", "ada"), row("ADA@example.com", "other"), row("x@example.com", "ADA")];
+
+        let conflicts = db
+            .run(move |connection| {
+                let outcomes: Vec<Option<Conflict>> = rows
+                    .iter()
+                    .map(|row| diesel::insert_into(users::table).values(row).execute(connection))
+                    .map(|outcome| outcome.err().as_ref().and_then(conflict_in))
+                    .collect();
+                anyhow::Ok(outcomes)
+            })
+            .await
+            .expect("the inserts run");
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+
+        assert_eq!(conflicts, vec![None, Some(Conflict::Email), Some(Conflict::Username)]);
+    }
 }

@@ -297,7 +297,7 @@ impl AuthService {
             access_token,
             expires_in: self.settings.access_ttl.num_seconds(),
             refresh_token: refresh.secret,
-            refresh_expires_in: (session.expires_at - now).num_seconds(),
+            refresh_expires_in: self.settings.refresh_ttl.num_seconds(),
             session_id: session.id,
         })
     }
