@@ -14,7 +14,8 @@ async fn the_openapi_document_describes_every_route_and_each_one_is_served() {
     let doc: Value = response.json().await.expect("json");
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
     let paths = doc["paths"].as_object().expect("paths");
-    for expected in ["/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/users/me", "/health/live", "/health/ready"] {
+    for expected in ["/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/users/me", "/health/live", "/health/ready"]
+    {
         assert!(paths.contains_key(expected), "{expected} is documented");
     }
     for (path, item) in paths {

@@ -48,6 +48,7 @@ async fn me_needs_a_valid_bearer_token(backend: Backend) {
         );
         assert_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
-    let response = app.client.get(app.url("/api/v1/users/me")).basic_auth("ada", Some("pw")).send().await.expect("sent");
+    let response =
+        app.client.get(app.url("/api/v1/users/me")).basic_auth("ada", Some("pw")).send().await.expect("sent");
     assert_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }

@@ -20,7 +20,9 @@ async fn registering_returns_the_new_user_without_secrets(backend: Backend) {
     let app = spawn_app(backend).await;
 
     let response = app
-        .register(&json!({"email": "  Ada@Example.com ", "password": PASSWORD, "username": "ada", "display_name": "Ada"}))
+        .register(
+            &json!({"email": "  Ada@Example.com ", "password": PASSWORD, "username": "ada", "display_name": "Ada"}),
+        )
         .await;
 
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -73,7 +75,18 @@ async fn a_username_taken_in_another_case_is_refused(backend: Backend) {
 async fn invalid_emails_are_refused_with_a_field_error(backend: Backend) {
     let app = spawn_app(backend).await;
     let long = format!("{}@example.com", "a".repeat(300));
-    for email in ["", "plainaddress", "ada@", "@example.com", "ada@localhost", "Ada <ada@example.com>", "ада@\u{202e}example.com", "💥@💥", "a\u{0}b@example.com", long.as_str()] {
+    for email in [
+        "",
+        "plainaddress",
+        "ada@",
+        "@example.com",
+        "ada@localhost",
+        "Ada <ada@example.com>",
+        "ада@\u{202e}example.com",
+        "💥@💥",
+        "a\u{0}b@example.com",
+        long.as_str(),
+    ] {
         let response = app.register(&json!({"email": email, "password": PASSWORD})).await;
 
         let body = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
@@ -127,8 +140,9 @@ async fn missing_and_mistyped_fields_are_validation_errors(backend: Backend) {
 async fn unknown_fields_are_ignored(backend: Backend) {
     let app = spawn_app(backend).await;
 
-    let response =
-        app.register(&json!({"email": "ada@example.com", "password": PASSWORD, "roles": ["admin"], "is_admin": true})).await;
+    let response = app
+        .register(&json!({"email": "ada@example.com", "password": PASSWORD, "roles": ["admin"], "is_admin": true}))
+        .await;
 
     assert_eq!(response.status(), StatusCode::CREATED);
     let user: Value = response.json().await.expect("json");
@@ -145,7 +159,8 @@ async fn sql_metacharacters_are_data_not_code(backend: Backend) {
     let user: Value = response.json().await.expect("json");
     assert_eq!(user["display_name"], "Robert'); DROP TABLE users;--");
 
-    let response = app.register(&json!({"email": "x@example.com", "password": PASSWORD, "username": "' OR 1=1 --"})).await;
+    let response =
+        app.register(&json!({"email": "x@example.com", "password": PASSWORD, "username": "' OR 1=1 --"})).await;
     assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     let response = app.login(&json!({"email": "' OR '1'='1@example.com", "password": "' OR '1'='1"})).await;
     assert!(response.status().is_client_error(), "{}", response.status());
@@ -158,8 +173,9 @@ async fn sql_metacharacters_are_data_not_code(backend: Backend) {
 async fn concurrent_registrations_of_one_email_let_exactly_one_win(backend: Backend) {
     let app = spawn_app(backend).await;
 
-    let bodies: Vec<Value> =
-        (0..8).map(|i| json!({"email": "race@example.com", "password": PASSWORD, "username": format!("racer{i}")})).collect();
+    let bodies: Vec<Value> = (0..8)
+        .map(|i| json!({"email": "race@example.com", "password": PASSWORD, "username": format!("racer{i}")}))
+        .collect();
     let attempts = bodies.iter().map(|body| app.register(body));
     let statuses: Vec<StatusCode> = join_all(attempts).await.iter().map(reqwest::Response::status).collect();
 

@@ -73,10 +73,8 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
     tokio::spawn(application.run_until_stopped());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("a reqwest client");
+    let client =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a reqwest client");
     TestApp { address, client, handle, _database: database }
 }
 

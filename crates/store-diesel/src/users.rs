@@ -189,8 +189,9 @@ fn with_roles(connection: &mut AnyConnection, row: Option<UserRow>) -> anyhow::R
     row.into_user(roles).map(Some)
 }
 
-/// The insert itself: the user, then each role once, then the row as stored (so the caller
-/// sees times as the database keeps them, truncated to microseconds).
+/// The insert itself: checks the email, then the username (so the email wins when both are
+/// taken), inserts the user and each role once, and reads the row back as stored (so the
+/// caller sees times as the database keeps them, truncated to microseconds).
 fn insert_user(
     connection: &mut AnyConnection,
     row: &NewUserRow,
@@ -226,7 +227,7 @@ impl UserRepository for DieselUserRepository {
                     Ok(Err(conflict)) => Err(conflict.into()),
                     // Racing inserts pass the pre-check and meet at the unique index instead. If
                     // the winner also took the email, that is the error to report.
-                    Err(error) => match { eprintln!("RACE-PATH {:?}", conflict_in(&error)); conflict_in(&error) } {
+                    Err(error) => match conflict_in(&error) {
                         Some(Conflict::Username)
                             if email_in_use(connection, &row.email_normalized)
                                 .context("could not check whether the email is taken")? =>
@@ -311,30 +312,39 @@ fn credentials((user, password_hash): (User, Option<String>)) -> Credentials {
     Credentials { user, password_hash: password_hash.map(PasswordHash::new) }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "testing"))]
 mod tests {
-    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
 
-    /// The pre-check normally answers first; this drives SQLite into the unique indexes
-    /// themselves, the way a race on PostgreSQL does, to check the error is recognised.
-    #[tokio::test]
-    async fn sqlite_unique_index_violations_are_recognised() {
-        let path = std::env::temp_dir().join(format!("gatehouse-unit-{}.db", uuid::Uuid::now_v7().simple()));
-        let db = Database::connect(&format!("sqlite://{}", path.display()), 1).expect("SQLite opens");
-        db.migrate().await.expect("migrations apply");
-        let row = |email: &str, username: &str| {
-            NewUserRow::from(&NewUser {
-                id: UserId::generate(),
-                email: Email::parse(email).expect("valid email"),
-                username: Username::parse(username).expect("valid username"),
-                display_name: None,
-                password_hash: None,
-                roles: Vec::new(),
-                email_verified_at: None,
-                created_at: Utc::now(),
-            })
-        };
-        let rows = [row("ada@example.com", "ada"), row("ADA@example.com", "other"), row("x@example.com", "ADA")];
+    use diesel::{Connection, PgConnection};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    fn new_user(email: &str, username: &str) -> NewUser {
+        NewUser {
+            id: UserId::generate(),
+            email: Email::parse(email).expect("valid email"),
+            username: Username::parse(username).expect("valid username"),
+            display_name: None,
+            password_hash: None,
+            roles: Vec::new(),
+            email_verified_at: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    /// The pre-check normally answers first; this drives each engine into the unique indexes
+    /// themselves, the way a race does, to check their errors are recognised.
+    async fn unique_index_violations_are_recognised(test_db: TestDatabase) {
+        let db = test_db.connect_and_migrate(1).await.expect("the test database migrates");
+        let rows = [
+            new_user("ada@example.com", "ada"),
+            new_user("ADA@example.com", "other"),
+            new_user("x@example.com", "ADA"),
+        ]
+        .map(|user| NewUserRow::from(&user));
 
         let conflicts = db
             .run(move |connection| {
@@ -347,11 +357,72 @@ mod tests {
             })
             .await
             .expect("the inserts run");
-        drop(db);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
 
         assert_eq!(conflicts, vec![None, Some(Conflict::Email), Some(Conflict::Username)]);
+    }
+
+    #[tokio::test]
+    async fn postgres_unique_index_violations_are_recognised() {
+        unique_index_violations_are_recognised(TestDatabase::postgres()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_unique_index_violations_are_recognised() {
+        unique_index_violations_are_recognised(TestDatabase::sqlite()).await;
+    }
+
+    /// Creates a user while another PostgreSQL transaction holds an uncommitted row with
+    /// `email`/`username`: the pre-check cannot see it, so the insert waits on the unique index
+    /// and fails once the other transaction commits. This is the race the index decides.
+    async fn create_racing_an_uncommitted_insert(
+        blocker_email: &'static str,
+        blocker_username: &'static str,
+        contender: NewUser,
+    ) -> Result<User, CreateUserError> {
+        let test_db = TestDatabase::postgres();
+        let db = test_db.connect_and_migrate(2).await.expect("the test database migrates");
+        let url = test_db.url().to_owned();
+        let (inserted, wait_for_insert) = mpsc::channel();
+        let blocker = std::thread::spawn(move || {
+            let mut connection = PgConnection::establish(&url).expect("PostgreSQL is reachable");
+            connection.transaction(|connection| {
+                diesel::sql_query(format!(
+                    "INSERT INTO users (id, email, email_normalized, username, username_normalized, status, \
+                     created_at, updated_at) VALUES (gen_random_uuid(), '{blocker_email}', '{blocker_email}', \
+                     '{blocker_username}', '{blocker_username}', 'active', now(), now())"
+                ))
+                .execute(connection)?;
+                inserted.send(()).expect("the test is waiting");
+                std::thread::sleep(Duration::from_millis(300));
+                QueryResult::Ok(())
+            })
+        });
+        wait_for_insert.recv().expect("the blocking insert ran");
+
+        let outcome = db.users().create(contender).await;
+
+        blocker.join().expect("the blocker does not panic").expect("the blocker commits");
+        outcome
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_race_on_the_email_index_is_email_taken() {
+        let outcome =
+            create_racing_an_uncommitted_insert("ada@example.com", "blocker", new_user("Ada@Example.com", "ada")).await;
+        assert!(matches!(outcome, Err(CreateUserError::EmailTaken)), "got {outcome:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_race_on_the_username_index_is_username_taken() {
+        let outcome =
+            create_racing_an_uncommitted_insert("blocker@example.com", "ada", new_user("ada@example.com", "ADA")).await;
+        assert!(matches!(outcome, Err(CreateUserError::UsernameTaken)), "got {outcome:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_race_on_both_indexes_is_email_taken() {
+        let outcome =
+            create_racing_an_uncommitted_insert("ada@example.com", "ada", new_user("ada@example.com", "Ada")).await;
+        assert!(matches!(outcome, Err(CreateUserError::EmailTaken)), "got {outcome:?}");
     }
 }

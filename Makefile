@@ -1,0 +1,31 @@
+# The few targets people expect. `make help` lists them.
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help run test lint fmt migrate docker deps
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: ## Install system packages and cargo-nextest (idempotent)
+	@scripts/install-deps.sh
+
+run: ## Run the server on embedded SQLite (./data/gatehouse.db)
+	$(CARGO) run -p gatehouse-server --bin gatehouse -- serve
+
+test: deps ## Run the whole test suite (starts PostgreSQL/Redis if they are down)
+	@scripts/ensure-services.sh
+	$(CARGO) nextest run --workspace --profile ci
+
+lint: ## rustfmt and clippy, as CI runs them
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+migrate: ## Apply migrations to DATABASE_URL (default: the embedded SQLite file)
+	$(CARGO) run -p gatehouse-server --bin gatehouse -- migrate
+
+docker: ## Build the container image (needs a Docker engine)
+	docker build -f docker/Dockerfile -t gatehouse:latest .

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing Gatehouse needs beyond a Rust toolchain: the C
+# libraries of the PostgreSQL and SQLite drivers, and cargo-nextest. Idempotent.
+set -euo pipefail
+
+missing=()
+for package in libpq-dev libsqlite3-dev pkg-config; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=""
+  [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update
+  $sudo_cmd apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "install-deps: installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
