@@ -6,12 +6,14 @@
 
 mod clock;
 mod password;
+mod revocations;
 mod sessions;
 mod tokens;
 mod users;
 
 pub use clock::{Clock, SystemClock};
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
+pub use revocations::RevocationList;
 pub use sessions::SessionRepository;
 pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, TokenHash};
 pub use users::{CreateUserError, UserRepository};
@@ -20,6 +22,8 @@ pub use users::{CreateUserError, UserRepository};
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mocks"))]
 pub use password::MockPasswordHasher;
+#[cfg(any(test, feature = "mocks"))]
+pub use revocations::MockRevocationList;
 #[cfg(any(test, feature = "mocks"))]
 pub use sessions::MockSessionRepository;
 #[cfg(any(test, feature = "mocks"))]
