@@ -55,3 +55,7 @@ uuid_id!(
     /// Identifies a session: one refresh-token family created by one sign-in.
     SessionId
 );
+uuid_id!(
+    /// Identifies an activity (audit) event.
+    ActivityId
+);

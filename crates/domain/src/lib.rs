@@ -5,6 +5,7 @@
 //! cryptography crate. Everything with I/O sits behind a trait in [`ports`]; the use cases in
 //! [`services`] are unit-tested with the mockall mocks of those traits (feature `mocks`).
 
+pub mod activity;
 pub mod error;
 pub mod ids;
 pub mod ports;
@@ -13,8 +14,9 @@ pub mod session;
 pub mod user;
 pub mod values;
 
+pub use activity::{ActivityAction, NewActivity};
 pub use error::{FieldError, ValidationErrors};
-pub use ids::{SessionId, UserId};
+pub use ids::{ActivityId, SessionId, UserId};
 pub use session::{NewSession, RequestContext, Session};
 pub use user::{Credentials, NewUser, Role, User, UserStatus};
 pub use values::{DisplayName, Email, NewPassword, Username};

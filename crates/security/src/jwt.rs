@@ -1,14 +1,57 @@
 //! Access tokens as JWTs, with jsonwebtoken.
 //!
-//! Implements [`gatehouse_domain::ports::AccessTokens`]. Only HS256 exists today; keys are an
-//! internal enum ([`SigningKey`]) and verification picks from a list of keys by `alg` and `kid`,
-//! so EdDSA/RS256 keys with a `kid`, key rotation and a JWKS endpoint can be added without
-//! changing the public API.
+//! Implements [`gatehouse_domain::ports::AccessTokens`]. Two set-ups:
+//!
+//! - **HS256** ([`JwtAccessTokens::hs256`], the default): one shared secret signs and verifies.
+//!   Whoever verifies tokens can also mint them, so it suits a single service.
+//! - **EdDSA (Ed25519) or RS256** ([`JwtAccessTokens::asymmetric`]): a private key signs, every
+//!   token names its key in the header's `kid`, and [`JwtAccessTokens::jwks`] publishes the public
+//!   keys (`GET /.well-known/jwks.json`) so other services verify tokens without any secret.
+//!
+//! Verification picks the key by the token's `kid` and accepts only that key's own algorithm: a
+//! token naming another `alg` (HS256 signed with a public key as the HMAC secret, `none`, or the
+//! algorithm of another configured key) or an unknown or missing `kid` is invalid.
+//!
+//! # Keys for operators
+//!
+//! Keys are unencrypted PEM files; only the private signing key is secret. Ed25519 (preferred):
+//!
+//! ```sh
+//! openssl genpkey -algorithm ed25519 -out signing.pem
+//! openssl pkey -in signing.pem -pubout -out signing.pub.pem
+//! ```
+//!
+//! RSA (at least 2048 bits; PKCS#8 or PKCS#1):
+//!
+//! ```sh
+//! openssl genpkey -algorithm rsa -pkeyopt rsa_keygen_bits:3072 -out signing.pem
+//! openssl pkey -in signing.pem -pubout -out signing.pub.pem
+//! ```
+//!
+//! Gatehouse derives the public key from `signing.pem` itself; `signing.pub.pem` is what goes to
+//! the verification-key list once the key is retired.
+//!
+//! # Rotation
+//!
+//! 1. Generate a new key and give it a new `kid`.
+//! 2. Make the new key the signing key, and add the old key's *public* PEM with its old `kid` as
+//!    a verification key. Restart every instance: new tokens carry the new `kid`, tokens already
+//!    issued still verify, and the JWKS lists both keys.
+//! 3. After at least the access-token lifetime (15 minutes, plus the time other services cache
+//!    the JWKS), remove the old verification key. Its tokens have expired by then.
+//!
+//! Moving from HS256 to a key pair is a cut-over: a shared secret is never accepted next to
+//! public keys, so tokens issued under the secret stop verifying and clients refresh.
 //!
 //! jsonwebtoken 11 picks its crypto backend from cargo features: exactly one of `rust_crypto`
 //! and `aws_lc_rs` must be on, otherwise it compiles and then panics when signing. The
 //! constructors therefore sign and verify a probe token, so a wrong build fails at start-up.
 
+#[cfg(test)]
+mod asymmetric_tests;
+mod keys;
+
+use std::collections::HashSet;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -22,6 +65,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use keys::{Jwk, Jwks, JwtAlgorithm, MIN_RSA_BITS, SigningKeyPem, UnknownJwtAlgorithm, VerificationKeyPem};
+
 /// The shortest HS256 secret accepted: 256 bits, the size of the HMAC-SHA-256 output.
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
@@ -29,40 +74,51 @@ pub const MIN_HS256_SECRET_BYTES: usize = 32;
 /// `roles`, `iat`, `exp`, `jti`.
 ///
 /// Verification accepts only the configured algorithm(s) and key(s) (so `alg: none`, another
-/// HMAC size or another key is invalid), requires every claim, checks `iss`, rejects unknown
-/// roles, and checks `exp` against the [`Clock`] with **no leeway**: a token is invalid from the
-/// second its `exp` names (RFC 7519: the current time must be *before* `exp`). Times are whole
-/// seconds, so `iat`/`exp` come back truncated.
+/// HMAC size or another key is invalid), picks an asymmetric key by `kid`, requires every
+/// claim, checks `iss`, rejects unknown roles, and checks `exp` against the [`Clock`] with **no
+/// leeway**: a token is invalid from the second its `exp` names (RFC 7519: the current time
+/// must be *before* `exp`). Times are whole seconds, so `iat`/`exp` come back truncated.
 pub struct JwtAccessTokens {
     issuer: String,
     signing: SigningKey,
     verifying: Vec<VerifyingKey>,
+    jwks: Jwks,
     clock: Arc<dyn Clock>,
 }
 
-/// The key new tokens are signed with. One variant per supported algorithm; asymmetric ones
-/// will carry a `kid`.
+/// The key new tokens are signed with.
 enum SigningKey {
     Hs256(EncodingKey),
+    /// EdDSA or RS256; the `kid` goes into every header.
+    Asymmetric {
+        algorithm: Algorithm,
+        kid: String,
+        key: EncodingKey,
+    },
 }
 
 impl SigningKey {
     fn header(&self) -> Header {
         match self {
             SigningKey::Hs256(_) => Header::new(Algorithm::HS256),
+            SigningKey::Asymmetric { algorithm, kid, .. } => {
+                let mut header = Header::new(*algorithm);
+                header.kid = Some(kid.clone());
+                header
+            }
         }
     }
 
     fn encoding_key(&self) -> &EncodingKey {
         match self {
-            SigningKey::Hs256(key) => key,
+            SigningKey::Hs256(key) | SigningKey::Asymmetric { key, .. } => key,
         }
     }
 }
 
 /// A key tokens may be verified with.
 struct VerifyingKey {
-    /// Matched against the token's `kid` when set.
+    /// Matched against the token's `kid` when set (always, for asymmetric keys).
     kid: Option<String>,
     algorithm: Algorithm,
     key: DecodingKey,
@@ -117,10 +173,54 @@ impl JwtAccessTokens {
             issuer: issuer.to_owned(),
             signing: SigningKey::Hs256(EncodingKey::from_secret(secret)),
             verifying: vec![VerifyingKey::new(None, Algorithm::HS256, DecodingKey::from_secret(secret), issuer)],
+            jwks: Jwks::default(),
             clock: Arc::new(SystemClock),
         };
         tokens.self_test()?;
         Ok(tokens)
+    }
+
+    /// EdDSA or RS256: signs with `signing` (its `kid` in every header) and verifies tokens of
+    /// the signing key and of each `extra_verification` key (retired keys during a rotation),
+    /// issuing and accepting tokens from `issuer`. The public signing key is derived from the
+    /// private one. Uses the system clock.
+    ///
+    /// # Errors
+    ///
+    /// When a key is HS256, is not a PEM of its algorithm in a supported form (see
+    /// [`SigningKeyPem`] and [`VerificationKeyPem`]; a private key given as a verification key
+    /// is refused too), is an RSA key shorter than [`MIN_RSA_BITS`], when a `kid` is empty,
+    /// has control characters or is used twice, when the issuer is empty, or when signing and
+    /// verifying a probe token fails. Errors never quote the private key.
+    pub fn asymmetric(
+        signing: SigningKeyPem,
+        extra_verification: Vec<VerificationKeyPem>,
+        issuer: &str,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!issuer.is_empty(), "the JWT issuer must not be empty");
+        let mut kids = HashSet::new();
+        for kid in std::iter::once(&signing.kid).chain(extra_verification.iter().map(|key| &key.kid)) {
+            anyhow::ensure!(
+                !kid.is_empty() && !kid.chars().any(char::is_control),
+                "a JWT key id must be non-empty and printable, not {kid:?}"
+            );
+            anyhow::ensure!(kids.insert(kid.as_str()), "the JWT key id {kid:?} is configured twice");
+        }
+
+        // jsonwebtoken panics while deriving RSA public keys when its crypto backend is missing.
+        let (signing, verifying, jwks) =
+            catch_unwind(AssertUnwindSafe(|| load_key_pairs(signing, &extra_verification, issuer)))
+                .map_err(|_| anyhow::anyhow!("loading the JWT keys panicked: {NO_CRYPTO_BACKEND}"))??;
+        let tokens = Self { issuer: issuer.to_owned(), signing, verifying, jwks, clock: Arc::new(SystemClock) };
+        tokens.self_test()?;
+        Ok(tokens)
+    }
+
+    /// The public keys that verify this instance's tokens, for `GET /.well-known/jwks.json`:
+    /// the signing key first, then the retired ones. Empty with HS256.
+    #[must_use]
+    pub fn jwks(&self) -> Jwks {
+        self.jwks.clone()
     }
 
     /// Checks `exp` against `clock` instead of the system clock (tests at fixed instants).
@@ -149,9 +249,7 @@ impl JwtAccessTokens {
         match round_trip {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.context("the JWT self-test failed")),
-            Err(_) => anyhow::bail!(
-                "the JWT self-test panicked: jsonwebtoken needs exactly one crypto backend feature (rust_crypto)"
-            ),
+            Err(_) => anyhow::bail!("the JWT self-test panicked: {NO_CRYPTO_BACKEND}"),
         }
     }
 }
@@ -161,6 +259,7 @@ impl fmt::Debug for JwtAccessTokens {
         f.debug_struct("JwtAccessTokens")
             .field("issuer", &self.issuer)
             .field("algorithm", &self.signing.header().alg)
+            .field("kid", &self.signing.header().kid)
             .field("verifying_keys", &self.verifying.len())
             .finish_non_exhaustive()
     }
@@ -208,6 +307,33 @@ impl AccessTokens for JwtAccessTokens {
             token_id: claims.jti,
         })
     }
+}
+
+const NO_CRYPTO_BACKEND: &str = "jsonwebtoken needs exactly one crypto backend feature (rust_crypto)";
+
+/// Parses the configured keys into the signing key, the verifying keys (signing key first) and
+/// the JWKS that publishes them.
+fn load_key_pairs(
+    signing: SigningKeyPem,
+    extra_verification: &[VerificationKeyPem],
+    issuer: &str,
+) -> anyhow::Result<(SigningKey, Vec<VerifyingKey>, Jwks)> {
+    let (encoding, public) = keys::load_signing_key(&signing)?;
+    let algorithm = signing.algorithm.to_jsonwebtoken();
+    let mut verifying = vec![VerifyingKey::new(Some(signing.kid.clone()), algorithm, public.decoding, issuer)];
+    let mut published = vec![public.jwk];
+    for key in extra_verification {
+        let public = keys::load_verification_key(key)?;
+        verifying.push(VerifyingKey::new(
+            Some(key.kid.clone()),
+            key.algorithm.to_jsonwebtoken(),
+            public.decoding,
+            issuer,
+        ));
+        published.push(public.jwk);
+    }
+    let signing = SigningKey::Asymmetric { algorithm, kid: signing.kid, key: encoding };
+    Ok((signing, verifying, Jwks::new(published)))
 }
 
 fn timestamp(seconds: i64) -> Result<DateTime<Utc>, InvalidAccessToken> {

@@ -2,7 +2,8 @@
 //!
 //! - [`Argon2Hasher`]: argon2id on a bounded pool of worker threads
 //!   ([`gatehouse_domain::ports::PasswordHasher`]).
-//! - [`JwtAccessTokens`]: signed JWT access tokens ([`gatehouse_domain::ports::AccessTokens`]).
+//! - [`JwtAccessTokens`]: signed JWT access tokens, HS256 or EdDSA/RS256 with a JWKS
+//!   ([`gatehouse_domain::ports::AccessTokens`]).
 //! - [`RandomTokens`]: 256-bit random opaque tokens stored as SHA-256 hashes
 //!   ([`gatehouse_domain::ports::OpaqueTokens`]).
 //!
@@ -14,6 +15,9 @@ mod opaque;
 mod password;
 mod pool;
 
-pub use jwt::{JwtAccessTokens, MIN_HS256_SECRET_BYTES};
+pub use jwt::{
+    Jwk, Jwks, JwtAccessTokens, JwtAlgorithm, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS, SigningKeyPem, UnknownJwtAlgorithm,
+    VerificationKeyPem,
+};
 pub use opaque::RandomTokens;
 pub use password::{Argon2Hasher, Argon2Params, HashPoolSettings};

@@ -169,8 +169,16 @@ pub struct CorsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    /// HS256 secret; required in production.
+    /// `HS256` (default), `EdDSA` or `RS256`.
+    pub jwt_algorithm: String,
+    /// HS256 secret; required in production when the algorithm is HS256.
     pub jwt_secret: Option<SecretString>,
+    /// PEM private key signing access tokens (EdDSA, RS256).
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// `kid` of the signing key (EdDSA, RS256).
+    pub jwt_key_id: Option<String>,
+    /// Retired public keys still accepted during a rotation, as `kid=path/to/public.pem`.
+    pub jwt_retired_keys: Vec<String>,
     /// `iss` of access tokens.
     pub issuer: String,
     /// Access-token lifetime.
@@ -338,6 +346,7 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("cors.allowed_origins")
                     .with_list_parse_key("server.trusted_proxies")
+                    .with_list_parse_key("auth.jwt_retired_keys")
                     .source(Some(app_vars.into_iter().collect())),
             )
             .set_override_option("database.url", vars.get("DATABASE_URL").cloned())
@@ -356,8 +365,24 @@ impl Settings {
     ///
     /// A [`SettingsError`] naming the offending key.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        let symmetric = self.auth.jwt_algorithm == "HS256";
+        if !["HS256", "EdDSA", "RS256"].contains(&self.auth.jwt_algorithm.as_str()) {
+            return Err(SettingsError(format!(
+                "auth.jwt_algorithm must be HS256, EdDSA or RS256, not {:?}",
+                self.auth.jwt_algorithm
+            )));
+        }
+        if !symmetric && (self.auth.jwt_private_key_file.is_none() || self.auth.jwt_key_id.is_none()) {
+            return Err(SettingsError(format!(
+                "auth.jwt_private_key_file and auth.jwt_key_id are required with auth.jwt_algorithm = {:?}",
+                self.auth.jwt_algorithm
+            )));
+        }
+        if let Some(entry) = self.auth.jwt_retired_keys.iter().find(|entry| !entry.contains('=')) {
+            return Err(SettingsError(format!("auth.jwt_retired_keys: {entry:?} is not of the form kid=path")));
+        }
         match &self.auth.jwt_secret {
-            None if self.env == AppEnv::Production => {
+            None if symmetric && self.env == AppEnv::Production => {
                 return Err(SettingsError(
                     "auth.jwt_secret is required in production (set APP__AUTH__JWT_SECRET to at least 32 random bytes)"
                         .to_owned(),
@@ -431,6 +456,30 @@ mod tests {
         let error = load(AppEnv::Production, &[]).expect_err("refused").to_string();
         assert!(error.contains("auth.jwt_secret"), "{error}");
         assert!(!error.contains('\n'), "one line: {error}");
+    }
+
+    #[test]
+    fn production_with_an_asymmetric_key_needs_no_secret_but_a_key() {
+        let error =
+            load(AppEnv::Production, &[("APP__AUTH__JWT_ALGORITHM", "EdDSA")]).expect_err("refused").to_string();
+        assert!(error.contains("auth.jwt_private_key_file"), "{error}");
+        let settings = load(
+            AppEnv::Production,
+            &[
+                ("APP__AUTH__JWT_ALGORITHM", "EdDSA"),
+                ("APP__AUTH__JWT_PRIVATE_KEY_FILE", "/etc/gatehouse/jwt.pem"),
+                ("APP__AUTH__JWT_KEY_ID", "2026-11"),
+                ("APP__AUTH__JWT_RETIRED_KEYS", "2026-05=/etc/gatehouse/old.pub.pem"),
+            ],
+        );
+        assert!(settings.is_ok(), "{settings:?}");
+    }
+
+    #[test]
+    fn an_unknown_jwt_algorithm_is_refused() {
+        let error =
+            load(AppEnv::Development, &[("APP__AUTH__JWT_ALGORITHM", "none")]).expect_err("refused").to_string();
+        assert!(error.contains("auth.jwt_algorithm"), "{error}");
     }
 
     #[test]

@@ -9,17 +9,22 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use chrono::Duration;
-use gatehouse_domain::ports::{Clock, OpaqueTokens, SystemClock};
+use gatehouse_cache_redis::{InProcessRevocationList, RedisRevocationList};
+use gatehouse_domain::ports::{Clock, OpaqueTokens, RevocationList, SystemClock};
 use gatehouse_domain::services::Ports;
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::auth::{AuthService, AuthSettings};
-use gatehouse_security::{Argon2Hasher, Argon2Params, HashPoolSettings, JwtAccessTokens, RandomTokens};
-use gatehouse_store_diesel::Database;
+use gatehouse_domain::services::sessions::SessionService;
+use gatehouse_security::{
+    Argon2Hasher, Argon2Params, HashPoolSettings, JwtAccessTokens, JwtAlgorithm, RandomTokens, SigningKeyPem,
+    VerificationKeyPem,
+};
+use gatehouse_store_diesel::{Backend, Database};
 use secrecy::{ExposeSecret, SecretString};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::http::{self, extract, middleware, openapi};
+use crate::http::{self, cookies, extract, middleware, openapi};
 use crate::settings::Settings;
 use crate::state::AppState;
 
@@ -42,7 +47,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let database = connect_database(&settings).await?;
         database.migrate().await.context("applying database migrations")?;
-        let state = build_state(&settings, database)?;
+        let revocations = revocation_list(&settings, &database).await;
+        let state = build_state(&settings, database, revocations)?;
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
@@ -53,6 +59,7 @@ impl Application {
                 .openapi(openapi::document())
                 .app_data(web::Data::new(state.clone()))
                 .app_data(extract::json_config(json_limit))
+                .app_data(extract::form_config(json_limit))
                 .app_data(extract::query_config())
                 .app_data(extract::path_config())
                 .configure(http::routes)
@@ -105,17 +112,67 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Database> {
         .context("connecting to the database")
 }
 
-fn build_state(settings: &Settings, database: Database) -> anyhow::Result<AppState> {
+/// Where revoked sessions are looked up on every request: Redis when configured (shared by
+/// all instances); the process itself for SQLite (one node by construction); otherwise the
+/// sessions table, so several PostgreSQL instances without Redis still agree.
+async fn revocation_list(settings: &Settings, database: &Database) -> Arc<dyn RevocationList> {
+    if let Some(url) = &settings.redis.url {
+        match RedisRevocationList::connect(url.expose_secret(), "gatehouse:").await {
+            Ok(list) => return Arc::new(list),
+            Err(e) => {
+                tracing::error!(error = %e, "redis.url: Redis is unreachable; checking revocations in the database")
+            }
+        }
+    }
+    match database.backend() {
+        Backend::Sqlite => Arc::new(InProcessRevocationList::new(Arc::new(SystemClock))),
+        Backend::Postgres => database.session_revocations(),
+    }
+}
+
+/// The access-token signer and verifier the configuration asks for.
+fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<JwtAccessTokens> {
+    let auth = &settings.auth;
+    let algorithm: JwtAlgorithm = auth.jwt_algorithm.parse().context("auth.jwt_algorithm")?;
+    if algorithm == JwtAlgorithm::Hs256 {
+        let secret = match &auth.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                tracing::warn!("auth.jwt_secret is not set: using a random secret; tokens die with this process");
+                SecretString::from(random.generate().secret.expose_secret().to_owned())
+            }
+        };
+        return JwtAccessTokens::hs256(&secret, &auth.issuer).context("auth.jwt_secret");
+    }
+    let (Some(path), Some(kid)) = (&auth.jwt_private_key_file, &auth.jwt_key_id) else {
+        anyhow::bail!("auth.jwt_private_key_file and auth.jwt_key_id are required with {algorithm:?}");
+    };
+    let private_pem = std::fs::read_to_string(path)
+        .with_context(|| format!("auth.jwt_private_key_file: cannot read {}", path.display()))?;
+    let retired = auth
+        .jwt_retired_keys
+        .iter()
+        .map(|entry| {
+            let (kid, path) = entry.split_once('=').context("auth.jwt_retired_keys: expected kid=path")?;
+            let public_pem =
+                std::fs::read_to_string(path).with_context(|| format!("auth.jwt_retired_keys: cannot read {path}"))?;
+            Ok(VerificationKeyPem { algorithm, kid: kid.to_owned(), public_pem })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let signing = SigningKeyPem { algorithm, kid: kid.clone(), private_pem: SecretString::from(private_pem) };
+    JwtAccessTokens::asymmetric(signing, retired, &auth.issuer).context("auth.jwt_private_key_file")
+}
+
+fn build_state(
+    settings: &Settings,
+    database: Database,
+    revocations: Arc<dyn RevocationList>,
+) -> anyhow::Result<AppState> {
     let auth = &settings.auth;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let opaque_tokens = RandomTokens;
-    let jwt_secret = match &auth.jwt_secret {
-        Some(secret) => secret.clone(),
-        None => {
-            tracing::warn!("auth.jwt_secret is not set: using a random secret; tokens die with this process");
-            SecretString::from(opaque_tokens.generate().secret.expose_secret().to_owned())
-        }
-    };
+    let access_tokens = access_tokens(settings, &opaque_tokens)?;
+    let jwks = serde_json::to_value(access_tokens.jwks()).context("serialising the JWK Set")?;
     let hasher = Argon2Hasher::new(
         Argon2Params {
             memory_kib: auth.argon2_memory_kib,
@@ -125,7 +182,6 @@ fn build_state(settings: &Settings, database: Database) -> anyhow::Result<AppSta
         HashPoolSettings { workers: auth.effective_hash_workers(), queue_capacity: auth.hash_queue_capacity },
     )
     .context("auth.argon2_*: invalid hashing parameters")?;
-    let access_tokens = JwtAccessTokens::hs256(&jwt_secret, &auth.issuer).context("auth.jwt_secret")?;
     let ports = Ports {
         users: database.users(),
         sessions: database.sessions(),
@@ -133,17 +189,22 @@ fn build_state(settings: &Settings, database: Database) -> anyhow::Result<AppSta
         access_tokens: Arc::new(access_tokens),
         opaque_tokens: Arc::new(opaque_tokens),
         clock: clock.clone(),
+        revocations,
     };
     let auth_settings = AuthSettings {
         require_verified_email: auth.require_verified_email,
         access_ttl: Duration::seconds(i64::from(auth.access_ttl_secs)),
         refresh_ttl: Duration::seconds(i64::from(auth.refresh_ttl_secs)),
+        refresh_reuse_grace: Duration::seconds(i64::from(auth.refresh_reuse_grace_secs)),
     };
     Ok(AppState {
-        auth: AuthService::new(ports.clone(), auth_settings),
-        account: AccountService::new(ports),
+        auth: AuthService::new(ports.clone(), auth_settings.clone()),
+        account: AccountService::new(ports.clone(), auth_settings.clone()),
+        sessions: SessionService::new(ports, auth_settings),
         database,
         clock,
         routes: openapi::RouteTable::from_document(&openapi::document()),
+        jwks: Arc::new(jwks),
+        secure_cookies: cookies::cookies_must_be_secure(&settings.public.base_url),
     })
 }

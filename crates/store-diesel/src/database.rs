@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use diesel::RunQueryDsl;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use gatehouse_domain::ports::{SessionRepository, UserRepository};
+use gatehouse_domain::ports::{RevocationList, SessionRepository, UserRepository};
 use tracing::Span;
 
 use crate::connection::{AnyConnection, Manager, SqlitePragmas, Target};
+use crate::revocations::SessionTableRevocations;
 use crate::sessions::DieselSessionRepository;
 use crate::users::DieselUserRepository;
 
@@ -148,6 +149,13 @@ impl Database {
     #[must_use]
     pub fn sessions(&self) -> Arc<dyn SessionRepository> {
         Arc::new(DieselSessionRepository::new(self.clone()))
+    }
+
+    /// The revocation list read from the sessions table ([`SessionTableRevocations`]), for
+    /// deployments without Redis.
+    #[must_use]
+    pub fn session_revocations(&self) -> Arc<dyn RevocationList> {
+        Arc::new(SessionTableRevocations::new(self.clone()))
     }
 
     /// Runs `work` with a pooled connection on tokio's blocking pool, inside the caller's

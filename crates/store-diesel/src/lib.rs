@@ -11,8 +11,10 @@
 //! This crate depends on `gatehouse-domain` only; it must never depend on the server, a web
 //! framework or another adapter.
 
+mod activity;
 mod connection;
 mod database;
+mod revocations;
 mod schema;
 mod sessions;
 mod types;
@@ -22,5 +24,6 @@ mod users;
 pub mod testing;
 
 pub use database::{Backend, Database};
+pub use revocations::SessionTableRevocations;
 pub use sessions::DieselSessionRepository;
 pub use users::DieselUserRepository;

@@ -69,9 +69,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::{Nullable, Text};
+    use crate::types::sql::{PortableJson, PortableTimestamp, PortableUuid};
+
+    activity_events (id) {
+        id -> PortableUuid,
+        user_id -> PortableUuid,
+        actor_id -> Nullable<PortableUuid>,
+        action -> Text,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        created_at -> PortableTimestamp,
+        details -> PortableJson,
+    }
+}
+
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(user_roles -> roles (role));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 
-diesel::allow_tables_to_appear_in_same_query!(users, roles, user_roles, sessions, refresh_tokens);
+diesel::joinable!(activity_events -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(users, roles, user_roles, sessions, refresh_tokens, activity_events);

@@ -6,10 +6,13 @@
 //! with one line saying how to get one. Used by this crate's contract tests and by the
 //! end-to-end suite.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use diesel::{Connection, PgConnection, RunQueryDsl};
+use gatehouse_domain::{ActivityAction, ActivityId, RequestContext, UserId};
 
 use crate::{Backend, Database};
 
@@ -110,6 +113,25 @@ impl TestDatabase {
     }
 }
 
+/// An activity event as stored, for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredActivity {
+    /// The event id.
+    pub id: ActivityId,
+    /// The account the event is about.
+    pub user_id: UserId,
+    /// Who acted; `None` for the system.
+    pub actor_id: Option<UserId>,
+    /// What happened.
+    pub action: ActivityAction,
+    /// Where the request came from.
+    pub context: RequestContext,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Extra facts.
+    pub details: BTreeMap<String, String>,
+}
+
 impl Database {
     /// Runs one raw SQL statement, for tests that need a state the ports cannot produce (a
     /// soft-deleted user, an expired token). Returns the number of affected rows.
@@ -123,6 +145,16 @@ impl Database {
             diesel::sql_query(sql.as_str()).execute(connection).with_context(|| format!("could not run {sql:?}"))
         })
         .await
+    }
+
+    /// Every activity event about `user_id`, oldest first, so tests can check which events a
+    /// change wrote (or that a failed one wrote none).
+    ///
+    /// # Errors
+    ///
+    /// When the query fails or a stored row no longer parses.
+    pub async fn activity_for_user(&self, user_id: UserId) -> anyhow::Result<Vec<StoredActivity>> {
+        self.run(move |connection| crate::activity::read::for_user(connection, user_id)).await
     }
 }
 

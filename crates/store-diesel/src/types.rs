@@ -6,9 +6,13 @@
 //! PostgreSQL and `TEXT` on SQLite, written as fixed-width RFC 3339 in UTC with microseconds
 //! (`2026-11-26T09:30:00.123456Z`) so that text order is time order. Both engines keep
 //! microseconds, so a time read back equals the written one truncated to the microsecond.
+//! [`sql::PortableJson`] is `jsonb` on PostgreSQL (queryable with `->>`) and JSON `TEXT` on
+//! SQLite; both carry the same JSON text.
 //!
-//! [`DbUuid`] and [`DbTime`] are the Rust side of those columns; rows convert them into
+//! [`DbUuid`], [`DbTime`] and [`DbJson`] are the Rust side of those columns; rows convert them into
 //! domain types. Nothing outside this crate sees them.
+
+use std::io::Write;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::deserialize::{self, FromSql, FromSqlRow};
@@ -34,9 +38,15 @@ pub(crate) mod sql {
     #[diesel(postgres_type(oid = 1184, array_oid = 1185))]
     #[diesel(sqlite_type(name = "Text"))]
     pub struct PortableTimestamp;
+
+    /// A JSON document: `jsonb` on PostgreSQL, `TEXT` on SQLite.
+    #[derive(Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+    #[diesel(postgres_type(oid = 3802, array_oid = 3807))]
+    #[diesel(sqlite_type(name = "Text"))]
+    pub struct PortableJson;
 }
 
-use sql::{PortableTimestamp, PortableUuid};
+use sql::{PortableJson, PortableTimestamp, PortableUuid};
 
 /// A UUID column value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
@@ -47,6 +57,15 @@ pub(crate) struct DbUuid(pub Uuid);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
 #[diesel(sql_type = PortableTimestamp)]
 pub(crate) struct DbTime(pub DateTime<Utc>);
+
+/// A JSON column value, as JSON text. Whether it is valid JSON is the writer's concern (and
+/// the column's `CHECK` constraint's); it is not parsed on the way through.
+#[derive(Debug, Clone, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = PortableJson)]
+pub(crate) struct DbJson(pub String);
+
+/// The first byte of PostgreSQL's binary `jsonb` format: its version. The rest is JSON text.
+const JSONB_VERSION: u8 = 1;
 
 /// The SQLite text form of a time: fixed width, so that comparing text compares instants.
 const SQLITE_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
@@ -103,6 +122,37 @@ impl FromSql<PortableTimestamp, Sqlite> for DbTime {
     }
 }
 
+impl ToSql<PortableJson, Pg> for DbJson {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(&[JSONB_VERSION])?;
+        out.write_all(self.0.as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<PortableJson, Pg> for DbJson {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        match value.as_bytes().split_first() {
+            Some((&JSONB_VERSION, json)) => Ok(Self(String::from_utf8(json.to_vec())?)),
+            Some((version, _)) => Err(format!("unsupported jsonb format version {version}").into()),
+            None => Err("empty jsonb value".into()),
+        }
+    }
+}
+
+impl ToSql<PortableJson, Sqlite> for DbJson {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.0.as_str());
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<PortableJson, Sqlite> for DbJson {
+    fn from_sql(mut value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+        Ok(Self(value.read_text().to_owned()))
+    }
+}
+
 /// Parses what [`SQLITE_TIME_FORMAT`] writes, any other RFC 3339 time, or SQLite's own
 /// `CURRENT_TIMESTAMP` form (`2026-11-26 09:30:00`, UTC) should a hand-written statement use it.
 fn parse_sqlite_time(text: &str) -> Option<DateTime<Utc>> {
@@ -123,6 +173,12 @@ impl HasSqlType<PortableUuid> for MultiBackend {
 impl HasSqlType<PortableTimestamp> for MultiBackend {
     fn metadata(lookup: &mut Self::MetadataLookup) -> Self::TypeMetadata {
         MultiBackend::lookup_sql_type::<PortableTimestamp>(lookup)
+    }
+}
+
+impl HasSqlType<PortableJson> for MultiBackend {
+    fn metadata(lookup: &mut Self::MetadataLookup) -> Self::TypeMetadata {
+        MultiBackend::lookup_sql_type::<PortableJson>(lookup)
     }
 }
 
@@ -149,6 +205,19 @@ impl ToSql<PortableTimestamp, MultiBackend> for DbTime {
 impl FromSql<PortableTimestamp, MultiBackend> for DbTime {
     fn from_sql(value: <MultiBackend as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
         value.from_sql::<Self, PortableTimestamp>()
+    }
+}
+
+impl ToSql<PortableJson, MultiBackend> for DbJson {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, MultiBackend>) -> serialize::Result {
+        out.set_value((PortableJson, self));
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<PortableJson, MultiBackend> for DbJson {
+    fn from_sql(value: <MultiBackend as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        value.from_sql::<Self, PortableJson>()
     }
 }
 

@@ -4,6 +4,9 @@
 //! Rust so both engines fold Unicode case the same way. The partial unique indexes on those
 //! columns are the source of truth for uniqueness; a pre-check inside the insert transaction
 //! only decides which error wins when both collide.
+//!
+//! Every change that the domain records in the audit trail writes its event in the change's
+//! own transaction: a change that fails leaves no event.
 
 use std::collections::BTreeSet;
 
@@ -12,12 +15,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use gatehouse_domain::ports::{CreateUserError, PasswordHash, UserRepository};
-use gatehouse_domain::{Credentials, DisplayName, Email, NewUser, Role, User, UserId, UserStatus, Username};
+use gatehouse_domain::ports::{CreateUserError, PasswordHash, ProfileChanges, UpdateUserError, UserRepository};
+use gatehouse_domain::{
+    Credentials, DisplayName, Email, NewActivity, NewUser, Role, SessionId, User, UserId, UserStatus, Username,
+};
 
+use crate::activity::{NewActivityRow, insert_activity};
 use crate::connection::{AnyConnection, write_transaction};
 use crate::database::Database;
 use crate::schema::{user_roles, users};
+use crate::sessions::revoke_sessions;
 use crate::types::{DbTime, DbUuid};
 
 /// The unique index on non-deleted users' normalised emails (see the migrations).
@@ -190,12 +197,13 @@ fn with_roles(connection: &mut AnyConnection, row: Option<UserRow>) -> anyhow::R
 }
 
 /// The insert itself: checks the email, then the username (so the email wins when both are
-/// taken), inserts the user and each role once, and reads the row back as stored (so the
-/// caller sees times as the database keeps them, truncated to microseconds).
+/// taken), inserts the user, each role once and the event, and reads the row back as stored
+/// (so the caller sees times as the database keeps them, truncated to microseconds).
 fn insert_user(
     connection: &mut AnyConnection,
     row: &NewUserRow,
     roles: &BTreeSet<Role>,
+    event: &NewActivityRow,
 ) -> QueryResult<Result<(UserRow, Vec<String>), Conflict>> {
     if email_in_use(connection, &row.email_normalized)? {
         return Ok(Err(Conflict::Email));
@@ -209,20 +217,88 @@ fn insert_user(
             .values((user_roles::user_id.eq(row.id), user_roles::role.eq(role.as_str())))
             .execute(connection)?;
     }
+    insert_activity(connection, event)?;
     let stored = users::table.find(row.id).select(UserRow::as_select()).first(connection)?;
     let roles = role_names(connection, row.id)?;
     Ok(Ok((stored, roles)))
 }
 
+/// The columns [`UserRepository::update_profile`] may set; `None` leaves a column alone.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = users)]
+struct ProfileChangeset {
+    display_name: Option<Option<String>>,
+    username: Option<String>,
+    username_normalized: Option<String>,
+    updated_at: DbTime,
+}
+
+impl ProfileChangeset {
+    fn new(changes: &ProfileChanges, at: DateTime<Utc>) -> Self {
+        Self {
+            display_name: changes.display_name.as_ref().map(|name| name.as_ref().map(|name| name.as_ref().to_owned())),
+            username: changes.username.as_ref().map(|username| username.as_ref().to_owned()),
+            username_normalized: changes.username.as_ref().map(|username| normalize(username.as_ref())),
+            updated_at: DbTime(at),
+        }
+    }
+}
+
+/// Why a change to an existing user did not happen; returning it rolls the transaction back.
+#[derive(Debug)]
+enum ChangeFailure {
+    /// No non-deleted user has the id.
+    NotFound,
+    /// The database refused, perhaps at a unique index.
+    Database(DieselError),
+}
+
+impl From<DieselError> for ChangeFailure {
+    fn from(error: DieselError) -> Self {
+        ChangeFailure::Database(error)
+    }
+}
+
+impl ChangeFailure {
+    /// The domain's error; `doing` completes "could not …" for anything unexpected.
+    fn into_update_error(self, doing: &'static str) -> UpdateUserError {
+        match self {
+            ChangeFailure::NotFound => UpdateUserError::NotFound,
+            ChangeFailure::Database(error) => match conflict_in(&error) {
+                Some(Conflict::Username) => UpdateUserError::UsernameTaken,
+                Some(Conflict::Email) | None => {
+                    UpdateUserError::Unexpected(anyhow::Error::new(error).context(format!("could not {doing}")))
+                }
+            },
+        }
+    }
+}
+
+/// Applies `changes` to the non-deleted user `id`, or fails with
+/// [`ChangeFailure::NotFound`]. Must run inside [`write_transaction`].
+fn update_live_user<V>(connection: &mut AnyConnection, id: DbUuid, changes: V) -> Result<(), ChangeFailure>
+where
+    V: AsChangeset<Target = users::table>,
+    <V as AsChangeset>::Changeset: diesel::query_builder::QueryFragment<crate::connection::MultiBackend>,
+{
+    let updated =
+        diesel::update(users::table.find(id).filter(users::deleted_at.is_null())).set(changes).execute(connection)?;
+    if updated == 0 {
+        return Err(ChangeFailure::NotFound);
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl UserRepository for DieselUserRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %user.id))]
-    async fn create(&self, user: NewUser) -> Result<User, CreateUserError> {
+    async fn create(&self, user: NewUser, event: NewActivity) -> Result<User, CreateUserError> {
         let row = NewUserRow::from(&user);
         let roles: BTreeSet<Role> = user.roles.iter().copied().chain([Role::User]).collect();
+        let event = NewActivityRow::new(&event)?;
         self.db
             .run(move |connection| {
-                match write_transaction(connection, |connection| insert_user(connection, &row, &roles)) {
+                match write_transaction(connection, |connection| insert_user(connection, &row, &roles, &event)) {
                     Ok(Ok((stored, roles))) => Ok(stored.into_user(roles)?.0),
                     Ok(Err(conflict)) => Err(conflict.into()),
                     // Racing inserts pass the pre-check and meet at the unique index instead. If
@@ -255,6 +331,23 @@ impl UserRepository for DieselUserRepository {
                     .optional()
                     .context("could not look up the user by id")?;
                 Ok(with_roles(connection, row)?.map(|(user, _hash)| user))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), err)]
+    async fn find_credentials_by_id(&self, id: UserId) -> anyhow::Result<Option<Credentials>> {
+        let id = DbUuid(*id.as_uuid());
+        self.db
+            .run(move |connection| {
+                let row = users::table
+                    .find(id)
+                    .filter(users::deleted_at.is_null())
+                    .select(UserRow::as_select())
+                    .first(connection)
+                    .optional()
+                    .context("could not look up the user by id")?;
+                Ok(with_roles(connection, row)?.map(credentials))
             })
             .await
     }
@@ -303,6 +396,87 @@ impl UserRepository for DieselUserRepository {
                     .execute(connection)
                     .context("could not update the password hash")?;
                 Ok(())
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, changes, event), err)]
+    async fn update_profile(
+        &self,
+        id: UserId,
+        changes: ProfileChanges,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<User, UpdateUserError> {
+        let id = DbUuid(*id.as_uuid());
+        let changeset = ProfileChangeset::new(&changes, at);
+        let event = NewActivityRow::new(&event)?;
+        self.db
+            .run(move |connection| {
+                let (row, roles) = write_transaction(connection, |connection| {
+                    update_live_user(connection, id, &changeset)?;
+                    insert_activity(connection, &event)?;
+                    let row = users::table.find(id).select(UserRow::as_select()).first(connection)?;
+                    let roles = role_names(connection, id)?;
+                    Ok((row, roles))
+                })
+                .map_err(|failure: ChangeFailure| failure.into_update_error("update the profile"))?;
+                Ok(row.into_user(roles)?.0)
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, hash, event), err)]
+    async fn change_password(
+        &self,
+        id: UserId,
+        hash: PasswordHash,
+        keep: Option<SessionId>,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<Vec<SessionId>, UpdateUserError> {
+        let id = DbUuid(*id.as_uuid());
+        let keep = keep.map(|keep| DbUuid(*keep.as_uuid()));
+        let event = NewActivityRow::new(&event)?;
+        self.db
+            .run(move |connection| {
+                write_transaction(connection, |connection| {
+                    update_live_user(
+                        connection,
+                        id,
+                        (users::password_hash.eq(Some(hash.as_str())), users::updated_at.eq(DbTime(at))),
+                    )?;
+                    let revoked = revoke_sessions(connection, id, keep, at)?;
+                    insert_activity(connection, &event)?;
+                    Ok(revoked)
+                })
+                .map_err(|failure: ChangeFailure| failure.into_update_error("change the password"))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, event), err)]
+    async fn soft_delete(
+        &self,
+        id: UserId,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<Vec<SessionId>, UpdateUserError> {
+        let id = DbUuid(*id.as_uuid());
+        let event = NewActivityRow::new(&event)?;
+        self.db
+            .run(move |connection| {
+                write_transaction(connection, |connection| {
+                    update_live_user(
+                        connection,
+                        id,
+                        (users::deleted_at.eq(Some(DbTime(at))), users::updated_at.eq(DbTime(at))),
+                    )?;
+                    let revoked = revoke_sessions(connection, id, None, at)?;
+                    insert_activity(connection, &event)?;
+                    Ok(revoked)
+                })
+                .map_err(|failure: ChangeFailure| failure.into_update_error("delete the user"))
             })
             .await
     }
@@ -399,7 +573,13 @@ mod tests {
         });
         wait_for_insert.recv().expect("the blocking insert ran");
 
-        let outcome = db.users().create(contender).await;
+        let event = NewActivity::by_user(
+            contender.id,
+            gatehouse_domain::ActivityAction::UserRegistered,
+            &gatehouse_domain::RequestContext::default(),
+            contender.created_at,
+        );
+        let outcome = db.users().create(contender, event).await;
 
         blocker.join().expect("the blocker does not panic").expect("the blocker commits");
         outcome

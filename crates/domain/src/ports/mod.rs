@@ -14,9 +14,9 @@ mod users;
 pub use clock::{Clock, SystemClock};
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use revocations::RevocationList;
-pub use sessions::SessionRepository;
+pub use sessions::{Rotation, SessionRepository};
 pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, TokenHash};
-pub use users::{CreateUserError, UserRepository};
+pub use users::{CreateUserError, ProfileChanges, UpdateUserError, UserRepository};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use clock::MockClock;

@@ -3,10 +3,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::ids::UserId;
+use crate::activity::NewActivity;
+use crate::ids::{SessionId, UserId};
 use crate::ports::PasswordHash;
 use crate::user::{Credentials, NewUser, User};
-use crate::values::{Email, Username};
+use crate::values::{DisplayName, Email, Username};
 
 /// Why a user could not be inserted.
 #[derive(Debug, thiserror::Error)]
@@ -22,13 +23,44 @@ pub enum CreateUserError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// Why a user could not be updated.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateUserError {
+    /// No non-deleted user has this id.
+    #[error("no such user")]
+    NotFound,
+    /// Another non-deleted user has the new username (compared case-insensitively).
+    #[error("the username is already taken")]
+    UsernameTaken,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Profile fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileChanges {
+    /// `Some(None)` clears the display name.
+    pub display_name: Option<Option<DisplayName>>,
+    /// A new username.
+    pub username: Option<Username>,
+}
+
+impl ProfileChanges {
+    /// Whether nothing would change.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.display_name.is_none() && self.username.is_none()
+    }
+}
+
 /// Stores users and their roles. Soft-deleted users (`deleted_at` set) are invisible to
 /// every lookup here.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait UserRepository: Send + Sync {
-    /// Inserts a user and their roles (always including `user`) in one transaction, and
-    /// returns it as stored.
+    /// Inserts a user and their roles (always including `user`) and records `event`, in
+    /// one transaction, and returns the user as stored.
     ///
     /// # Errors
     ///
@@ -36,7 +68,7 @@ pub trait UserRepository: Send + Sync {
     /// email ignoring case, and [`CreateUserError::UsernameTaken`] likewise for the
     /// username, also when two inserts race: exactly one of them succeeds. The email check
     /// wins when both collide.
-    async fn create(&self, user: NewUser) -> Result<User, CreateUserError>;
+    async fn create(&self, user: NewUser, event: NewActivity) -> Result<User, CreateUserError>;
 
     /// The non-deleted user with this id.
     ///
@@ -44,6 +76,13 @@ pub trait UserRepository: Send + Sync {
     ///
     /// Only infrastructure failures; an unknown id is `Ok(None)`.
     async fn find_by_id(&self, id: UserId) -> anyhow::Result<Option<User>>;
+
+    /// The non-deleted user with this id and their password hash.
+    ///
+    /// # Errors
+    ///
+    /// Only infrastructure failures; an unknown id is `Ok(None)`.
+    async fn find_credentials_by_id(&self, id: UserId) -> anyhow::Result<Option<Credentials>>;
 
     /// The non-deleted user with this email (ignoring case) and their password hash.
     ///
@@ -59,10 +98,55 @@ pub trait UserRepository: Send + Sync {
     /// Only infrastructure failures; an unknown username is `Ok(None)`.
     async fn find_credentials_by_username(&self, username: &Username) -> anyhow::Result<Option<Credentials>>;
 
-    /// Replaces the stored password hash (used to upgrade hashing parameters on login).
+    /// Replaces the stored password hash with one of the same password (used to upgrade
+    /// hashing parameters on login). Records nothing: the password did not change.
     ///
     /// # Errors
     ///
     /// Only infrastructure failures; an unknown id changes nothing and is `Ok(())`.
     async fn update_password_hash(&self, id: UserId, hash: PasswordHash, at: DateTime<Utc>) -> anyhow::Result<()>;
+
+    /// Applies `changes`, sets `updated_at`, and records `event`, in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`UpdateUserError::NotFound`] for an unknown or deleted user,
+    /// [`UpdateUserError::UsernameTaken`] when another non-deleted user has the username
+    /// (also under a race, as for [`UserRepository::create`]).
+    async fn update_profile(
+        &self,
+        id: UserId,
+        changes: ProfileChanges,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<User, UpdateUserError>;
+
+    /// Sets a new password hash, revokes every live session of the user except `keep`,
+    /// and records `event`, in one transaction. Returns the revoked session ids.
+    ///
+    /// # Errors
+    ///
+    /// [`UpdateUserError::NotFound`] for an unknown or deleted user.
+    async fn change_password(
+        &self,
+        id: UserId,
+        hash: PasswordHash,
+        keep: Option<SessionId>,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<Vec<SessionId>, UpdateUserError>;
+
+    /// Soft-deletes the user (sets `deleted_at`, which frees the email and username for
+    /// new accounts while the row and its history stay), revokes all their sessions, and
+    /// records `event`, in one transaction. Returns the revoked session ids.
+    ///
+    /// # Errors
+    ///
+    /// [`UpdateUserError::NotFound`] for an unknown or already deleted user.
+    async fn soft_delete(
+        &self,
+        id: UserId,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<Vec<SessionId>, UpdateUserError>;
 }

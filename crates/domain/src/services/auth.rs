@@ -4,9 +4,10 @@ use chrono::Duration;
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use crate::activity::{ActivityAction, NewActivity};
 use crate::ids::{SessionId, UserId};
-use crate::ports::{AccessClaims, CreateUserError, HashError, PasswordCheck};
-use crate::services::Ports;
+use crate::ports::{CreateUserError, HashError, PasswordCheck};
+use crate::services::{Ports, issue_access_token};
 use crate::session::{NewSession, RequestContext};
 use crate::user::{NewUser, Role, User, UserStatus};
 use crate::values::{DisplayName, Email, NewPassword, Username};
@@ -24,6 +25,9 @@ pub struct AuthSettings {
     pub access_ttl: Duration,
     /// Lifetime of a session (its refresh tokens).
     pub refresh_ttl: Duration,
+    /// How long a spent refresh token may still be exchanged (for tabs refreshing at once)
+    /// before presenting it counts as reuse.
+    pub refresh_reuse_grace: Duration,
 }
 
 /// A valid registration.
@@ -131,25 +135,6 @@ pub struct TokenPair {
     pub session_id: SessionId,
 }
 
-/// The verified bearer of an access token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The user.
-    pub user_id: UserId,
-    /// Their session.
-    pub session_id: SessionId,
-    /// Their roles when the token was issued.
-    pub roles: Vec<Role>,
-}
-
-/// Why a bearer token was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthenticateError {
-    /// Bad signature, expired, malformed.
-    #[error("the access token is invalid or expired")]
-    InvalidToken,
-}
-
 /// Sign-up, sign-in and token verification.
 #[derive(Clone)]
 pub struct AuthService {
@@ -171,7 +156,7 @@ impl AuthService {
     ///
     /// `EmailTaken`/`UsernameTaken` on conflicts, `Overloaded` when hashing is saturated.
     #[tracing::instrument(skip_all, fields(user_id))]
-    pub async fn register(&self, request: RegisterRequest) -> Result<User, RegisterError> {
+    pub async fn register(&self, request: RegisterRequest, context: RequestContext) -> Result<User, RegisterError> {
         let password_hash = self.ports.hasher.hash(request.password.secret()).await?;
         let id = UserId::generate();
         tracing::Span::current().record("user_id", tracing::field::display(id));
@@ -192,7 +177,8 @@ impl AuthService {
                 email_verified_at: None,
                 created_at,
             };
-            match self.ports.users.create(new_user).await {
+            let event = NewActivity::by_user(id, ActivityAction::UserRegistered, &context, created_at);
+            match self.ports.users.create(new_user, event).await {
                 Ok(user) => return Ok(user),
                 Err(CreateUserError::UsernameTaken) if request.username.is_none() => {}
                 Err(CreateUserError::UsernameTaken) => return Err(RegisterError::UsernameTaken),
@@ -247,16 +233,6 @@ impl AuthService {
         self.start_session(&user, context).await
     }
 
-    /// Verifies a bearer token and says who carries it.
-    ///
-    /// # Errors
-    ///
-    /// [`AuthenticateError::InvalidToken`] for any token that does not verify.
-    pub fn authenticate(&self, bearer: &str) -> Result<Principal, AuthenticateError> {
-        let claims = self.ports.access_tokens.verify(bearer).map_err(|_| AuthenticateError::InvalidToken)?;
-        Ok(Principal { user_id: claims.user_id, session_id: claims.session_id, roles: claims.roles })
-    }
-
     /// Replaces a hash made with outdated parameters. A failure only delays the upgrade to
     /// the next sign-in, so it is logged, not returned.
     async fn upgrade_hash(&self, user_id: UserId, password: &SecretString) {
@@ -272,27 +248,25 @@ impl AuthService {
     async fn start_session(&self, user: &User, context: RequestContext) -> Result<TokenPair, LoginError> {
         let now = self.ports.clock.now();
         let refresh = self.ports.opaque_tokens.generate();
+        let session_id = SessionId::generate();
+        let event = NewActivity::by_user(user.id, ActivityAction::LoginSucceeded, &context, now)
+            .with_detail("session_id", session_id);
         let session = self
             .ports
             .sessions
-            .start(NewSession {
-                id: SessionId::generate(),
-                user_id: user.id,
-                refresh_token_hash: refresh.hash,
-                context,
-                created_at: now,
-                expires_at: now + self.settings.refresh_ttl,
-            })
+            .start(
+                NewSession {
+                    id: session_id,
+                    user_id: user.id,
+                    refresh_token_hash: refresh.hash,
+                    context,
+                    created_at: now,
+                    expires_at: now + self.settings.refresh_ttl,
+                },
+                event,
+            )
             .await?;
-        let claims = AccessClaims {
-            user_id: user.id,
-            session_id: session.id,
-            roles: user.roles.clone(),
-            issued_at: now,
-            expires_at: now + self.settings.access_ttl,
-            token_id: Uuid::now_v7(),
-        };
-        let access_token = self.ports.access_tokens.issue(&claims)?;
+        let access_token = issue_access_token(&self.ports, &self.settings, user, session.id, now)?;
         Ok(TokenPair {
             access_token,
             expires_in: self.settings.access_ttl.num_seconds(),
@@ -313,21 +287,11 @@ fn random_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{
-        InvalidAccessToken, MockSessionRepository, MockUserRepository, OpaqueToken, PasswordHash, TokenHash,
-    };
-    use crate::services::testing::{Mocks, now, ports_with_mocks, sample_user};
+    use crate::ports::{MockSessionRepository, MockUserRepository, OpaqueToken, PasswordHash, TokenHash};
+    use crate::services::testing::{Mocks, now, ports_with_mocks, sample_user, settings};
     use crate::session::Session;
     use crate::user::Credentials;
     use mockall::predicate::{always, eq};
-
-    fn settings() -> AuthSettings {
-        AuthSettings {
-            require_verified_email: true,
-            access_ttl: Duration::minutes(15),
-            refresh_ttl: Duration::days(30),
-        }
-    }
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_owned())
@@ -382,18 +346,19 @@ mod tests {
         let mut users = MockUserRepository::new();
         users
             .expect_create()
-            .withf(|u| {
-                u.password_hash == Some(hash())
+            .withf(|u, event| {
+                event.action == ActivityAction::UserRegistered
+                    && u.password_hash == Some(hash())
                     && u.roles == vec![Role::User]
                     && u.username.as_ref() == "ada"
                     && u.email_verified_at.is_none()
                     && u.created_at == now()
             })
             .times(1)
-            .returning(|u| Ok(stored(&u)));
+            .returning(|u, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
-            .register(register_request(Some("ada")))
+            .register(register_request(Some("ada")), RequestContext::default())
             .await
             .expect("registered");
 
@@ -403,10 +368,10 @@ mod tests {
     #[tokio::test]
     async fn register_derives_the_username_from_the_email() {
         let mut users = MockUserRepository::new();
-        users.expect_create().withf(|u| u.username.as_ref() == "ada").times(1).returning(|u| Ok(stored(&u)));
+        users.expect_create().withf(|u, _| u.username.as_ref() == "ada").times(1).returning(|u, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
-            .register(register_request(None))
+            .register(register_request(None), RequestContext::default())
             .await
             .expect("registered");
 
@@ -419,19 +384,19 @@ mod tests {
         let mut seq = mockall::Sequence::new();
         users
             .expect_create()
-            .withf(|u| u.username.as_ref() == "ada")
+            .withf(|u, _| u.username.as_ref() == "ada")
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_| Err(CreateUserError::UsernameTaken));
+            .returning(|_, _| Err(CreateUserError::UsernameTaken));
         users
             .expect_create()
-            .withf(|u| u.username.as_ref().starts_with("ada-") && u.username.as_ref().len() == 8)
+            .withf(|u, _| u.username.as_ref().starts_with("ada-") && u.username.as_ref().len() == 8)
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|u| Ok(stored(&u)));
+            .returning(|u, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
-            .register(register_request(None))
+            .register(register_request(None), RequestContext::default())
             .await
             .expect("registered");
 
@@ -444,10 +409,11 @@ mod tests {
         users
             .expect_create()
             .times(usize::try_from(DERIVED_USERNAME_ATTEMPTS).expect("small"))
-            .returning(|_| Err(CreateUserError::UsernameTaken));
+            .returning(|_, _| Err(CreateUserError::UsernameTaken));
 
-        let result =
-            service(users, MockSessionRepository::new(), hashing_mocks()).register(register_request(None)).await;
+        let result = service(users, MockSessionRepository::new(), hashing_mocks())
+            .register(register_request(None), RequestContext::default())
+            .await;
 
         assert!(matches!(result, Err(RegisterError::Unexpected(_))), "{result:?}");
     }
@@ -455,10 +421,11 @@ mod tests {
     #[tokio::test]
     async fn a_chosen_username_that_is_taken_is_refused() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_| Err(CreateUserError::UsernameTaken));
+        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::UsernameTaken));
 
-        let result =
-            service(users, MockSessionRepository::new(), hashing_mocks()).register(register_request(Some("ada"))).await;
+        let result = service(users, MockSessionRepository::new(), hashing_mocks())
+            .register(register_request(Some("ada")), RequestContext::default())
+            .await;
 
         assert!(matches!(result, Err(RegisterError::UsernameTaken)), "{result:?}");
     }
@@ -466,10 +433,11 @@ mod tests {
     #[tokio::test]
     async fn a_taken_email_is_refused() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_| Err(CreateUserError::EmailTaken));
+        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::EmailTaken));
 
-        let result =
-            service(users, MockSessionRepository::new(), hashing_mocks()).register(register_request(None)).await;
+        let result = service(users, MockSessionRepository::new(), hashing_mocks())
+            .register(register_request(None), RequestContext::default())
+            .await;
 
         assert!(matches!(result, Err(RegisterError::EmailTaken)), "{result:?}");
     }
@@ -481,7 +449,9 @@ mod tests {
         let mut users = MockUserRepository::new();
         users.expect_create().never();
 
-        let result = service(users, MockSessionRepository::new(), mocks).register(register_request(None)).await;
+        let result = service(users, MockSessionRepository::new(), mocks)
+            .register(register_request(None), RequestContext::default())
+            .await;
 
         assert!(matches!(result, Err(RegisterError::Overloaded)), "{result:?}");
     }
@@ -489,10 +459,11 @@ mod tests {
     #[tokio::test]
     async fn register_reports_storage_failures_as_unexpected() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
+        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
 
-        let result =
-            service(users, MockSessionRepository::new(), hashing_mocks()).register(register_request(None)).await;
+        let result = service(users, MockSessionRepository::new(), hashing_mocks())
+            .register(register_request(None), RequestContext::default())
+            .await;
 
         assert!(matches!(result, Err(RegisterError::Unexpected(_))), "{result:?}");
     }
@@ -532,9 +503,14 @@ mod tests {
         let mut sessions = MockSessionRepository::new();
         sessions
             .expect_start()
-            .withf(|s| s.refresh_token_hash.as_str() == "refresh-hash" && s.expires_at == now() + Duration::days(30))
+            .withf(|s, event| {
+                s.refresh_token_hash.as_str() == "refresh-hash"
+                    && s.expires_at == now() + Duration::days(30)
+                    && event.action == ActivityAction::LoginSucceeded
+                    && event.user_id == s.user_id
+            })
             .times(1)
-            .returning(|s| {
+            .returning(|s, _| {
                 Ok(Session {
                     id: s.id,
                     user_id: s.user_id,
@@ -779,45 +755,16 @@ mod tests {
             .times(1)
             .returning(|| OpaqueToken { secret: secret("s"), hash: TokenHash::new("h".to_owned()) });
         let mut sessions = MockSessionRepository::new();
-        sessions.expect_start().with(always()).times(1).returning(|_| Err(anyhow::anyhow!("pool exhausted")));
+        sessions
+            .expect_start()
+            .with(always(), always())
+            .times(1)
+            .returning(|_, _| Err(anyhow::anyhow!("pool exhausted")));
 
         let result = service(users_finding(Some(sample_user())), sessions, mocks)
             .login(login_request("pw"), RequestContext::default())
             .await;
 
         assert!(matches!(result, Err(LoginError::Unexpected(_))), "{result:?}");
-    }
-
-    #[test]
-    fn authenticate_returns_the_tokens_principal() {
-        let user_id = UserId::generate();
-        let session_id = SessionId::generate();
-        let mut mocks = Mocks::default();
-        mocks.access_tokens.expect_verify().with(eq("good")).times(1).returning(move |_| {
-            Ok(AccessClaims {
-                user_id,
-                session_id,
-                roles: vec![Role::User, Role::Admin],
-                issued_at: now(),
-                expires_at: now(),
-                token_id: Uuid::now_v7(),
-            })
-        });
-
-        let principal = service(MockUserRepository::new(), MockSessionRepository::new(), mocks)
-            .authenticate("good")
-            .expect("valid");
-
-        assert_eq!(principal, Principal { user_id, session_id, roles: vec![Role::User, Role::Admin] });
-    }
-
-    #[test]
-    fn authenticate_refuses_a_token_that_does_not_verify() {
-        let mut mocks = Mocks::default();
-        mocks.access_tokens.expect_verify().times(1).returning(|_| Err(InvalidAccessToken));
-
-        let result = service(MockUserRepository::new(), MockSessionRepository::new(), mocks).authenticate("forged");
-
-        assert!(matches!(result, Err(AuthenticateError::InvalidToken)), "{result:?}");
     }
 }

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::ids::UserId;
 use crate::ports::{
-    MockAccessTokens, MockClock, MockOpaqueTokens, MockPasswordHasher, MockSessionRepository, MockUserRepository,
+    MockAccessTokens, MockClock, MockOpaqueTokens, MockPasswordHasher, MockRevocationList, MockSessionRepository,
+    MockUserRepository,
 };
 use crate::services::Ports;
+use crate::services::auth::AuthSettings;
 use crate::user::{Role, User, UserStatus};
 use crate::values::{Email, Username};
 
@@ -42,6 +44,7 @@ pub(crate) struct Mocks {
     pub hasher: MockPasswordHasher,
     pub access_tokens: MockAccessTokens,
     pub opaque_tokens: MockOpaqueTokens,
+    pub revocations: MockRevocationList,
 }
 
 /// Ports over the given mocks, with a clock fixed at [`now`].
@@ -60,5 +63,17 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
         access_tokens: Arc::new(mocks.access_tokens),
         opaque_tokens: Arc::new(mocks.opaque_tokens),
         clock: Arc::new(clock),
+        revocations: Arc::new(mocks.revocations),
+    }
+}
+
+/// The default policy: verification required, 15 min access tokens, 30 day sessions, no
+/// reuse grace.
+pub(crate) fn settings() -> AuthSettings {
+    AuthSettings {
+        require_verified_email: true,
+        access_ttl: Duration::minutes(15),
+        refresh_ttl: Duration::days(30),
+        refresh_reuse_grace: Duration::zero(),
     }
 }

@@ -1,16 +1,18 @@
 //! `/api/v1/auth`: registration and sign-in.
 
-use actix_web::{HttpResponse, post, web};
-use gatehouse_domain::services::auth::{LoginIdentifier, LoginRequest, RegisterRequest};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use gatehouse_domain::services::auth::{LoginIdentifier, LoginRequest, RegisterRequest, TokenPair};
 use gatehouse_domain::values::PasswordError;
 use gatehouse_domain::{DisplayName, Email, FieldError, NewPassword, Username, ValidationErrors};
 use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::http::cookies::{self, CookieQuery, TokenSource};
 use crate::http::dto::{TokenPairBody, UserBody};
 use crate::http::error::{ApiError, Problem};
-use crate::http::extract::Client;
+use crate::http::extract::{Client, OptionalJson};
 use crate::state::AppState;
 
 /// `POST /auth/register`. Unknown fields are ignored.
@@ -62,9 +64,13 @@ impl TryFrom<RegisterBody> for RegisterRequest {
     )
 )]
 #[post("/register")]
-pub async fn register(state: web::Data<AppState>, body: web::Json<RegisterBody>) -> Result<HttpResponse, ApiError> {
+pub async fn register(
+    state: web::Data<AppState>,
+    Client(context): Client,
+    body: web::Json<RegisterBody>,
+) -> Result<HttpResponse, ApiError> {
     let request = RegisterRequest::try_from(body.into_inner())?;
-    let user = state.auth.register(request).await?;
+    let user = state.auth.register(request, context).await?;
     Ok(HttpResponse::Created().json(UserBody::new(&user, state.now())))
 }
 
@@ -100,6 +106,7 @@ impl TryFrom<LoginBody> for LoginRequest {
 /// Signs in with a password and starts a session.
 #[utoipa::path(
     tag = "auth",
+    params(CookieQuery),
     request_body = LoginBody,
     responses(
         (status = 200, description = "Signed in.", body = TokenPairBody),
@@ -115,9 +122,140 @@ impl TryFrom<LoginBody> for LoginRequest {
 pub async fn login(
     state: web::Data<AppState>,
     Client(context): Client,
+    query: web::Query<CookieQuery>,
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let request = LoginRequest::try_from(body.into_inner())?;
     let pair = state.auth.login(request, context).await?;
-    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(TokenPairBody::from(pair)))
+    Ok(token_response(&state, &pair, query.cookie))
+}
+
+/// `POST /auth/token`: the OAuth2 password grant (RFC 6749 §4.3), so Swagger UI's
+/// "Authorize" button works. Unknown fields (`scope`, `client_id`) are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// `password` when sent.
+    grant_type: Option<String>,
+    /// A username or an email.
+    username: String,
+    /// The password.
+    #[schema(value_type = String, format = Password)]
+    password: SecretString,
+}
+
+impl TryFrom<TokenForm> for LoginRequest {
+    type Error = ValidationErrors;
+
+    fn try_from(form: TokenForm) -> Result<Self, ValidationErrors> {
+        if form.grant_type.as_deref().is_some_and(|grant| grant != "password") {
+            return Err(FieldError::new("grant_type", "unsupported", "only the password grant is supported").into());
+        }
+        let identifier = if form.username.contains('@') {
+            LoginIdentifier::Email(
+                Email::parse(&form.username).map_err(|e| FieldError { field: "username", ..e.into() })?,
+            )
+        } else {
+            LoginIdentifier::Username(Username::parse(&form.username).map_err(FieldError::from)?)
+        };
+        Ok(LoginRequest { identifier, password: form.password })
+    }
+}
+
+/// Signs in with the OAuth2 password grant (form-encoded); otherwise the same as `/login`.
+#[utoipa::path(
+    tag = "auth",
+    params(CookieQuery),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Signed in.", body = TokenPairBody),
+        (status = 401, description = "Unknown account or wrong password (`invalid_credentials`).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`email_not_verified`, `account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not form-encoded (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Password hashing is saturated (`service_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/token")]
+pub async fn token(
+    state: web::Data<AppState>,
+    Client(context): Client,
+    query: web::Query<CookieQuery>,
+    form: web::Form<TokenForm>,
+) -> Result<HttpResponse, ApiError> {
+    let request = LoginRequest::try_from(form.into_inner())?;
+    let pair = state.auth.login(request, context).await?;
+    Ok(token_response(&state, &pair, query.cookie))
+}
+
+/// `POST /auth/refresh` and `/auth/logout`. The body may be left out when the refresh
+/// cookie carries the token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"refresh_token": "q0Xo3…"}))]
+pub struct RefreshBody {
+    /// The refresh token; omit it (and the body) to use the refresh cookie.
+    #[schema(value_type = Option<String>)]
+    refresh_token: Option<SecretString>,
+}
+
+/// Trades a refresh token for a new pair. The presented token is spent: presenting it again
+/// revokes the whole session (`refresh_token_reused`).
+#[utoipa::path(
+    tag = "auth",
+    params(CookieQuery),
+    request_body(content = Option<RefreshBody>, description = "Omit when the refresh cookie carries the token; then send `X-Requested-With`."),
+    responses(
+        (status = 200, description = "A new pair; the presented refresh token is spent.", body = TokenPairBody),
+        (status = 401, description = "`unauthorized` (unknown, expired or revoked) or `refresh_token_reused` (the session is now revoked).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The refresh cookie was used without `X-Requested-With` (`forbidden`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No refresh token in the body or the cookie (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/refresh")]
+pub async fn refresh(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    Client(context): Client,
+    query: web::Query<CookieQuery>,
+    body: OptionalJson<RefreshBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (presented, source) = cookies::presented_refresh_token(&req, body.0.and_then(|b| b.refresh_token))?;
+    let pair = state.sessions.refresh(&presented, context).await?;
+    Ok(token_response(&state, &pair, query.cookie || source == TokenSource::Cookie))
+}
+
+/// Ends the session the refresh token belongs to. Always 204, also for unknown tokens.
+#[utoipa::path(
+    tag = "auth",
+    request_body(content = Option<RefreshBody>, description = "Omit when the refresh cookie carries the token; then send `X-Requested-With`."),
+    responses(
+        (status = 204, description = "Signed out; the refresh cookie, if any, is cleared."),
+        (status = 403, description = "The refresh cookie was used without `X-Requested-With` (`forbidden`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No refresh token in the body or the cookie (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/logout")]
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    Client(context): Client,
+    body: OptionalJson<RefreshBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (presented, source) = cookies::presented_refresh_token(&req, body.0.and_then(|b| b.refresh_token))?;
+    state.sessions.logout(&presented, context).await.map_err(ApiError::internal)?;
+    let mut response = HttpResponse::NoContent();
+    if source == TokenSource::Cookie {
+        cookies::clear_refresh_cookie(&mut response, state.secure_cookies);
+    }
+    Ok(response.finish())
+}
+
+/// A `TokenPair` answer, never cached; in cookie mode the refresh token goes into the
+/// cookie instead of the body.
+fn token_response(state: &AppState, pair: &TokenPair, cookie_mode: bool) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    if cookie_mode {
+        cookies::set_refresh_cookie(&mut response, &pair.refresh_token, pair.refresh_expires_in, state.secure_cookies);
+    }
+    response.json(TokenPairBody::new(pair, !cookie_mode))
 }

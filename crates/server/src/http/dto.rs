@@ -75,19 +75,23 @@ pub struct TokenPairBody {
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: i64,
-    /// Opaque, single use; trade it at `/auth/refresh` for a new pair.
-    pub refresh_token: String,
+    /// Opaque, single use; trade it at `/auth/refresh` for a new pair. Absent in cookie
+    /// mode (`?cookie=true`), where it travels in the refresh cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     /// Seconds until the session expires.
     pub refresh_expires_in: i64,
 }
 
-impl From<TokenPair> for TokenPairBody {
-    fn from(pair: TokenPair) -> Self {
+impl TokenPairBody {
+    /// The body of `pair`, with or without its refresh token.
+    #[must_use]
+    pub fn new(pair: &TokenPair, include_refresh_token: bool) -> Self {
         Self {
-            access_token: pair.access_token,
+            access_token: pair.access_token.clone(),
             token_type: "Bearer",
             expires_in: pair.expires_in,
-            refresh_token: pair.refresh_token.expose_secret().to_owned(),
+            refresh_token: include_refresh_token.then(|| pair.refresh_token.expose_secret().to_owned()),
             refresh_expires_in: pair.refresh_expires_in,
         }
     }

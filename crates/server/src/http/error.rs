@@ -9,8 +9,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_domain::FieldError;
 use gatehouse_domain::ValidationErrors;
-use gatehouse_domain::services::account::GetMeError;
-use gatehouse_domain::services::auth::{AuthenticateError, LoginError, RegisterError};
+use gatehouse_domain::services::account::{AccountSecurityError, GetMeError, UpdateMeError};
+use gatehouse_domain::services::auth::{LoginError, RegisterError};
+use gatehouse_domain::services::sessions::{AuthenticateError, RefreshError, RevokeSessionError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -63,6 +64,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// 401 `invalid_credentials`.
     InvalidCredentials,
+    /// 401 `refresh_token_reused`.
+    RefreshTokenReused,
     /// 403 `email_not_verified`.
     EmailNotVerified,
     /// 403 `account_locked`.
@@ -102,6 +105,7 @@ impl ErrorKind {
             Self::MalformedRequest => (StatusCode::BAD_REQUEST, "malformed_request", "Malformed request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid credentials"),
+            Self::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "refresh_token_reused", "Refresh token reused"),
             Self::EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified", "Email not verified"),
             Self::AccountLocked => (StatusCode::FORBIDDEN, "account_locked", "Account locked"),
             Self::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled", "Account disabled"),
@@ -273,6 +277,58 @@ impl From<AuthenticateError> for ApiError {
     fn from(e: AuthenticateError) -> Self {
         match e {
             AuthenticateError::InvalidToken => Self::unauthorized(),
+            AuthenticateError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<RefreshError> for ApiError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            RefreshError::InvalidToken => {
+                Self::new(ErrorKind::Unauthorized, "The refresh token is invalid, expired or revoked.")
+            }
+            RefreshError::Reused => Self::new(
+                ErrorKind::RefreshTokenReused,
+                "The refresh token was already used; the session has been revoked. Sign in again.",
+            ),
+            RefreshError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<RevokeSessionError> for ApiError {
+    fn from(e: RevokeSessionError) -> Self {
+        match e {
+            RevokeSessionError::NotFound => Self::new(ErrorKind::NotFound, "No such session."),
+            RevokeSessionError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<UpdateMeError> for ApiError {
+    fn from(e: UpdateMeError) -> Self {
+        match e {
+            UpdateMeError::NotFound => Self::unauthorized(),
+            UpdateMeError::UsernameTaken => Self::new(ErrorKind::UsernameTaken, "This username is already taken."),
+            UpdateMeError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<AccountSecurityError> for ApiError {
+    fn from(e: AccountSecurityError) -> Self {
+        match e {
+            AccountSecurityError::NotFound => Self::unauthorized(),
+            AccountSecurityError::InvalidCredentials => {
+                Self::new(ErrorKind::InvalidCredentials, "The password is wrong.")
+            }
+            AccountSecurityError::PasswordRequired => {
+                Self::validation_field("password", "required", "the account's password is required")
+            }
+            AccountSecurityError::WeakPassword(e) => Self::validation(&[e.on_field("new_password")]),
+            AccountSecurityError::Overloaded => Self::overloaded(),
+            AccountSecurityError::Unexpected(cause) => Self::internal(cause),
         }
     }
 }

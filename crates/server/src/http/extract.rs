@@ -5,11 +5,13 @@
 use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
+use futures::future::{Either, LocalBoxFuture, MapOk, TryFutureExt};
 use gatehouse_domain::RequestContext;
-use gatehouse_domain::services::auth::Principal;
+use gatehouse_domain::services::sessions::Principal;
+use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
 use crate::http::error::{ApiError, ErrorKind};
@@ -36,7 +38,7 @@ fn json_error(error: JsonPayloadError) -> ApiError {
         JsonPayloadError::ContentType => {
             ApiError::new(ErrorKind::UnsupportedMediaType, "Send a JSON body with Content-Type: application/json.")
         }
-        JsonPayloadError::Deserialize(e) if e.classify() == Category::Data => shape_error(&e),
+        JsonPayloadError::Deserialize(e) if e.classify() == Category::Data => shape_error(&e.to_string()),
         JsonPayloadError::Deserialize(e) => {
             ApiError::new(ErrorKind::MalformedRequest, format!("The body is not valid JSON: {e}"))
         }
@@ -44,14 +46,63 @@ fn json_error(error: JsonPayloadError) -> ApiError {
     }
 }
 
-/// Well-formed JSON that does not fit the expected shape: a missing field is reported on
+/// A well-formed body that does not fit the expected shape: a missing field is reported on
 /// that field; other mismatches (wrong types) carry serde's description.
-fn shape_error(error: &serde_json::Error) -> ApiError {
-    let message = error.to_string();
+fn shape_error(message: &str) -> ApiError {
     let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(f, _)| f);
     match missing {
         Some(field) => ApiError::validation_field(field, "required", format!("{field} is required")),
         None => ApiError::validation_field("body", "invalid_type", message),
+    }
+}
+
+/// Form bodies (`application/x-www-form-urlencoded`, the OAuth2 password grant): the same
+/// problems as JSON bodies.
+#[must_use]
+pub fn form_config(limit_bytes: usize) -> web::FormConfig {
+    web::FormConfig::default().limit(limit_bytes).error_handler(|error, _| form_error(error).into())
+}
+
+fn form_error(error: UrlencodedError) -> ApiError {
+    match error {
+        UrlencodedError::Overflow { limit, .. } => {
+            ApiError::new(ErrorKind::PayloadTooLarge, format!("The body must be at most {limit} bytes."))
+        }
+        UrlencodedError::ContentType => ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            "Send a form body with Content-Type: application/x-www-form-urlencoded.",
+        ),
+        UrlencodedError::Parse(e) => shape_error(&e.to_string()),
+        _ => ApiError::new(ErrorKind::MalformedRequest, "The form body could not be read."),
+    }
+}
+
+/// A JSON body that may be left out entirely (no `Content-Type`, no body), as when a
+/// browser refreshes with its cookie. A body that is sent is held to the same rules as
+/// [`web::Json`].
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = actix_web::Error;
+    #[allow(clippy::type_complexity)]
+    type Future = Either<
+        Ready<Result<Self, actix_web::Error>>,
+        MapOk<<web::Json<T> as FromRequest>::Future, fn(web::Json<T>) -> Self>,
+    >;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let no_body = !req.headers().contains_key(header::CONTENT_TYPE)
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|length| length.trim() == "0");
+        if no_body {
+            return Either::Left(ready(Ok(OptionalJson(None))));
+        }
+        let wrap: fn(web::Json<T>) -> Self = |json| OptionalJson(Some(json.into_inner()));
+        Either::Right(web::Json::<T>::from_request(req, payload).map_ok(wrap))
     }
 }
 
@@ -76,19 +127,18 @@ pub struct Authenticated(pub Principal);
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).map(Authenticated))
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer_token(req).map(str::to_owned);
+        Box::pin(async move {
+            let state =
+                state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state is not configured")))?;
+            let token = token.ok_or_else(ApiError::unauthorized)?;
+            Ok(Authenticated(state.sessions.authenticate(&token).await?))
+        })
     }
-}
-
-fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state is not configured")))?;
-    let token = bearer_token(req).ok_or_else(ApiError::unauthorized)?;
-    Ok(state.auth.authenticate(token)?)
 }
 
 /// The token of an `Authorization: Bearer …` header; the scheme is case-insensitive.
@@ -137,10 +187,8 @@ mod tests {
 
     #[test]
     fn a_missing_field_is_reported_on_that_field() {
-        let error = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>("{}")
-            .and_then(|_| serde_json::from_str::<Needs>("{}"))
-            .expect_err("missing");
-        let api_error = shape_error(&error);
+        let error = serde_json::from_str::<Needs>("{}").expect_err("missing");
+        let api_error = shape_error(&error.to_string());
         assert_eq!(api_error.kind(), ErrorKind::ValidationFailed);
     }
 

@@ -1,13 +1,16 @@
 //! The HTTP adapter: routes, handlers, DTOs, extractors, and the error mapping.
 
 pub mod auth;
+pub mod cookies;
 pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod openapi;
+pub mod sessions;
 pub mod users;
+pub mod wellknown;
 
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -24,8 +27,25 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
     config
         .service(health::live)
         .service(health::ready)
-        .service(scope("/api/v1/auth").service(auth::register).service(auth::login))
-        .service(scope("/api/v1/users").service(users::get_me));
+        .service(wellknown::jwks)
+        .service(
+            scope("/api/v1/auth")
+                .service(auth::register)
+                .service(auth::login)
+                .service(auth::token)
+                .service(auth::refresh)
+                .service(auth::logout)
+                .service(sessions::list)
+                .service(sessions::revoke)
+                .service(sessions::revoke_others),
+        )
+        .service(
+            scope("/api/v1/users")
+                .service(users::get_me)
+                .service(users::update_me)
+                .service(users::change_password)
+                .service(users::delete_me),
+        );
 }
 
 /// Unmatched requests: 405 with `Allow` when the path exists for other methods (as the

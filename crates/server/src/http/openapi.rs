@@ -3,7 +3,7 @@
 
 use actix_web::App;
 use actix_web::http::Method;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::openapi::{OpenApi as OpenApiDoc, PathItem};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
@@ -34,6 +34,13 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "password",
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::Password(Password::new("/api/v1/auth/token", Scopes::new()))],
+                "Sign in with a username or email and a password (what Swagger UI's Authorize button uses).",
+            )),
         );
     }
 }
@@ -100,7 +107,17 @@ mod tests {
     const IMPLEMENTED: &[(&str, &str)] = &[
         ("post", "/api/v1/auth/register"),
         ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/token"),
+        ("post", "/api/v1/auth/refresh"),
+        ("post", "/api/v1/auth/logout"),
+        ("get", "/api/v1/auth/sessions"),
+        ("delete", "/api/v1/auth/sessions/{id}"),
+        ("delete", "/api/v1/auth/sessions"),
         ("get", "/api/v1/users/me"),
+        ("patch", "/api/v1/users/me"),
+        ("put", "/api/v1/users/me/password"),
+        ("delete", "/api/v1/users/me"),
+        ("get", "/.well-known/jwks.json"),
         ("get", "/health/live"),
         ("get", "/health/ready"),
     ];
@@ -122,6 +139,7 @@ mod tests {
         let doc = document();
         let schemes = doc.components.expect("components").security_schemes;
         assert!(schemes.contains_key("bearer"));
+        assert!(schemes.contains_key("password"), "the OAuth2 password flow for Swagger UI");
     }
 
     #[test]
