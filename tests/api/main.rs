@@ -1,9 +1,13 @@
 //! The end-to-end suite: one binary, one module per feature, every test against the real
 //! server on PostgreSQL and on SQLite.
 
+mod account;
+mod cookies;
 mod docs;
 mod health;
 mod login;
 mod me;
 mod protocol;
 mod register;
+mod sessions;
+mod tokens;

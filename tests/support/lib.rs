@@ -27,6 +27,10 @@ pub enum Backend {
 /// A password that meets the policy.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The HS256 secret every test server signs with, so tests can forge tokens and sibling
+/// instances accept each other's.
+pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+
 static TELEMETRY: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
         let settings = test_settings_without_database();
@@ -46,8 +50,11 @@ pub struct TestApp {
     pub address: String,
     /// A client that keeps no cookies and follows no redirects.
     pub client: reqwest::Client,
+    /// The settings the server was built with.
+    pub settings: Settings,
     handle: ServerHandle,
-    _database: TestDatabase,
+    /// Dropped (and the database with it) when the first app of a database goes.
+    _database: Option<TestDatabase>,
 }
 
 /// Starts the application with the `test` configuration on `backend`.
@@ -68,14 +75,19 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
     settings.server.host = "127.0.0.1".to_owned();
     settings.server.port = 0;
     settings.server.workers = 2;
+    settings.auth.jwt_secret = Some(JWT_SECRET.to_owned().into());
     customise(&mut settings);
-    let application = Application::build(settings).await.expect("the application builds");
+    start(settings, Some(database)).await
+}
+
+async fn start(settings: Settings, database: Option<TestDatabase>) -> TestApp {
+    let application = Application::build(settings.clone()).await.expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
     tokio::spawn(application.run_until_stopped());
     let client =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a reqwest client");
-    TestApp { address, client, handle, _database: database }
+    TestApp { address, client, settings, handle, _database: database }
 }
 
 impl Drop for TestApp {
@@ -85,6 +97,14 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// A second server instance on the same database (and secret), as behind a load
+    /// balancer, with a chance to change its settings. Keep `self` alive while it runs.
+    pub async fn spawn_sibling(&self, customise: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        customise(&mut settings);
+        start(settings, None).await
+    }
+
     /// The absolute URL of `path`.
     #[must_use]
     pub fn url(&self, path: &str) -> String {
@@ -122,12 +142,37 @@ impl TestApp {
         self.post_json("/api/v1/auth/login", body).await
     }
 
-    /// Signs in as `email` with [`PASSWORD`] and returns the access token.
-    pub async fn access_token(&self, email: &str) -> String {
+    /// Signs in as `email` with [`PASSWORD`] and returns the token pair.
+    pub async fn token_pair(&self, email: &str) -> Value {
         let response = self.login(&json!({"email": email, "password": PASSWORD})).await;
         assert_eq!(response.status(), StatusCode::OK, "signing in as {email}");
-        let pair: Value = response.json().await.expect("a token pair");
+        response.json().await.expect("a token pair")
+    }
+
+    /// Signs in as `email` with [`PASSWORD`] and returns the access token.
+    pub async fn access_token(&self, email: &str) -> String {
+        let pair = self.token_pair(email).await;
         pair["access_token"].as_str().expect("an access token").to_owned()
+    }
+
+    /// `POST /api/v1/auth/refresh` with the token in the body.
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json("/api/v1/auth/refresh", &json!({"refresh_token": refresh_token})).await
+    }
+
+    /// A request with a bearer token and an optional JSON body.
+    pub async fn send_authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request sent")
     }
 }
 

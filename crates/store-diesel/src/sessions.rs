@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
 use gatehouse_domain::ports::{Rotation, SessionRepository, TokenHash};
 use gatehouse_domain::{NewActivity, NewSession, RequestContext, Session, SessionId, UserId};
@@ -148,7 +148,8 @@ fn lock_token(connection: &mut AnyConnection, token_hash: &str) -> QueryResult<O
 /// The body of [`SessionRepository::rotate`]; must run inside [`write_transaction`].
 ///
 /// A zero (or negative) `grace` means no grace at all: every second presentation is a reuse,
-/// even one made in the same microsecond as the first.
+/// even one made in the same microsecond as the first. Times are compared at the microsecond
+/// precision they are stored with, so a retry exactly `grace` after the first spend is in.
 fn rotate_in(
     connection: &mut AnyConnection,
     presented: &str,
@@ -156,6 +157,7 @@ fn rotate_in(
     now: DateTime<Utc>,
     grace: Duration,
 ) -> QueryResult<RotationRow> {
+    let now = now.trunc_subsecs(6);
     let Some((spent_at, session)) = lock_token(connection, presented)? else {
         return Ok(RotationRow::Unknown);
     };

@@ -422,7 +422,8 @@ fn new_session(user_id: UserId, first_token: &str, created_at: DateTime<Utc>) ->
 
 /// A registered user and one started session (first token `"first"`, created at `at`).
 async fn user_with_session(db: &Database, at: DateTime<Utc>) -> (User, Session) {
-    let user = db.users().register(new_user("ada@example.com", "ada")).await.expect("the user is created");
+    let new = NewUser { created_at: at - Duration::days(1), ..new_user("ada@example.com", "ada") };
+    let user = db.users().register(new).await.expect("the user is created");
     let session = db.sessions().sign_in(new_session(user.id, "first", at)).await.expect("the session starts");
     (user, session)
 }

@@ -56,7 +56,8 @@ pub trait SessionRepository: Send + Sync {
     ///
     /// - live session, unspent token: spend it, store the successor, set `last_used_at`;
     ///   [`Rotation::Rotated`].
-    /// - live session, token spent at most `grace` ago: store the successor (the token
+    /// - live session, `grace` positive and the token spent at most `grace` ago: store
+    ///   the successor (the token
     ///   stays spent); [`Rotation::Rotated`].
     /// - live session, token spent longer ago: write nothing; [`Rotation::Reused`].
     /// - revoked session, or `expires_at <= now`: write nothing; [`Rotation::SessionEnded`].
