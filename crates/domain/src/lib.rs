@@ -8,6 +8,7 @@
 pub mod activity;
 pub mod error;
 pub mod ids;
+pub mod pagination;
 pub mod ports;
 pub mod services;
 pub mod session;

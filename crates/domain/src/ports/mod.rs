@@ -4,14 +4,21 @@
 //! the mockall mocks (feature `mocks`) share one specification. Infrastructure failures
 //! that callers cannot act on are `anyhow::Error`s; outcomes callers branch on are enums.
 
+mod activity;
 mod clock;
+mod directory;
 mod password;
 mod revocations;
 mod sessions;
 mod tokens;
 mod users;
 
+pub use activity::{ActivityCursor, ActivityEvent, ActivityLog, ActivityQuery};
 pub use clock::{Clock, SystemClock};
+pub use directory::{
+    AdminChangeError, AdminChangeOutcome, AdminChanges, EnsureAdmin, UserCursor, UserDirectory, UserQuery, UserSort,
+    UserSortKey,
+};
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use revocations::RevocationList;
 pub use sessions::{Rotation, SessionRepository};
@@ -19,7 +26,11 @@ pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, Op
 pub use users::{CreateUserError, ProfileChanges, UpdateUserError, UserRepository};
 
 #[cfg(any(test, feature = "mocks"))]
+pub use activity::MockActivityLog;
+#[cfg(any(test, feature = "mocks"))]
 pub use clock::MockClock;
+#[cfg(any(test, feature = "mocks"))]
+pub use directory::MockUserDirectory;
 #[cfg(any(test, feature = "mocks"))]
 pub use password::MockPasswordHasher;
 #[cfg(any(test, feature = "mocks"))]

@@ -32,6 +32,9 @@ pub enum UpdateUserError {
     /// Another non-deleted user has the new username (compared case-insensitively).
     #[error("the username is already taken")]
     UsernameTaken,
+    /// The change would leave no active, non-deleted admin.
+    #[error("the last active admin must stay an active admin")]
+    LastAdmin,
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -142,7 +145,10 @@ pub trait UserRepository: Send + Sync {
     ///
     /// # Errors
     ///
-    /// [`UpdateUserError::NotFound`] for an unknown or already deleted user.
+    /// [`UpdateUserError::NotFound`] for an unknown or already deleted user; MUST return
+    /// [`UpdateUserError::LastAdmin`], writing nothing, when the user is the last active
+    /// admin (checked inside the transaction, as [`crate::ports::UserDirectory::update`]
+    /// does).
     async fn soft_delete(
         &self,
         id: UserId,

@@ -52,6 +52,9 @@ pub enum AccountSecurityError {
     /// The new password breaks the policy.
     #[error(transparent)]
     WeakPassword(PasswordError),
+    /// The caller is the last active admin and may not delete their account.
+    #[error("the last active admin cannot delete their account")]
+    LastAdmin,
     /// Password hashing is saturated; try again shortly.
     #[error("the service is overloaded")]
     Overloaded,
@@ -73,6 +76,7 @@ impl From<UpdateUserError> for AccountSecurityError {
     fn from(e: UpdateUserError) -> Self {
         match e {
             UpdateUserError::NotFound => Self::NotFound,
+            UpdateUserError::LastAdmin => Self::LastAdmin,
             UpdateUserError::UsernameTaken => {
                 Self::Unexpected(anyhow::anyhow!("a username conflict on a change that sets no username"))
             }
@@ -134,6 +138,9 @@ impl AccountService {
         self.ports.users.update_profile(principal.user_id, changes, now, event).await.map_err(|e| match e {
             UpdateUserError::NotFound => UpdateMeError::NotFound,
             UpdateUserError::UsernameTaken => UpdateMeError::UsernameTaken,
+            UpdateUserError::LastAdmin => {
+                UpdateMeError::Unexpected(anyhow::anyhow!("a last-admin refusal on a profile change"))
+            }
             UpdateUserError::Unexpected(e) => UpdateMeError::Unexpected(e),
         })
     }

@@ -327,6 +327,10 @@ impl From<AccountSecurityError> for ApiError {
                 Self::validation_field("password", "required", "the account's password is required")
             }
             AccountSecurityError::WeakPassword(e) => Self::validation(&[e.on_field("new_password")]),
+            AccountSecurityError::LastAdmin => Self::new(
+                ErrorKind::Conflict,
+                "You are the last active admin; make someone else an admin before deleting your account.",
+            ),
             AccountSecurityError::Overloaded => Self::overloaded(),
             AccountSecurityError::Unexpected(cause) => Self::internal(cause),
         }
