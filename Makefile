@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt migrate docker deps
+.PHONY: help run test lint fmt migrate docker deps bench seed
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,13 @@ lint: ## rustfmt and clippy, as CI runs them
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+bench: ## Benchmarks on PostgreSQL (seeds 1,000,000 users once); results in bench-results/
+	@scripts/ensure-services.sh
+	$(CARGO) bench -p gatehouse-tests --bench admin_list
+
+seed: ## Add 10,000 realistic users to DATABASE_URL (SEED_USERS=n for more)
+	$(CARGO) run -p gatehouse-server --bin gatehouse -- seed --users $${SEED_USERS:-10000}
 
 migrate: ## Apply migrations to DATABASE_URL (default: the embedded SQLite file)
 	$(CARGO) run -p gatehouse-server --bin gatehouse -- migrate

@@ -2,6 +2,8 @@
 //! server on PostgreSQL and on SQLite.
 
 mod account;
+mod admin;
+mod audit;
 mod cookies;
 mod docs;
 mod health;

@@ -176,6 +176,20 @@ impl TestApp {
     }
 }
 
+/// The email of the admin [`spawn_app_with_admin`] bootstraps; its password is [`PASSWORD`].
+pub const ADMIN_EMAIL: &str = "root@example.com";
+
+/// Starts the application with a bootstrapped admin, and returns the admin's access token.
+pub async fn spawn_app_with_admin(backend: Backend) -> (TestApp, String) {
+    let app = spawn_app_with(backend, |s| {
+        s.bootstrap.admin_email = Some(ADMIN_EMAIL.to_owned());
+        s.bootstrap.admin_password = Some(PASSWORD.to_owned().into());
+    })
+    .await;
+    let token = app.access_token(ADMIN_EMAIL).await;
+    (app, token)
+}
+
 /// Asserts that `response` is a problem with `status` and `code`, and returns its body.
 pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(response.status(), status, "status");

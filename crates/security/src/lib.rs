@@ -10,11 +10,13 @@
 //! Depends on the domain's ports only; never on storage, HTTP or configuration crates. Secrets
 //! come in as [`secrecy::SecretString`] and are never logged.
 
+mod cursor;
 mod jwt;
 mod opaque;
 mod password;
 mod pool;
 
+pub use cursor::CursorSealer;
 pub use jwt::{
     Jwk, Jwks, JwtAccessTokens, JwtAlgorithm, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS, SigningKeyPem, UnknownJwtAlgorithm,
     VerificationKeyPem,

@@ -1,10 +1,18 @@
 //! `gatehouse`: the command-line entry point. Wiring only; see the library.
 
+use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gatehouse_server::startup::{Application, connect_database};
+use gatehouse_domain::{Email, NewPassword};
+use gatehouse_server::settings::AppEnv;
+use gatehouse_server::startup::{Application, connect_database, prepare};
 use gatehouse_server::{Settings, telemetry};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The password every seeded user shares, for benchmarks and demos.
+const SEED_PASSWORD: &str = "seeded user password";
 
 /// Self-hosted user management and authentication.
 #[derive(Debug, Parser)]
@@ -20,6 +28,20 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Make an account an admin, creating it if needed. The password is read from the
+    /// terminal (without echo) or from standard input, never from the command line.
+    CreateAdmin {
+        /// The admin's email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Fill the database with realistic users for benchmarks and demos (refused in
+    /// production). They all share the password "seeded user password".
+    Seed {
+        /// How many users to add.
+        #[arg(long, default_value_t = 1000)]
+        users: u64,
+    },
 }
 
 #[tokio::main]
@@ -36,6 +58,8 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(&settings).await,
+        Command::CreateAdmin { email } => create_admin(&settings, &email).await,
+        Command::Seed { users } => seed(&settings, users).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,5 +81,39 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     connect_database(settings).await?.migrate().await?;
     tracing::info!("migrations are up to date");
+    Ok(())
+}
+
+async fn create_admin(settings: &Settings, email: &str) -> anyhow::Result<()> {
+    let email = Email::parse(email).context("--email")?;
+    let password = read_password()?;
+    let password = NewPassword::parse(password, &email).context("the password")?;
+    let state = prepare(settings).await?;
+    let admin = state.admin.create_admin(email, password).await.map_err(|e| anyhow::anyhow!(e))?;
+    println!("{} ({}) is an admin", admin.email, admin.id);
+    Ok(())
+}
+
+/// A password from the terminal without echo, or the first line of standard input.
+fn read_password() -> anyhow::Result<SecretString> {
+    if std::io::stdin().is_terminal() {
+        let password = rpassword::prompt_password("Password: ").context("reading the password")?;
+        let again = rpassword::prompt_password("Again: ").context("reading the password")?;
+        anyhow::ensure!(password == again, "the passwords differ");
+        return Ok(SecretString::from(password));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
+    Ok(SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+async fn seed(settings: &Settings, users: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(settings.env != AppEnv::Production, "seeding is refused with APP_ENV=production");
+    let state = prepare(settings).await?;
+    let hash = state.password_hash_of(&SecretString::from(SEED_PASSWORD.to_owned())).await?;
+    let started = std::time::Instant::now();
+    let inserted = state.database.seed_users(users, hash.expose_secret()).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("seeded {inserted} users in {secs:.1} s ({:.0} users/s)", inserted as f64 / secs.max(0.001));
     Ok(())
 }

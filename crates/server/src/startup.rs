@@ -10,14 +10,18 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use chrono::Duration;
 use gatehouse_cache_redis::{InProcessRevocationList, RedisRevocationList};
-use gatehouse_domain::ports::{Clock, OpaqueTokens, RevocationList, SystemClock};
+use gatehouse_domain::ports::EnsureAdmin;
+use gatehouse_domain::ports::{Clock, OpaqueTokens, PasswordHasher, RevocationList, SystemClock};
 use gatehouse_domain::services::Ports;
 use gatehouse_domain::services::account::AccountService;
+use gatehouse_domain::services::activity::ActivityService;
+use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::{AuthService, AuthSettings};
 use gatehouse_domain::services::sessions::SessionService;
+use gatehouse_domain::{Email, NewPassword};
 use gatehouse_security::{
-    Argon2Hasher, Argon2Params, HashPoolSettings, JwtAccessTokens, JwtAlgorithm, RandomTokens, SigningKeyPem,
-    VerificationKeyPem,
+    Argon2Hasher, Argon2Params, CursorSealer, HashPoolSettings, JwtAccessTokens, JwtAlgorithm, RandomTokens,
+    SigningKeyPem, VerificationKeyPem,
 };
 use gatehouse_store_diesel::{Backend, Database};
 use secrecy::{ExposeSecret, SecretString};
@@ -45,10 +49,8 @@ impl Application {
     ///
     /// Any failure to connect, migrate, build an adapter or bind.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let database = connect_database(&settings).await?;
-        database.migrate().await.context("applying database migrations")?;
-        let revocations = revocation_list(&settings, &database).await;
-        let state = build_state(&settings, database, revocations)?;
+        let state = prepare(&settings).await?;
+        bootstrap_admin(&settings, &state).await?;
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
@@ -98,6 +100,35 @@ impl Application {
     }
 }
 
+/// Connects and migrates the database and builds every adapter and service: everything the
+/// server needs but the listener. The command-line tools use it too.
+///
+/// # Errors
+///
+/// Any failure to connect, migrate or build an adapter.
+pub async fn prepare(settings: &Settings) -> anyhow::Result<AppState> {
+    let database = connect_database(settings).await?;
+    database.migrate().await.context("applying database migrations")?;
+    let revocations = revocation_list(settings, &database).await;
+    build_state(settings, database, revocations)
+}
+
+/// Creates the first admin from `bootstrap.admin_email`/`admin_password` when both are set
+/// and no active admin exists. Instances starting together agree on one.
+async fn bootstrap_admin(settings: &Settings, state: &AppState) -> anyhow::Result<()> {
+    let (Some(email), Some(password)) = (&settings.bootstrap.admin_email, &settings.bootstrap.admin_password) else {
+        return Ok(());
+    };
+    let email = Email::parse(email).context("bootstrap.admin_email")?;
+    let password = NewPassword::parse(password.clone(), &email).context("bootstrap.admin_password")?;
+    match state.admin.bootstrap_first_admin(email, password).await.map_err(|e| anyhow::anyhow!(e))? {
+        EnsureAdmin::AlreadyPresent => tracing::debug!("an admin exists; bootstrap.admin_email is not needed"),
+        EnsureAdmin::Created(user) => tracing::info!(user_id = %user.id, "created the first admin"),
+        EnsureAdmin::Promoted(user) => tracing::info!(user_id = %user.id, "made an existing account the first admin"),
+    }
+    Ok(())
+}
+
 /// Opens the pool off the async workers (r2d2 connects eagerly and blocks).
 ///
 /// # Errors
@@ -130,8 +161,9 @@ async fn revocation_list(settings: &Settings, database: &Database) -> Arc<dyn Re
     }
 }
 
-/// The access-token signer and verifier the configuration asks for.
-fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<JwtAccessTokens> {
+/// The access-token signer and verifier the configuration asks for, and the secret
+/// material it signs with (from which the cursor key is derived).
+fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(JwtAccessTokens, SecretString)> {
     let auth = &settings.auth;
     let algorithm: JwtAlgorithm = auth.jwt_algorithm.parse().context("auth.jwt_algorithm")?;
     if algorithm == JwtAlgorithm::Hs256 {
@@ -142,7 +174,8 @@ fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<J
                 SecretString::from(random.generate().secret.expose_secret().to_owned())
             }
         };
-        return JwtAccessTokens::hs256(&secret, &auth.issuer).context("auth.jwt_secret");
+        let tokens = JwtAccessTokens::hs256(&secret, &auth.issuer).context("auth.jwt_secret")?;
+        return Ok((tokens, secret));
     }
     let (Some(path), Some(kid)) = (&auth.jwt_private_key_file, &auth.jwt_key_id) else {
         anyhow::bail!("auth.jwt_private_key_file and auth.jwt_key_id are required with {algorithm:?}");
@@ -159,8 +192,10 @@ fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<J
             Ok(VerificationKeyPem { algorithm, kid: kid.to_owned(), public_pem })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let signing = SigningKeyPem { algorithm, kid: kid.clone(), private_pem: SecretString::from(private_pem) };
-    JwtAccessTokens::asymmetric(signing, retired, &auth.issuer).context("auth.jwt_private_key_file")
+    let private_pem = SecretString::from(private_pem);
+    let signing = SigningKeyPem { algorithm, kid: kid.clone(), private_pem: private_pem.clone() };
+    let tokens = JwtAccessTokens::asymmetric(signing, retired, &auth.issuer).context("auth.jwt_private_key_file")?;
+    Ok((tokens, private_pem))
 }
 
 fn build_state(
@@ -171,7 +206,7 @@ fn build_state(
     let auth = &settings.auth;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let opaque_tokens = RandomTokens;
-    let access_tokens = access_tokens(settings, &opaque_tokens)?;
+    let (access_tokens, key_material) = access_tokens(settings, &opaque_tokens)?;
     let jwks = serde_json::to_value(access_tokens.jwks()).context("serialising the JWK Set")?;
     let hasher = Argon2Hasher::new(
         Argon2Params {
@@ -182,14 +217,17 @@ fn build_state(
         HashPoolSettings { workers: auth.effective_hash_workers(), queue_capacity: auth.hash_queue_capacity },
     )
     .context("auth.argon2_*: invalid hashing parameters")?;
+    let hasher: Arc<dyn PasswordHasher> = Arc::new(hasher);
     let ports = Ports {
         users: database.users(),
         sessions: database.sessions(),
-        hasher: Arc::new(hasher),
+        hasher: hasher.clone(),
         access_tokens: Arc::new(access_tokens),
         opaque_tokens: Arc::new(opaque_tokens),
         clock: clock.clone(),
         revocations,
+        directory: database.directory(),
+        activity: database.activity(),
     };
     let auth_settings = AuthSettings {
         require_verified_email: auth.require_verified_email,
@@ -200,7 +238,11 @@ fn build_state(
     Ok(AppState {
         auth: AuthService::new(ports.clone(), auth_settings.clone()),
         account: AccountService::new(ports.clone(), auth_settings.clone()),
-        sessions: SessionService::new(ports, auth_settings),
+        sessions: SessionService::new(ports.clone(), auth_settings.clone()),
+        admin: AdminService::new(ports.clone(), auth_settings),
+        activity: ActivityService::new(ports),
+        cursors: CursorSealer::new(key_material.expose_secret().as_bytes()),
+        hasher,
         database,
         clock,
         routes: openapi::RouteTable::from_document(&openapi::document()),

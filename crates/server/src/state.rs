@@ -4,11 +4,15 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use gatehouse_domain::ports::Clock;
+use gatehouse_domain::ports::{Clock, PasswordHasher};
 use gatehouse_domain::services::account::AccountService;
+use gatehouse_domain::services::activity::ActivityService;
+use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::AuthService;
 use gatehouse_domain::services::sessions::SessionService;
+use gatehouse_security::CursorSealer;
 use gatehouse_store_diesel::Database;
+use secrecy::SecretString;
 
 use crate::http::openapi::RouteTable;
 
@@ -21,6 +25,14 @@ pub struct AppState {
     pub account: AccountService,
     /// Refresh, sign-out, session management, access-token checks.
     pub sessions: SessionService,
+    /// User administration.
+    pub admin: AdminService,
+    /// The audit trail.
+    pub activity: ActivityService,
+    /// Seals and opens list cursors.
+    pub cursors: CursorSealer,
+    /// Password hashing, for the command-line tools.
+    pub hasher: Arc<dyn PasswordHasher>,
     /// For readiness checks.
     pub database: Database,
     /// The time, as the use cases see it.
@@ -34,6 +46,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The argon2id hash of `password` with the configured parameters (for seeding).
+    ///
+    /// # Errors
+    ///
+    /// When hashing fails or is saturated.
+    pub async fn password_hash_of(&self, password: &SecretString) -> anyhow::Result<SecretString> {
+        let hash = self.hasher.hash(password).await.map_err(|e| anyhow::anyhow!(e))?;
+        Ok(SecretString::from(hash.as_str().to_owned()))
+    }
+
     /// The current time.
     #[must_use]
     pub fn now(&self) -> DateTime<Utc> {

@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use diesel::RunQueryDsl;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use gatehouse_domain::ports::{RevocationList, SessionRepository, UserRepository};
+use gatehouse_domain::ports::{ActivityLog, RevocationList, SessionRepository, UserDirectory, UserRepository};
 use tracing::Span;
 
+use crate::activity::DieselActivityLog;
 use crate::connection::{AnyConnection, Manager, SqlitePragmas, Target};
+use crate::directory::DieselUserDirectory;
 use crate::revocations::SessionTableRevocations;
 use crate::sessions::DieselSessionRepository;
 use crate::users::DieselUserRepository;
@@ -143,6 +145,19 @@ impl Database {
     #[must_use]
     pub fn users(&self) -> Arc<dyn UserRepository> {
         Arc::new(DieselUserRepository::new(self.clone()))
+    }
+
+    /// The administrators' view of the users on this database: search, filters, keyset
+    /// pagination, and changes under the last-admin rule.
+    #[must_use]
+    pub fn directory(&self) -> Arc<dyn UserDirectory> {
+        Arc::new(DieselUserDirectory::new(self.clone()))
+    }
+
+    /// The audit trail on this database.
+    #[must_use]
+    pub fn activity(&self) -> Arc<dyn ActivityLog> {
+        Arc::new(DieselActivityLog::new(self.clone()))
     }
 
     /// The session repository on this database.

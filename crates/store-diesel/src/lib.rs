@@ -12,10 +12,13 @@
 //! framework or another adapter.
 
 mod activity;
+mod admins;
 mod connection;
 mod database;
+mod directory;
 mod revocations;
 mod schema;
+mod seed;
 mod sessions;
 mod types;
 mod users;
@@ -23,7 +26,9 @@ mod users;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use activity::DieselActivityLog;
 pub use database::{Backend, Database};
+pub use directory::DieselUserDirectory;
 pub use revocations::SessionTableRevocations;
 pub use sessions::DieselSessionRepository;
 pub use users::DieselUserRepository;

@@ -147,6 +147,22 @@ impl Database {
         .await
     }
 
+    /// How many users the database holds, deleted or not (benchmarks check whether they
+    /// still need to seed).
+    ///
+    /// # Errors
+    ///
+    /// When the query fails.
+    pub async fn count_users(&self) -> anyhow::Result<u64> {
+        self.run(|connection| {
+            let count: i64 = diesel::QueryDsl::count(crate::schema::users::table)
+                .get_result(connection)
+                .context("could not count the users")?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+
     /// Every activity event about `user_id`, oldest first, so tests can check which events a
     /// change wrote (or that a failed one wrote none).
     ///

@@ -11,9 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use futures::future::join_all;
+use gatehouse_domain::pagination::PageLimit;
 use gatehouse_domain::ports::{
-    CreateUserError, PasswordHash, ProfileChanges, Rotation, SessionRepository, TokenHash, UpdateUserError,
-    UserRepository,
+    ActivityQuery, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, PasswordHash, ProfileChanges,
+    Rotation, SessionRepository, TokenHash, UpdateUserError, UserCursor, UserQuery, UserRepository, UserSort,
 };
 use gatehouse_domain::{
     ActivityAction, DisplayName, Email, NewActivity, NewSession, NewUser, RequestContext, Role, Session, SessionId,
@@ -856,6 +857,729 @@ async fn the_session_table_revocation_list_answers_from_the_sessions(test_db: Te
     assert_eq!(list.is_revoked(SessionId::generate()).await.ok(), Some(true), "an unknown session");
 }
 
+// ---- The admin directory: lists, changes, the last-admin rule; the audit trail; seeding ----
+
+/// An event an admin (`actor`) causes on `user_id`'s account.
+fn by_admin(actor: UserId, user_id: UserId, action: ActivityAction, at: DateTime<Utc>) -> NewActivity {
+    NewActivity { actor_id: Some(actor), ..NewActivity::by_user(user_id, action, &RequestContext::default(), at) }
+}
+
+fn limit(n: i64) -> PageLimit {
+    PageLimit::new(n).expect("a valid page size")
+}
+
+/// A query for every live user, newest first, `n` per page.
+fn everyone(n: i64) -> UserQuery {
+    UserQuery {
+        search: None,
+        role: None,
+        status: None,
+        include_deleted: false,
+        sort: UserSort::CreatedAtDesc,
+        limit: limit(n),
+        after: None,
+        now: Utc::now(),
+    }
+}
+
+/// Registers a user with these fields.
+async fn person(
+    db: &Database,
+    raw_email: &str,
+    raw_username: &str,
+    display_name: Option<&str>,
+    roles: &[Role],
+) -> User {
+    let new = NewUser {
+        display_name: display_name.map(|name| DisplayName::parse(name).expect("valid display name")),
+        roles: roles.to_vec(),
+        ..new_user(raw_email, raw_username)
+    };
+    db.users().register(new).await.expect("the user is created")
+}
+
+/// Every page of `query`, in order, with the number of pages.
+async fn all_pages(db: &Database, mut query: UserQuery) -> (Vec<User>, usize) {
+    let directory = db.directory();
+    let (mut users, mut pages) = (Vec::new(), 0);
+    loop {
+        let page = directory.list(query.clone()).await.expect("the page loads");
+        pages += 1;
+        assert!(page.items.len() <= query.limit.get(), "a page holds at most `limit` users");
+        users.extend(page.items);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return (users, pages),
+        }
+        assert!(pages < 10_000, "paging ends");
+    }
+}
+
+/// The ids of `users`, in order.
+fn user_ids(users: &[User]) -> Vec<UserId> {
+    users.iter().map(|user| user.id).collect()
+}
+
+/// Whether `users` are in `sort` order, strictly (every position is unique).
+fn in_order(users: &[User], sort: UserSort) -> bool {
+    users.windows(2).all(|pair| {
+        let key = |user: &User| (user.created_at, user.email.as_ref().to_lowercase(), user.id);
+        let ((t0, e0, i0), (t1, e1, i1)) = (key(&pair[0]), key(&pair[1]));
+        match sort {
+            UserSort::CreatedAt => (t0, i0) < (t1, i1),
+            UserSort::CreatedAtDesc => (t0, i0) > (t1, i1),
+            UserSort::Email => (e0, i0) < (e1, i1),
+            UserSort::EmailDesc => (e0, i0) > (e1, i1),
+        }
+    })
+}
+
+const SORTS: [UserSort; 4] = [UserSort::CreatedAt, UserSort::CreatedAtDesc, UserSort::Email, UserSort::EmailDesc];
+
+async fn paging_visits_every_user_exactly_once_in_each_sort_order(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let seeded = db.seed_users(250, "$argon2id$seed").await.expect("the users are seeded");
+    let tie = Utc::now() - Duration::days(400);
+    for i in 0..10 {
+        // Same creation time: only the id orders them.
+        let new = NewUser { created_at: tie, ..new_user(&format!("tie{i}@example.com"), &format!("tie{i}")) };
+        db.users().register(new).await.expect("the user is created");
+    }
+
+    let mut sets = Vec::new();
+    for include_deleted in [true, false] {
+        for sort in SORTS {
+            let query = UserQuery { sort, include_deleted, ..everyone(7) };
+            let (users, pages) = all_pages(&db, query).await;
+            let ids: BTreeSet<UserId> = user_ids(&users).into_iter().collect();
+            assert_eq!(ids.len(), users.len(), "pages are disjoint ({sort:?})");
+            assert!(in_order(&users, sort), "the users come in {sort:?} order");
+            assert_eq!(pages, users.len().div_ceil(7).max(1), "every page but the last is full ({sort:?})");
+            if include_deleted {
+                assert_eq!(users.len() as u64, seeded + 10, "every user is listed ({sort:?})");
+            } else {
+                assert!(users.iter().all(|user| user.deleted_at.is_none()), "only live users ({sort:?})");
+            }
+            sets.push((include_deleted, ids, users));
+        }
+    }
+    let (_, everyone_ids, everyone_users) = &sets[0];
+    for (include_deleted, ids, _) in &sets {
+        if *include_deleted {
+            assert_eq!(ids, everyone_ids, "every sort lists the same users");
+        } else {
+            let live: BTreeSet<UserId> =
+                everyone_users.iter().filter(|user| user.deleted_at.is_none()).map(|user| user.id).collect();
+            assert_eq!(ids, &live, "without deleted users, every live user is listed");
+        }
+    }
+}
+
+async fn paging_is_stable_while_users_are_added(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    db.seed_users(60, "$argon2id$seed").await.expect("the users are seeded");
+    let before: BTreeSet<UserId> = user_ids(&all_pages(&db, everyone(100)).await.0).into_iter().collect();
+    let mut added = 0;
+
+    for sort in SORTS {
+        let directory = db.directory();
+        let mut query = UserQuery { sort, ..everyone(9) };
+        let mut seen = Vec::new();
+        loop {
+            let page = directory.list(query.clone()).await.expect("the page loads");
+            seen.extend(user_ids(&page.items));
+            // New users land everywhere in the email order, and at the newest end by time.
+            for prefix in ["aaa", "mmm", "zzz"] {
+                added += 1;
+                person(&db, &format!("{prefix}{added}@example.com"), &format!("new{added}"), None, &[]).await;
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        let unique: BTreeSet<UserId> = seen.iter().copied().collect();
+        assert_eq!(unique.len(), seen.len(), "no user appears twice ({sort:?})");
+        assert!(before.is_subset(&unique), "no user who was there from the start is skipped ({sort:?})");
+    }
+}
+
+async fn the_last_page_has_no_next_cursor(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    for i in 0..3 {
+        person(&db, &format!("u{i}@example.com"), &format!("user{i}"), None, &[]).await;
+    }
+    let directory = db.directory();
+
+    let exact = directory.list(everyone(3)).await.expect("the page loads");
+    let first = directory.list(everyone(2)).await.expect("the page loads");
+    let second = directory.list(UserQuery { after: first.next.clone(), ..everyone(2) }).await.expect("loads");
+    let last = exact.items.last().expect("three users");
+    let beyond = directory
+        .list(UserQuery { after: Some(UserCursor::of(last, UserSort::CreatedAtDesc)), ..everyone(2) })
+        .await
+        .expect("the page loads");
+
+    assert_eq!(exact.items.len(), 3);
+    assert_eq!(exact.next, None, "a page that holds the rest has no next cursor");
+    assert!(first.next.is_some(), "a full page with more after it has a next cursor");
+    assert_eq!(second.items.len(), 1);
+    assert_eq!(second.next, None);
+    assert_eq!(beyond.items, vec![], "after the last user there is nothing");
+    assert_eq!(beyond.next, None);
+}
+
+/// The ids `query` lists (one page of up to 100).
+async fn listed(db: &Database, query: UserQuery) -> BTreeSet<UserId> {
+    let page = db.directory().list(query).await.expect("the page loads");
+    page.items.iter().map(|user| user.id).collect()
+}
+
+fn set(users: &[&User]) -> BTreeSet<UserId> {
+    users.iter().map(|user| user.id).collect()
+}
+
+fn searching(term: &str) -> UserQuery {
+    UserQuery { search: Some(term.to_owned()), ..everyone(100) }
+}
+
+async fn search_finds_a_substring_of_the_email_username_or_display_name_in_any_case(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let grace = person(&db, "Grace.Hopper@Navy.example.com", "ghopper", Some("Rear Admiral Grace"), &[]).await;
+    let alan = person(&db, "alan@example.org", "TuringA", None, &[]).await;
+    let zoe = person(&db, "zoe@example.org", "zoe", Some("Zoë Ünal"), &[]).await;
+
+    assert_eq!(listed(&db, searching("HOPPER@navy")).await, set(&[&grace]), "email, any case");
+    assert_eq!(listed(&db, searching("uringa")).await, set(&[&alan]), "username, any case");
+    assert_eq!(listed(&db, searching("ADMIRAL")).await, set(&[&grace]), "display name, any case");
+    assert_eq!(listed(&db, searching("zoë ü")).await, set(&[&zoe]), "non-ASCII display name");
+    assert_eq!(listed(&db, searching("ZOË ÜNAL")).await, set(&[&zoe]), "non-ASCII case folds on every engine");
+    assert_eq!(listed(&db, searching("example")).await, set(&[&grace, &alan, &zoe]));
+    assert_eq!(listed(&db, searching("nobody")).await, BTreeSet::new());
+    assert_eq!(listed(&db, searching("com ghop")).await, BTreeSet::new(), "no match across two fields");
+}
+
+async fn wildcards_in_a_search_match_themselves(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let underscore = person(&db, "a_b@example.com", "under_score", None, &[]).await;
+    let plain = person(&db, "axb@example.com", "plain", None, &[]).await;
+    let percent = person(&db, "p@example.com", "percent", Some("100% sure"), &[]).await;
+    let backslash = person(&db, "b@example.com", "backslash", Some("back\\slash"), &[]).await;
+
+    assert_eq!(listed(&db, searching("a_b")).await, set(&[&underscore]), "_ is not a wildcard");
+    assert_eq!(listed(&db, searching("a%b")).await, BTreeSet::new(), "% is not a wildcard");
+    assert_eq!(listed(&db, searching("0% s")).await, set(&[&percent]));
+    assert_eq!(listed(&db, searching("k\\s")).await, set(&[&backslash]), "\\ matches itself");
+    assert_eq!(listed(&db, searching("axb")).await, set(&[&plain]));
+}
+
+/// Sets `user`'s stored status and lock end with SQL, as failed logins would.
+async fn lock(db: &Database, user: &User, until: Option<&str>) {
+    let until = until.map_or_else(|| "NULL".to_owned(), |t| format!("'{t}'"));
+    let sql = format!(
+        "UPDATE users SET status = 'locked', locked_until = {until} WHERE username = '{}'",
+        user.username.as_ref()
+    );
+    assert_eq!(db.execute_sql(sql).await.expect("the lock is set"), 1);
+}
+
+async fn role_and_status_filters_judge_the_status_in_effect_now(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let admin = person(&db, "admin@example.com", "admin", None, &[Role::Admin]).await;
+    let active = person(&db, "active@example.com", "active", None, &[]).await;
+    let disabled = person(&db, "disabled@example.com", "disabled", None, &[]).await;
+    let locked = person(&db, "locked@example.com", "locked", None, &[]).await;
+    let held = person(&db, "held@example.com", "held", None, &[]).await;
+    let expired = person(&db, "expired@example.com", "expired", None, &[]).await;
+    let deleted = person(&db, "deleted@example.com", "deleted", None, &[]).await;
+    let at = Utc::now();
+    db.directory()
+        .update(
+            disabled.id,
+            AdminChanges { status: Some(UserStatus::Disabled), ..AdminChanges::default() },
+            false,
+            at,
+            vec![],
+        )
+        .await
+        .expect("the user is disabled");
+    lock(&db, &locked, Some("2999-01-01T00:00:00.000000Z")).await;
+    lock(&db, &held, None).await;
+    lock(&db, &expired, Some("2001-01-01T00:00:00.000000Z")).await;
+    db.directory()
+        .delete(deleted.id, at, by_admin(admin.id, deleted.id, ActivityAction::UserDeleted, at))
+        .await
+        .expect("deleted");
+    let with = |role: Option<Role>, status: Option<UserStatus>| UserQuery { role, status, ..everyone(100) };
+
+    let expect_active = set(&[&admin, &active, &expired]);
+    assert_eq!(listed(&db, with(None, Some(UserStatus::Active))).await, expect_active, "an expired lock is active");
+    assert_eq!(listed(&db, with(None, Some(UserStatus::Locked))).await, set(&[&locked, &held]));
+    assert_eq!(listed(&db, with(None, Some(UserStatus::Disabled))).await, set(&[&disabled]));
+    assert_eq!(listed(&db, with(Some(Role::Admin), None)).await, set(&[&admin]));
+    assert_eq!(listed(&db, with(Some(Role::Admin), Some(UserStatus::Active))).await, set(&[&admin]));
+    assert_eq!(listed(&db, with(Some(Role::Admin), Some(UserStatus::Disabled))).await, BTreeSet::new());
+    let live = set(&[&admin, &active, &disabled, &locked, &held, &expired]);
+    assert_eq!(listed(&db, with(Some(Role::User), None)).await, live, "everyone holds the user role");
+    let before_expiry =
+        UserQuery { now: Utc::now() - Duration::days(365 * 30), ..with(None, Some(UserStatus::Locked)) };
+    assert!(listed(&db, before_expiry).await.contains(&expired.id), "the status is judged at `now`");
+}
+
+async fn deleted_users_are_listed_only_when_asked_for(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let admin = person(&db, "admin@example.com", "admin", None, &[Role::Admin]).await;
+    let gone = person(&db, "gone@example.com", "gone", None, &[]).await;
+    let at = Utc::now();
+    db.directory()
+        .delete(gone.id, at, by_admin(admin.id, gone.id, ActivityAction::UserDeleted, at))
+        .await
+        .expect("deleted");
+
+    let live = db.directory().list(everyone(100)).await.expect("the page loads");
+    let all = db.directory().list(UserQuery { include_deleted: true, ..everyone(100) }).await.expect("the page loads");
+
+    assert_eq!(user_ids(&live.items), vec![admin.id]);
+    assert_eq!(user_ids(&all.items), vec![gone.id, admin.id], "newest first, the deleted user too");
+    assert_eq!(all.items[0].deleted_at, Some(stored(at)), "with its deletion time");
+    let found = db.directory().find(gone.id).await.expect("lookup works").expect("find sees deleted users");
+    assert_eq!(found.deleted_at, Some(stored(at)));
+    assert_eq!(db.directory().find(UserId::generate()).await.expect("lookup works"), None);
+}
+
+async fn an_admin_update_changes_the_given_fields_revokes_sessions_and_records_its_events(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let at = Utc::now();
+    let (user, session) = user_with_session(&db, at - Duration::minutes(5)).await;
+    let admin = person(&db, "boss@example.com", "boss", None, &[Role::Admin]).await;
+    let changes = AdminChanges {
+        email: Some(email("Ada.Byron@Example.com")),
+        username: Some(username("ada_byron")),
+        display_name: Some(Some(DisplayName::parse("Ada Byron").expect("valid"))),
+        roles: Some(vec![Role::Admin]),
+        status: Some(UserStatus::Active),
+    };
+    let events = vec![
+        by_admin(admin.id, user.id, ActivityAction::UserUpdated, at),
+        by_admin(admin.id, user.id, ActivityAction::RolesChanged, at),
+    ];
+
+    let outcome = db.directory().update(user.id, changes, true, at, events).await.expect("the update succeeds");
+
+    assert_eq!(outcome.user.email.as_ref(), "Ada.Byron@Example.com");
+    assert_eq!(outcome.user.username.as_ref(), "ada_byron");
+    assert_eq!(outcome.user.display_name.as_ref().map(AsRef::as_ref), Some("Ada Byron"));
+    assert_eq!(outcome.user.roles, vec![Role::User, Role::Admin], "the user role is always kept");
+    assert_eq!(outcome.user.updated_at, stored(at));
+    assert_eq!(ids(&outcome.revoked), ids(&[session.id]), "the user's sessions are revoked");
+    assert!(db.sessions().list_live(user.id, at).await.expect("listing works").is_empty());
+    let by_new_email = db.users().find_credentials_by_email(&email("ada.byron@example.com")).await.expect("lookup");
+    assert_eq!(by_new_email.map(|c| c.user.id), Some(user.id), "the new email is the lookup key");
+    assert_eq!(listed(&db, searching("byron")).await, set(&[&outcome.user]), "search sees the new values");
+    let recorded = events_of(&db, user.id).await;
+    assert_eq!(&recorded[recorded.len() - 2..], &[ActivityAction::UserUpdated, ActivityAction::RolesChanged]);
+
+    let locked = db
+        .directory()
+        .update(
+            user.id,
+            AdminChanges { status: Some(UserStatus::Locked), ..AdminChanges::default() },
+            false,
+            at,
+            vec![],
+        )
+        .await
+        .expect("the user is locked");
+    assert_eq!((locked.user.status, locked.user.locked_until), (UserStatus::Locked, None), "locked until unlocked");
+    assert_eq!(locked.revoked, vec![], "sessions are revoked only when asked");
+    let cleared = db
+        .directory()
+        .update(user.id, AdminChanges { display_name: Some(None), ..AdminChanges::default() }, false, at, vec![])
+        .await
+        .expect("the display name is cleared");
+    assert_eq!(cleared.user.display_name, None);
+    assert_eq!(listed(&db, searching("ada byron")).await, BTreeSet::new(), "the old display name is not searched");
+}
+
+async fn an_admin_update_to_a_taken_email_or_username_is_refused_and_writes_nothing(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let ada = person(&db, "ada@example.com", "ada", None, &[]).await;
+    person(&db, "grace@example.com", "grace", None, &[]).await;
+    let gone = person(&db, "gone@example.com", "gone", None, &[]).await;
+    let at = Utc::now();
+    db.users()
+        .soft_delete(
+            gone.id,
+            at,
+            NewActivity::by_user(gone.id, ActivityAction::UserDeleted, &RequestContext::default(), at),
+        )
+        .await
+        .expect("deleted");
+    let update = |id: UserId, changes: AdminChanges| {
+        let directory = db.directory();
+        let event = by_admin(id, id, ActivityAction::UserUpdated, at);
+        async move { directory.update(id, changes, false, at, vec![event]).await }
+    };
+    let to_email = |raw: &str| AdminChanges { email: Some(email(raw)), ..AdminChanges::default() };
+    let to_username = |raw: &str| AdminChanges { username: Some(username(raw)), ..AdminChanges::default() };
+
+    let email_taken = update(ada.id, to_email("GRACE@example.com")).await;
+    let username_taken = update(ada.id, to_username("Grace")).await;
+    let both = update(ada.id, AdminChanges { email: Some(email("grace@example.com")), ..to_username("grace") }).await;
+    let unknown = update(UserId::generate(), to_username("someone")).await;
+    let deleted = update(gone.id, to_username("someone")).await;
+    let own_case = update(ada.id, AdminChanges { email: Some(email("ADA@example.com")), ..to_username("ADA") }).await;
+
+    assert!(matches!(email_taken, Err(AdminChangeError::EmailTaken)), "got {email_taken:?}");
+    assert!(matches!(username_taken, Err(AdminChangeError::UsernameTaken)), "got {username_taken:?}");
+    assert!(matches!(both, Err(AdminChangeError::EmailTaken)), "the email wins: got {both:?}");
+    assert!(matches!(unknown, Err(AdminChangeError::NotFound)), "got {unknown:?}");
+    assert!(matches!(deleted, Err(AdminChangeError::NotFound)), "got {deleted:?}");
+    assert!(own_case.is_ok(), "a user may keep their own email and username in another case: {own_case:?}");
+    let updates = events_of(&db, ada.id).await.into_iter().filter(|a| *a == ActivityAction::UserUpdated).count();
+    assert_eq!(updates, 1, "only the successful update recorded its event");
+}
+
+/// Changes that would take the admin role or an active status away from `id`.
+fn demotions() -> Vec<AdminChanges> {
+    vec![
+        AdminChanges { roles: Some(vec![Role::User]), ..AdminChanges::default() },
+        AdminChanges { roles: Some(vec![]), ..AdminChanges::default() },
+        AdminChanges { status: Some(UserStatus::Disabled), ..AdminChanges::default() },
+        AdminChanges { status: Some(UserStatus::Locked), ..AdminChanges::default() },
+    ]
+}
+
+async fn the_last_active_admin_cannot_be_demoted_disabled_or_deleted(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let at = Utc::now();
+    let admin = person(&db, "admin@example.com", "admin", None, &[Role::Admin]).await;
+    let session = db.sessions().sign_in(new_session(admin.id, "admin-token", at)).await.expect("signed in");
+    let other = person(&db, "locked-admin@example.com", "locked-admin", None, &[Role::Admin]).await;
+    lock(&db, &other, Some("2999-01-01T00:00:00.000000Z")).await;
+    let events_before = events_of(&db, admin.id).await;
+    let before = db.directory().find(admin.id).await.expect("lookup works").expect("found");
+
+    for changes in demotions() {
+        let event = by_admin(admin.id, admin.id, ActivityAction::RolesChanged, at);
+        let outcome = db.directory().update(admin.id, changes.clone(), true, at, vec![event]).await;
+        assert!(matches!(outcome, Err(AdminChangeError::LastAdmin)), "{changes:?}: got {outcome:?}");
+    }
+    let deleted =
+        db.directory().delete(admin.id, at, by_admin(admin.id, admin.id, ActivityAction::UserDeleted, at)).await;
+    assert!(matches!(deleted, Err(AdminChangeError::LastAdmin)), "got {deleted:?}");
+    let own_delete = db
+        .users()
+        .soft_delete(
+            admin.id,
+            at,
+            NewActivity::by_user(admin.id, ActivityAction::UserDeleted, &RequestContext::default(), at),
+        )
+        .await;
+    assert!(matches!(own_delete, Err(UpdateUserError::LastAdmin)), "got {own_delete:?}");
+
+    let unchanged = db.directory().find(admin.id).await.expect("lookup works").expect("found");
+    assert_eq!(unchanged, before, "nothing was written");
+    assert_eq!(events_of(&db, admin.id).await, events_before, "no event was recorded");
+    let live = db.sessions().list_live(admin.id, at).await.expect("listing works");
+    assert_eq!(live.iter().map(|s| s.id).collect::<Vec<_>>(), vec![session.id], "no session was revoked");
+    let renamed = db
+        .directory()
+        .update(
+            admin.id,
+            AdminChanges { username: Some(username("root")), ..AdminChanges::default() },
+            false,
+            at,
+            vec![],
+        )
+        .await;
+    assert!(renamed.is_ok(), "changes that keep the admin active are fine: {renamed:?}");
+    let plain = person(&db, "plain@example.com", "plain", None, &[]).await;
+    let plain_delete = db
+        .users()
+        .soft_delete(
+            plain.id,
+            at,
+            NewActivity::by_user(plain.id, ActivityAction::UserDeleted, &RequestContext::default(), at),
+        )
+        .await;
+    assert!(plain_delete.is_ok(), "other users are not held back: {plain_delete:?}");
+}
+
+async fn with_two_admins_one_may_demote_themself_but_not_the_second(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let first = person(&db, "first@example.com", "first", None, &[Role::Admin]).await;
+    let second = person(&db, "second@example.com", "second", None, &[Role::Admin]).await;
+    let at = Utc::now();
+    let demote = AdminChanges { roles: Some(vec![Role::User]), ..AdminChanges::default() };
+    let event = |id| by_admin(id, id, ActivityAction::RolesChanged, at);
+
+    let first_demoted = db.directory().update(first.id, demote.clone(), true, at, vec![event(first.id)]).await;
+    let second_demoted = db.directory().update(second.id, demote, true, at, vec![event(second.id)]).await;
+
+    assert_eq!(first_demoted.expect("the first admin steps down").user.roles, vec![Role::User]);
+    assert!(matches!(second_demoted, Err(AdminChangeError::LastAdmin)), "got {second_demoted:?}");
+    assert_eq!(events_of(&db, first.id).await.last(), Some(&ActivityAction::RolesChanged));
+    assert_eq!(events_of(&db, second.id).await, vec![ActivityAction::UserRegistered], "the refusal records nothing");
+}
+
+async fn two_admins_demoting_themselves_at_once_leave_exactly_one_admin(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let at = Utc::now();
+    let first = person(&db, "first@example.com", "first", None, &[Role::Admin]).await;
+    let second = person(&db, "second@example.com", "second", None, &[Role::Admin]).await;
+    let directory = db.directory();
+
+    for round in 0..5 {
+        let steps = [first.id, second.id].map(|id| {
+            let directory = directory.clone();
+            let changes = if round % 2 == 0 {
+                AdminChanges { roles: Some(vec![Role::User]), ..AdminChanges::default() }
+            } else {
+                AdminChanges { status: Some(UserStatus::Disabled), ..AdminChanges::default() }
+            };
+            tokio::spawn(async move { directory.update(id, changes, true, at, vec![]).await })
+        });
+        let outcomes = join_all(steps).await.into_iter().map(|joined| joined.expect("no panic")).collect::<Vec<_>>();
+
+        let succeeded = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+        let refused = outcomes.iter().filter(|outcome| matches!(outcome, Err(AdminChangeError::LastAdmin))).count();
+        assert_eq!((succeeded, refused), (1, 1), "round {round}: {outcomes:?}");
+        let admins =
+            listed(&db, UserQuery { role: Some(Role::Admin), status: Some(UserStatus::Active), ..everyone(10) }).await;
+        assert_eq!(admins.len(), 1, "round {round}: one active admin is left");
+        let restore = AdminChanges {
+            roles: Some(vec![Role::Admin]),
+            status: Some(UserStatus::Active),
+            ..AdminChanges::default()
+        };
+        for id in [first.id, second.id] {
+            directory.update(id, restore.clone(), false, at, vec![]).await.expect("both are admins again");
+        }
+    }
+}
+
+async fn a_restored_user_is_back_with_the_event_recorded(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let admin = person(&db, "admin@example.com", "admin", None, &[Role::Admin]).await;
+    let user = person(&db, "ada@example.com", "ada", None, &[]).await;
+    let at = Utc::now();
+    db.directory()
+        .delete(user.id, at, by_admin(admin.id, user.id, ActivityAction::UserDeleted, at))
+        .await
+        .expect("deleted");
+    let later = at + Duration::minutes(1);
+
+    let restored = db
+        .directory()
+        .restore(user.id, later, by_admin(admin.id, user.id, ActivityAction::UserRestored, later))
+        .await
+        .expect("the user is restored");
+
+    assert_eq!(restored.deleted_at, None);
+    assert_eq!(restored.updated_at, stored(later));
+    assert_eq!(db.users().find_by_id(user.id).await.expect("lookup works").map(|u| u.id), Some(user.id));
+    assert_eq!(&events_of(&db, user.id).await[1..], &[ActivityAction::UserDeleted, ActivityAction::UserRestored]);
+    let again =
+        db.directory().restore(user.id, later, by_admin(admin.id, user.id, ActivityAction::UserRestored, later)).await;
+    assert!(matches!(again, Err(AdminChangeError::NotFound)), "a live user cannot be restored: {again:?}");
+    let unknown = db
+        .directory()
+        .restore(UserId::generate(), later, by_admin(admin.id, user.id, ActivityAction::UserRestored, later))
+        .await;
+    assert!(matches!(unknown, Err(AdminChangeError::NotFound)), "got {unknown:?}");
+}
+
+async fn restoring_a_user_whose_email_or_username_was_taken_meanwhile_is_refused(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let admin = person(&db, "admin@example.com", "admin", None, &[Role::Admin]).await;
+    let ada = person(&db, "ada@example.com", "ada", None, &[]).await;
+    let grace = person(&db, "grace@example.com", "grace", None, &[]).await;
+    let at = Utc::now();
+    for user in [&ada, &grace] {
+        db.directory()
+            .delete(user.id, at, by_admin(admin.id, user.id, ActivityAction::UserDeleted, at))
+            .await
+            .expect("deleted");
+    }
+    person(&db, "ADA@example.com", "someone", None, &[]).await;
+    person(&db, "other@example.com", "Grace", None, &[]).await;
+    let directory = db.directory();
+    let restore = |id| directory.restore(id, at, by_admin(admin.id, id, ActivityAction::UserRestored, at));
+
+    let email_taken = restore(ada.id).await;
+    let username_taken = restore(grace.id).await;
+
+    assert!(matches!(email_taken, Err(AdminChangeError::EmailTaken)), "got {email_taken:?}");
+    assert!(matches!(username_taken, Err(AdminChangeError::UsernameTaken)), "got {username_taken:?}");
+    for user in [&ada, &grace] {
+        let still = db.directory().find(user.id).await.expect("lookup works").expect("found");
+        assert!(still.deleted_at.is_some(), "the user stays deleted");
+        assert_eq!(events_of(&db, user.id).await.last(), Some(&ActivityAction::UserDeleted), "no restore recorded");
+    }
+}
+
+/// The bootstrap admin and the event that records it.
+fn bootstrap(raw_email: &str) -> (NewUser, NewActivity) {
+    let admin = NewUser { roles: vec![Role::Admin], ..new_user(raw_email, "admin") };
+    let event = NewActivity { actor_id: None, ..registered(&admin) };
+    (admin, event)
+}
+
+async fn ensure_admin_creates_promotes_or_finds_one_present(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let ada = person(&db, "ada@example.com", "ada", None, &[]).await;
+    let directory = db.directory();
+
+    let (admin, event) = bootstrap("root@example.com");
+    let created = directory.ensure_admin(admin.clone(), event).await.expect("ensure_admin works");
+    let EnsureAdmin::Created(created) = created else { panic!("expected Created, got {created:?}") };
+    assert_eq!((created.id, created.roles.clone()), (admin.id, vec![Role::User, Role::Admin]));
+    assert_eq!(events_of(&db, admin.id).await, vec![ActivityAction::UserRegistered], "the creation is recorded");
+
+    let (again, event) = bootstrap("other@example.com");
+    assert_eq!(directory.ensure_admin(again, event).await.expect("works"), EnsureAdmin::AlreadyPresent);
+
+    let demote = AdminChanges { status: Some(UserStatus::Disabled), ..AdminChanges::default() };
+    let ada_admin = AdminChanges { roles: Some(vec![Role::Admin]), ..AdminChanges::default() };
+    directory.update(ada.id, ada_admin, false, Utc::now(), vec![]).await.expect("ada becomes an admin");
+    directory.update(created.id, demote, false, Utc::now(), vec![]).await.expect("root is disabled");
+    let ada_out = AdminChanges { status: Some(UserStatus::Disabled), ..AdminChanges::default() };
+    let refused = directory.update(ada.id, ada_out, false, Utc::now(), vec![]).await;
+    assert!(matches!(refused, Err(AdminChangeError::LastAdmin)), "got {refused:?}");
+    db.execute_sql("DELETE FROM user_roles WHERE role = 'admin'").await.expect("no admin is left");
+
+    let (admin, event) = bootstrap("ADA@example.com");
+    let promoted = directory.ensure_admin(admin.clone(), event).await.expect("ensure_admin works");
+    let EnsureAdmin::Promoted(promoted) = promoted else { panic!("expected Promoted, got {promoted:?}") };
+    assert_eq!(promoted.id, ada.id, "the existing account is promoted");
+    assert_eq!(promoted.roles, vec![Role::User, Role::Admin]);
+    assert_eq!(events_of(&db, ada.id).await.last(), Some(&ActivityAction::UserRegistered), "the event is about ada");
+    assert_eq!(events_of(&db, admin.id).await, vec![], "nothing about an account that was not created");
+    assert_eq!(directory.find(admin.id).await.expect("lookup works"), None);
+}
+
+async fn concurrent_ensure_admin_calls_create_exactly_one_admin(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let directory = db.directory();
+
+    let calls = (0..4).map(|_| {
+        let directory = directory.clone();
+        let (admin, event) = bootstrap("root@example.com");
+        tokio::spawn(async move { directory.ensure_admin(admin, event).await })
+    });
+    let outcomes =
+        join_all(calls).await.into_iter().map(|joined| joined.expect("no panic").expect("works")).collect::<Vec<_>>();
+
+    let created = outcomes.iter().filter(|outcome| matches!(outcome, EnsureAdmin::Created(_))).count();
+    let present = outcomes.iter().filter(|outcome| **outcome == EnsureAdmin::AlreadyPresent).count();
+    assert_eq!((created, present), (1, 3), "{outcomes:?}");
+    assert_eq!(listed(&db, UserQuery { include_deleted: true, ..everyone(10) }).await.len(), 1, "one account exists");
+}
+
+/// An event about `user_id` of `action` at `at`.
+fn event_at(user_id: UserId, action: ActivityAction, at: DateTime<Utc>) -> NewActivity {
+    NewActivity::by_user(user_id, action, &RequestContext::default(), at)
+}
+
+async fn the_audit_trail_lists_newest_first_with_filters_and_pages(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let ada = person(&db, "ada@example.com", "ada", None, &[]).await;
+    let grace = person(&db, "grace@example.com", "grace", None, &[]).await;
+    let t0 = stored(Utc::now() - Duration::days(1));
+    let log = db.activity();
+    let mut written = Vec::new();
+    for i in 0..12 {
+        let (user, action) =
+            if i % 3 == 0 { (&grace, ActivityAction::LoginFailed) } else { (&ada, ActivityAction::LoginSucceeded) };
+        // Pairs share a time: the id breaks the tie.
+        let event = event_at(user.id, action, t0 + Duration::minutes(i / 2)).with_detail("attempt", i);
+        log.record(event.clone()).await.expect("the event is recorded");
+        written.push(event);
+    }
+    let newest_first = |events: Vec<&NewActivity>| {
+        let mut events: Vec<NewActivity> = events.into_iter().cloned().collect();
+        events.sort_by_key(|event| std::cmp::Reverse((event.created_at, event.id)));
+        events
+    };
+    let pages = |query: ActivityQuery| {
+        let log = db.activity();
+        async move {
+            let mut query = query;
+            let mut events = Vec::new();
+            loop {
+                let page = log.list(query.clone()).await.expect("the page loads");
+                assert!(page.items.len() <= query.limit.get());
+                events.extend(page.items);
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => return events,
+                }
+            }
+        }
+    };
+    // Leaves out the two registrations.
+    let recent =
+        |events: Vec<NewActivity>| events.into_iter().filter(|e| e.details.contains_key("attempt")).collect::<Vec<_>>();
+    let base = ActivityQuery { limit: limit(5), ..ActivityQuery::default() };
+
+    let everything = recent(pages(base.clone()).await);
+    assert_eq!(everything, newest_first(written.iter().collect()), "every event, newest first, across pages");
+    let of_grace = pages(ActivityQuery { user_id: Some(grace.id), ..base.clone() }).await;
+    let expected: Vec<&NewActivity> = written.iter().filter(|e| e.user_id == grace.id).collect();
+    assert_eq!(recent(of_grace), newest_first(expected), "filtered by user");
+    let failed = pages(ActivityQuery { action: Some(ActivityAction::LoginFailed), ..base.clone() }).await;
+    assert_eq!(failed, newest_first(written.iter().filter(|e| e.action == ActivityAction::LoginFailed).collect()));
+    let (since, until) = (t0 + Duration::minutes(1), t0 + Duration::minutes(4));
+    let window = pages(ActivityQuery { since: Some(since), until: Some(until), ..base.clone() }).await;
+    let expected = written.iter().filter(|e| e.created_at >= since && e.created_at < until).collect();
+    assert_eq!(window, newest_first(expected), "since is inclusive, until exclusive");
+    let combined = pages(ActivityQuery {
+        user_id: Some(ada.id),
+        action: Some(ActivityAction::LoginSucceeded),
+        since: Some(since),
+        ..base.clone()
+    })
+    .await;
+    let expected = written.iter().filter(|e| e.user_id == ada.id && e.created_at >= since).collect();
+    assert_eq!(combined, newest_first(expected), "filters combine");
+    let none = log.list(ActivityQuery { action: Some(ActivityAction::AvatarChanged), ..base }).await.expect("loads");
+    assert_eq!((none.items.len(), none.next), (0, None));
+}
+
+async fn seeding_inserts_the_requested_number_of_realistic_users(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+
+    let inserted = db.seed_users(1_000, "$argon2id$v=19$seeded").await.expect("the users are seeded");
+    let more = db.seed_users(10, "$argon2id$v=19$seeded").await.expect("seeding again adds more users");
+
+    assert_eq!((inserted, more), (1_000, 10));
+    let (users, _) = all_pages(&db, UserQuery { include_deleted: true, ..everyone(100) }).await;
+    assert_eq!(users.len(), 1_010);
+    let now = Utc::now();
+    let count = |f: &dyn Fn(&User) -> bool| users.iter().filter(|user| f(user)).count();
+    let admins = count(&|user| user.has_role(Role::Admin));
+    let deleted = count(&|user| user.deleted_at.is_some());
+    let disabled = count(&|user| user.status == UserStatus::Disabled);
+    let locked = count(&|user| user.status_at(now) == UserStatus::Locked);
+    let expired_locks = count(&|user| user.status == UserStatus::Locked && user.status_at(now) == UserStatus::Active);
+    assert!((1..=40).contains(&admins), "about 1% admins: {admins}");
+    assert!((5..=80).contains(&deleted), "about 3% deleted: {deleted}");
+    assert!((3..=60).contains(&disabled), "about 2% disabled: {disabled}");
+    assert!((2..=50).contains(&locked), "about 1.5% locked: {locked}");
+    assert!(expired_locks >= 1, "some locks have run out: {expired_locks}");
+    assert!(users.iter().all(|user| user.roles.contains(&Role::User)), "everyone holds the user role");
+    assert!(count(&|user| user.display_name.is_some()) > 500, "most have a display name");
+    let oldest = users.iter().map(|user| user.created_at).min().expect("users");
+    assert!(oldest < now - Duration::days(365), "creation times spread over years");
+    let credentials = db
+        .users()
+        .find_credentials_by_email(&users.iter().find(|u| u.deleted_at.is_none()).expect("a live user").email)
+        .await;
+    let hash = credentials.expect("lookup works").expect("found").password_hash;
+    assert_eq!(hash, Some(PasswordHash::new("$argon2id$v=19$seeded".to_owned())), "everyone shares the hash");
+}
+
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -916,4 +1640,34 @@ contract!(
     changing_the_password_revokes_every_other_session_and_is_recorded,
     soft_delete_hides_the_user_frees_the_email_and_ends_every_session,
     the_session_table_revocation_list_answers_from_the_sessions,
+    paging_visits_every_user_exactly_once_in_each_sort_order,
+    paging_is_stable_while_users_are_added,
+    the_last_page_has_no_next_cursor,
+    search_finds_a_substring_of_the_email_username_or_display_name_in_any_case,
+    wildcards_in_a_search_match_themselves,
+    role_and_status_filters_judge_the_status_in_effect_now,
+    deleted_users_are_listed_only_when_asked_for,
+    an_admin_update_changes_the_given_fields_revokes_sessions_and_records_its_events,
+    an_admin_update_to_a_taken_email_or_username_is_refused_and_writes_nothing,
+    the_last_active_admin_cannot_be_demoted_disabled_or_deleted,
+    with_two_admins_one_may_demote_themself_but_not_the_second,
+    two_admins_demoting_themselves_at_once_leave_exactly_one_admin,
+    a_restored_user_is_back_with_the_event_recorded,
+    restoring_a_user_whose_email_or_username_was_taken_meanwhile_is_refused,
+    ensure_admin_creates_promotes_or_finds_one_present,
+    concurrent_ensure_admin_calls_create_exactly_one_admin,
+    the_audit_trail_lists_newest_first_with_filters_and_pages,
+    seeding_inserts_the_requested_number_of_realistic_users,
 );
+
+#[tokio::test]
+async fn explain_user_list_shows_the_postgres_plan_and_refuses_sqlite() {
+    let (pg, sqlite) = (TestDatabase::postgres(), TestDatabase::sqlite());
+    let query = UserQuery { search: Some("ada".to_owned()), role: Some(Role::Admin), ..everyone(20) };
+
+    let plan = migrated(&pg).await.explain_user_list(&query).await.expect("PostgreSQL explains");
+    let refused = migrated(&sqlite).await.explain_user_list(&query).await;
+
+    assert!(plan.contains("Limit") && plan.contains("users"), "a plan of the list query: {plan}");
+    assert!(refused.is_err(), "SQLite has no PostgreSQL plan");
+}

@@ -2,19 +2,14 @@
 
 use chrono::Duration;
 use secrecy::SecretString;
-use uuid::Uuid;
 
 use crate::activity::{ActivityAction, NewActivity};
 use crate::ids::{SessionId, UserId};
 use crate::ports::{CreateUserError, HashError, PasswordCheck};
-use crate::services::{Ports, issue_access_token};
+use crate::services::{AccountDraft, Ports, create_account, issue_access_token};
 use crate::session::{NewSession, RequestContext};
-use crate::user::{NewUser, Role, User, UserStatus};
+use crate::user::{Role, User, UserStatus};
 use crate::values::{DisplayName, Email, NewPassword, Username};
-
-/// How many usernames derived from an email are tried before giving up; after the first,
-/// each carries a random suffix, so running out means storage is misbehaving.
-const DERIVED_USERNAME_ATTEMPTS: u32 = 5;
 
 /// Policy for sign-in and tokens, from configuration.
 #[derive(Debug, Clone)]
@@ -158,36 +153,23 @@ impl AuthService {
     #[tracing::instrument(skip_all, fields(user_id))]
     pub async fn register(&self, request: RegisterRequest, context: RequestContext) -> Result<User, RegisterError> {
         let password_hash = self.ports.hasher.hash(request.password.secret()).await?;
-        let id = UserId::generate();
-        tracing::Span::current().record("user_id", tracing::field::display(id));
-        let created_at = self.ports.clock.now();
-        for attempt in 0..DERIVED_USERNAME_ATTEMPTS {
-            let username = match &request.username {
-                Some(chosen) => chosen.clone(),
-                None if attempt == 0 => Username::derive_from(&request.email, None),
-                None => Username::derive_from(&request.email, Some(&random_suffix())),
-            };
-            let new_user = NewUser {
-                id,
-                email: request.email.clone(),
-                username,
-                display_name: request.display_name.clone(),
-                password_hash: Some(password_hash.clone()),
-                roles: vec![Role::User],
-                email_verified_at: None,
-                created_at,
-            };
-            let event = NewActivity::by_user(id, ActivityAction::UserRegistered, &context, created_at);
-            match self.ports.users.create(new_user, event).await {
-                Ok(user) => return Ok(user),
-                Err(CreateUserError::UsernameTaken) if request.username.is_none() => {}
-                Err(CreateUserError::UsernameTaken) => return Err(RegisterError::UsernameTaken),
-                Err(CreateUserError::EmailTaken) => return Err(RegisterError::EmailTaken),
-                Err(CreateUserError::Unexpected(e)) => return Err(RegisterError::Unexpected(e)),
-            }
-        }
-        Err(anyhow::anyhow!("no free username derived from the email after {DERIVED_USERNAME_ATTEMPTS} attempts")
-            .into())
+        let now = self.ports.clock.now();
+        let draft = AccountDraft {
+            email: request.email,
+            username: request.username,
+            display_name: request.display_name,
+            password_hash: Some(password_hash),
+            roles: vec![Role::User],
+            email_verified_at: None,
+        };
+        let event = |id| NewActivity::by_user(id, ActivityAction::UserRegistered, &context, now);
+        let user = create_account(&self.ports, draft, now, event).await.map_err(|e| match e {
+            CreateUserError::EmailTaken => RegisterError::EmailTaken,
+            CreateUserError::UsernameTaken => RegisterError::UsernameTaken,
+            CreateUserError::Unexpected(e) => RegisterError::Unexpected(e),
+        })?;
+        tracing::Span::current().record("user_id", tracing::field::display(user.id));
+        Ok(user)
     }
 
     /// Signs a user in with a password and starts a session.
@@ -215,6 +197,22 @@ impl AuthService {
         let user = credentials.user;
         tracing::Span::current().record("user_id", tracing::field::display(user.id));
         let now = self.ports.clock.now();
+        let needs_rehash = match self.judge(&user, check, now) {
+            Ok(needs_rehash) => needs_rehash,
+            Err(refusal) => {
+                self.record_failure(&user, &refusal, &context, now).await;
+                return Err(refusal);
+            }
+        };
+        if needs_rehash {
+            self.upgrade_hash(user.id, &request.password).await;
+        }
+        self.start_session(&user, context).await
+    }
+
+    /// Whether a user whose password checked as `check` may sign in at `now`; `Ok` says
+    /// whether the stored hash needs an upgrade.
+    fn judge(&self, user: &User, check: PasswordCheck, now: chrono::DateTime<chrono::Utc>) -> Result<bool, LoginError> {
         if user.status_at(now) == UserStatus::Locked {
             return Err(LoginError::AccountLocked);
         }
@@ -227,10 +225,31 @@ impl AuthService {
         if self.settings.require_verified_email && !user.email_verified() {
             return Err(LoginError::EmailNotVerified);
         }
-        if needs_rehash {
-            self.upgrade_hash(user.id, &request.password).await;
+        Ok(needs_rehash)
+    }
+
+    /// Records `auth.login_failed` for a known account, with the reason and never the
+    /// attempted password. A failure to record is logged: the answer stays the same.
+    async fn record_failure(
+        &self,
+        user: &User,
+        refusal: &LoginError,
+        context: &RequestContext,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let reason = match refusal {
+            LoginError::InvalidCredentials => "wrong_password",
+            LoginError::AccountLocked => "account_locked",
+            LoginError::AccountDisabled => "account_disabled",
+            LoginError::EmailNotVerified => "email_not_verified",
+            LoginError::Overloaded | LoginError::Unexpected(_) => return,
+        };
+        let event =
+            NewActivity { actor_id: None, ..NewActivity::by_user(user.id, ActivityAction::LoginFailed, context, now) }
+                .with_detail("reason", reason);
+        if let Err(e) = self.ports.activity.record(event).await {
+            tracing::warn!(error = %e, "a failed sign-in could not be recorded");
         }
-        self.start_session(&user, context).await
     }
 
     /// Replaces a hash made with outdated parameters. A failure only delays the upgrade to
@@ -277,20 +296,13 @@ impl AuthService {
     }
 }
 
-/// Four random digits to make a derived username unique. The random bits of a fresh
-/// UUIDv7 suffice: this is about avoiding collisions, not secrecy.
-fn random_suffix() -> String {
-    let random_bits = Uuid::now_v7().as_u128() & u128::from(u64::MAX);
-    format!("{:04}", random_bits % 10_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ports::{MockSessionRepository, MockUserRepository, OpaqueToken, PasswordHash, TokenHash};
     use crate::services::testing::{Mocks, now, ports_with_mocks, sample_user, settings};
     use crate::session::Session;
-    use crate::user::Credentials;
+    use crate::user::{Credentials, NewUser};
     use mockall::predicate::{always, eq};
 
     fn secret(s: &str) -> SecretString {
@@ -406,10 +418,7 @@ mod tests {
     #[tokio::test]
     async fn register_gives_up_when_every_derived_username_is_taken() {
         let mut users = MockUserRepository::new();
-        users
-            .expect_create()
-            .times(usize::try_from(DERIVED_USERNAME_ATTEMPTS).expect("small"))
-            .returning(|_, _| Err(CreateUserError::UsernameTaken));
+        users.expect_create().times(5).returning(|_, _| Err(CreateUserError::UsernameTaken));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -485,6 +494,7 @@ mod tests {
     fn verifying(check: PasswordCheck) -> Mocks {
         let mut mocks = Mocks::default();
         mocks.hasher.expect_verify().times(1).returning(move |_, _| Ok(check));
+        mocks.activity.expect_record().times(0..=1).returning(|_| Ok(()));
         mocks
     }
 
@@ -576,6 +586,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_sign_in_of_a_known_account_is_recorded_with_its_reason_and_no_password() {
+        let user = sample_user();
+        let user_id = user.id;
+        let mut mocks = Mocks::default();
+        mocks.hasher.expect_verify().times(1).returning(|_, _| Ok(PasswordCheck::Invalid));
+        mocks
+            .activity
+            .expect_record()
+            .withf(move |event| {
+                event.user_id == user_id
+                    && event.action == ActivityAction::LoginFailed
+                    && event.actor_id.is_none()
+                    && event.details.get("reason").map(String::as_str) == Some("wrong_password")
+                    && !event.details.values().any(|v| v.contains("hunter2"))
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+
+        let result = service(users_finding(Some(user)), MockSessionRepository::new(), mocks)
+            .login(login_request("hunter2"), RequestContext::default())
+            .await;
+
+        assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_to_record_a_failed_sign_in_does_not_change_the_answer() {
+        let mut mocks = Mocks::default();
+        mocks.hasher.expect_verify().times(1).returning(|_, _| Ok(PasswordCheck::Invalid));
+        mocks.activity.expect_record().times(1).returning(|_| Err(anyhow::anyhow!("disk full")));
+
+        let result = service(users_finding(Some(sample_user())), MockSessionRepository::new(), mocks)
+            .login(login_request("wrong"), RequestContext::default())
+            .await;
+
+        assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
     async fn a_wrong_password_answers_invalid_credentials() {
         let result = service(
             users_finding(Some(sample_user())),
@@ -602,6 +651,8 @@ mod tests {
             .withf(|_, stored| stored.is_none())
             .times(1)
             .returning(|_, _| Ok(PasswordCheck::Invalid));
+
+        mocks.activity.expect_record().times(1).returning(|_| Ok(()));
 
         let result = service(users, MockSessionRepository::new(), mocks)
             .login(login_request("pw"), RequestContext::default())

@@ -2,6 +2,8 @@
 //! per-operation error enums that the HTTP layer maps to responses in one place.
 
 pub mod account;
+pub mod activity;
+pub mod admin;
 pub mod auth;
 pub mod sessions;
 #[cfg(test)]
@@ -12,12 +14,19 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::ids::SessionId;
+use crate::activity::NewActivity;
+use crate::ids::{SessionId, UserId};
 use crate::ports::{
-    AccessClaims, AccessTokens, Clock, OpaqueTokens, PasswordHasher, RevocationList, SessionRepository, UserRepository,
+    AccessClaims, AccessTokens, ActivityLog, Clock, CreateUserError, OpaqueTokens, PasswordHash, PasswordHasher,
+    RevocationList, SessionRepository, UserDirectory, UserRepository,
 };
 use crate::services::auth::AuthSettings;
-use crate::user::User;
+use crate::user::{NewUser, Role, User};
+use crate::values::{DisplayName, Email, Username};
+
+/// How many usernames derived from an email are tried before giving up; after the first,
+/// each carries a random suffix, so running out means storage is misbehaving.
+const DERIVED_USERNAME_ATTEMPTS: u32 = 5;
 
 /// Every port the use cases use, shared by the services.
 #[derive(Clone)]
@@ -36,6 +45,62 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Sessions whose access tokens must stop working before they expire.
     pub revocations: Arc<dyn RevocationList>,
+    /// User storage as administrators use it.
+    pub directory: Arc<dyn UserDirectory>,
+    /// The audit trail.
+    pub activity: Arc<dyn ActivityLog>,
+}
+
+/// An account about to be created, whatever the path (sign-up, admin, bootstrap).
+#[derive(Debug, Clone)]
+pub(crate) struct AccountDraft {
+    pub email: Email,
+    /// Derived from the email (made unique with a random suffix) when `None`.
+    pub username: Option<Username>,
+    pub display_name: Option<DisplayName>,
+    pub password_hash: Option<PasswordHash>,
+    pub roles: Vec<Role>,
+    pub email_verified_at: Option<DateTime<Utc>>,
+}
+
+/// Inserts an account, recording `event(id)` with it. A chosen username that is taken is
+/// an error; a derived one is retried with a random suffix.
+async fn create_account(
+    ports: &Ports,
+    draft: AccountDraft,
+    now: DateTime<Utc>,
+    event: impl Fn(UserId) -> NewActivity,
+) -> Result<User, CreateUserError> {
+    let id = UserId::generate();
+    for attempt in 0..DERIVED_USERNAME_ATTEMPTS {
+        let username = match &draft.username {
+            Some(chosen) => chosen.clone(),
+            None if attempt == 0 => Username::derive_from(&draft.email, None),
+            None => Username::derive_from(&draft.email, Some(&random_suffix())),
+        };
+        let new_user = NewUser {
+            id,
+            email: draft.email.clone(),
+            username,
+            display_name: draft.display_name.clone(),
+            password_hash: draft.password_hash.clone(),
+            roles: draft.roles.clone(),
+            email_verified_at: draft.email_verified_at,
+            created_at: now,
+        };
+        match ports.users.create(new_user, event(id)).await {
+            Err(CreateUserError::UsernameTaken) if draft.username.is_none() => {}
+            outcome => return outcome,
+        }
+    }
+    Err(anyhow::anyhow!("no free username derived from the email after {DERIVED_USERNAME_ATTEMPTS} attempts").into())
+}
+
+/// Four random digits to make a derived username unique. The random bits of a fresh
+/// UUIDv7 suffice: this is about avoiding collisions, not secrecy.
+fn random_suffix() -> String {
+    let random_bits = Uuid::now_v7().as_u128() & u128::from(u64::MAX);
+    format!("{:04}", random_bits % 10_000)
 }
 
 /// Signs an access token for `user` in `session`, valid from `now` for the configured

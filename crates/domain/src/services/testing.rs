@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::ids::UserId;
 use crate::ports::{
-    MockAccessTokens, MockClock, MockOpaqueTokens, MockPasswordHasher, MockRevocationList, MockSessionRepository,
-    MockUserRepository,
+    MockAccessTokens, MockActivityLog, MockClock, MockOpaqueTokens, MockPasswordHasher, MockRevocationList,
+    MockSessionRepository, MockUserDirectory, MockUserRepository,
 };
 use crate::services::Ports;
 use crate::services::auth::AuthSettings;
@@ -45,6 +45,8 @@ pub(crate) struct Mocks {
     pub access_tokens: MockAccessTokens,
     pub opaque_tokens: MockOpaqueTokens,
     pub revocations: MockRevocationList,
+    pub directory: MockUserDirectory,
+    pub activity: MockActivityLog,
 }
 
 /// Ports over the given mocks, with a clock fixed at [`now`].
@@ -64,6 +66,8 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
         opaque_tokens: Arc::new(mocks.opaque_tokens),
         clock: Arc::new(clock),
         revocations: Arc::new(mocks.revocations),
+        directory: Arc::new(mocks.directory),
+        activity: Arc::new(mocks.activity),
     }
 }
 

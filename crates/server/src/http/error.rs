@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use gatehouse_domain::FieldError;
 use gatehouse_domain::ValidationErrors;
 use gatehouse_domain::services::account::{AccountSecurityError, GetMeError, UpdateMeError};
+use gatehouse_domain::services::admin::{AdminError, Forbidden};
 use gatehouse_domain::services::auth::{LoginError, RegisterError};
 use gatehouse_domain::services::sessions::{AuthenticateError, RefreshError, RevokeSessionError};
 use serde::Serialize;
@@ -343,6 +344,27 @@ impl From<GetMeError> for ApiError {
             // The token verified, but its account is gone: the token no longer names anyone.
             GetMeError::NotFound => Self::unauthorized(),
             GetMeError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<Forbidden> for ApiError {
+    fn from(_: Forbidden) -> Self {
+        Self::new(ErrorKind::Forbidden, "This operation needs the admin role.")
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::NotFound => Self::new(ErrorKind::NotFound, "No such user."),
+            AdminError::EmailTaken => Self::new(ErrorKind::EmailTaken, "An account with this email already exists."),
+            AdminError::UsernameTaken => Self::new(ErrorKind::UsernameTaken, "This username is already taken."),
+            AdminError::LastAdmin => {
+                Self::new(ErrorKind::Conflict, "This would leave no active admin; make someone else an admin first.")
+            }
+            AdminError::Overloaded => Self::overloaded(),
+            AdminError::Unexpected(cause) => Self::internal(cause),
         }
     }
 }

@@ -10,6 +10,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures::future::{Either, LocalBoxFuture, MapOk, TryFutureExt};
 use gatehouse_domain::RequestContext;
+use gatehouse_domain::services::admin::AdminPrincipal;
 use gatehouse_domain::services::sessions::Principal;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
@@ -147,6 +148,25 @@ fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The verified bearer of an access token holding the `admin` role: the one place the
+/// role is checked (403 `forbidden` otherwise). Admin use cases demand the
+/// [`AdminPrincipal`] it yields.
+#[derive(Debug)]
+pub struct Admin(pub AdminPrincipal);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let authenticated = Authenticated::from_request(req, payload);
+        Box::pin(async move {
+            let Authenticated(principal) = authenticated.await?;
+            Ok(Admin(AdminPrincipal::authorize(principal)?))
+        })
+    }
 }
 
 /// Where the request comes from: the peer's IP and the `User-Agent`.

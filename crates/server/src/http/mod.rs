@@ -1,5 +1,7 @@
 //! The HTTP adapter: routes, handlers, DTOs, extractors, and the error mapping.
 
+pub mod activity;
+pub mod admin;
 pub mod auth;
 pub mod cookies;
 pub mod dto;
@@ -8,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod openapi;
+pub mod pagination;
 pub mod sessions;
 pub mod users;
 pub mod wellknown;
@@ -44,8 +47,16 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(users::get_me)
                 .service(users::update_me)
                 .service(users::change_password)
-                .service(users::delete_me),
-        );
+                .service(users::delete_me)
+                .service(activity::mine)
+                .service(admin::list)
+                .service(admin::create)
+                .service(admin::get)
+                .service(admin::update)
+                .service(admin::remove)
+                .service(admin::restore),
+        )
+        .service(scope("/api/v1").service(activity::audit));
 }
 
 /// Unmatched requests: 405 with `Allow` when the path exists for other methods (as the

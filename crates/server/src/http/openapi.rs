@@ -21,6 +21,7 @@ use crate::http::routes;
     tags(
         (name = "auth", description = "Registration, sign-in, sessions."),
         (name = "users", description = "The caller's own account."),
+        (name = "admin", description = "User administration and the audit trail; needs the admin role."),
         (name = "operations", description = "Health, metrics, documentation."),
     )
 )]
@@ -118,6 +119,14 @@ mod tests {
         ("put", "/api/v1/users/me/password"),
         ("delete", "/api/v1/users/me"),
         ("get", "/.well-known/jwks.json"),
+        ("get", "/api/v1/users/me/activity"),
+        ("get", "/api/v1/users"),
+        ("post", "/api/v1/users"),
+        ("get", "/api/v1/users/{id}"),
+        ("patch", "/api/v1/users/{id}"),
+        ("delete", "/api/v1/users/{id}"),
+        ("post", "/api/v1/users/{id}/restore"),
+        ("get", "/api/v1/audit-events"),
         ("get", "/health/live"),
         ("get", "/health/ready"),
     ];

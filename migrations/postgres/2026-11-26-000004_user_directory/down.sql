@@ -1,0 +1,11 @@
+DROP INDEX activity_events_action_created_at_id_idx;
+CREATE INDEX activity_events_action_created_at_idx ON activity_events (action, created_at DESC);
+DROP INDEX users_inactive_email_normalized_id_idx;
+DROP INDEX users_inactive_created_at_id_idx;
+DROP INDEX user_roles_role_user_id_idx;
+CREATE INDEX user_roles_role_idx ON user_roles (role);
+DROP INDEX users_email_normalized_id_idx;
+DROP INDEX users_search_text_trgm_idx;
+ALTER TABLE users DROP COLUMN search_text;
+ALTER TABLE users DROP COLUMN display_name_normalized;
+ALTER TABLE users ALTER COLUMN email_normalized TYPE text COLLATE "default";
