@@ -5,6 +5,8 @@
 //! that callers cannot act on are `anyhow::Error`s; outcomes callers branch on are enums.
 
 mod clock;
+mod mail;
+mod one_time_tokens;
 mod password;
 mod revocations;
 mod sessions;
@@ -12,6 +14,10 @@ mod tokens;
 mod users;
 
 pub use clock::{Clock, SystemClock};
+pub use mail::{ClaimedEmail, EmailOutbox, EmailSender, SendError};
+pub use one_time_tokens::{
+    NewOneTimeToken, OneTimeToken, OneTimeTokenRepository, TokenKind, TokenMail, UnknownTokenKind, UseTokenError,
+};
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use revocations::RevocationList;
 pub use sessions::{Rotation, SessionRepository};
@@ -20,6 +26,10 @@ pub use users::{CreateUserError, ProfileChanges, UpdateUserError, UserRepository
 
 #[cfg(any(test, feature = "mocks"))]
 pub use clock::MockClock;
+#[cfg(any(test, feature = "mocks"))]
+pub use mail::{MockEmailOutbox, MockEmailSender};
+#[cfg(any(test, feature = "mocks"))]
+pub use one_time_tokens::MockOneTimeTokenRepository;
 #[cfg(any(test, feature = "mocks"))]
 pub use password::MockPasswordHasher;
 #[cfg(any(test, feature = "mocks"))]

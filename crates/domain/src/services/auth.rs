@@ -5,9 +5,10 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::activity::{ActivityAction, NewActivity};
-use crate::ids::{SessionId, UserId};
-use crate::ports::{CreateUserError, HashError, PasswordCheck};
-use crate::services::{Ports, issue_access_token};
+use crate::email::{EmailContent, OutgoingEmail};
+use crate::ids::{EmailId, SessionId, UserId};
+use crate::ports::{CreateUserError, HashError, PasswordCheck, TokenKind, TokenMail};
+use crate::services::{Ports, issue_access_token, new_token, recipient_name};
 use crate::session::{NewSession, RequestContext};
 use crate::user::{NewUser, Role, User, UserStatus};
 use crate::values::{DisplayName, Email, NewPassword, Username};
@@ -28,6 +29,10 @@ pub struct AuthSettings {
     /// How long a spent refresh token may still be exchanged (for tabs refreshing at once)
     /// before presenting it counts as reuse.
     pub refresh_reuse_grace: Duration,
+    /// Lifetime of email-verification tokens.
+    pub verification_ttl: Duration,
+    /// Lifetime of password-reset tokens.
+    pub password_reset_ttl: Duration,
 }
 
 /// A valid registration.
@@ -149,8 +154,9 @@ impl AuthService {
         Self { ports, settings }
     }
 
-    /// Creates an account with the `user` role. When no username is given, one is derived
-    /// from the email and made unique with a random suffix if needed.
+    /// Creates an account with the `user` role and queues its verification email (with a
+    /// fresh token) in the same transaction. When no username is given, one is derived from
+    /// the email and made unique with a random suffix if needed.
     ///
     /// # Errors
     ///
@@ -161,6 +167,9 @@ impl AuthService {
         let id = UserId::generate();
         tracing::Span::current().record("user_id", tracing::field::display(id));
         let created_at = self.ports.clock.now();
+        let verification = self.ports.opaque_tokens.generate();
+        let token =
+            new_token(TokenKind::EmailVerification, id, &verification, created_at, self.settings.verification_ttl);
         for attempt in 0..DERIVED_USERNAME_ATTEMPTS {
             let username = match &request.username {
                 Some(chosen) => chosen.clone(),
@@ -178,7 +187,20 @@ impl AuthService {
                 created_at,
             };
             let event = NewActivity::by_user(id, ActivityAction::UserRegistered, &context, created_at);
-            match self.ports.users.create(new_user, event).await {
+            let mail = TokenMail {
+                token: token.clone(),
+                email: OutgoingEmail {
+                    id: EmailId::generate(),
+                    to: new_user.email.clone(),
+                    recipient_name: recipient_name(new_user.display_name.as_ref(), &new_user.username),
+                    content: EmailContent::VerifyEmail {
+                        token: verification.secret.clone(),
+                        expires_at: token.expires_at,
+                    },
+                    created_at,
+                },
+            };
+            match self.ports.users.create(new_user, event, Some(mail)).await {
                 Ok(user) => return Ok(user),
                 Err(CreateUserError::UsernameTaken) if request.username.is_none() => {}
                 Err(CreateUserError::UsernameTaken) => return Err(RegisterError::UsernameTaken),
@@ -292,6 +314,7 @@ mod tests {
     use crate::session::Session;
     use crate::user::Credentials;
     use mockall::predicate::{always, eq};
+    use secrecy::ExposeSecret;
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_owned())
@@ -317,6 +340,10 @@ mod tests {
     fn hashing_mocks() -> Mocks {
         let mut mocks = Mocks::default();
         mocks.hasher.expect_hash().times(1).returning(|_| Ok(hash()));
+        mocks.opaque_tokens.expect_generate().times(1).returning(|| OpaqueToken {
+            secret: secret("verification-secret"),
+            hash: TokenHash::new("verification-hash".to_owned()),
+        });
         mocks
     }
 
@@ -346,16 +373,26 @@ mod tests {
         let mut users = MockUserRepository::new();
         users
             .expect_create()
-            .withf(|u, event| {
+            .withf(|u, event, mail| {
                 event.action == ActivityAction::UserRegistered
                     && u.password_hash == Some(hash())
                     && u.roles == vec![Role::User]
                     && u.username.as_ref() == "ada"
                     && u.email_verified_at.is_none()
                     && u.created_at == now()
+                    && mail.as_ref().is_some_and(|mail| {
+                        mail.token.kind == TokenKind::EmailVerification
+                            && mail.token.user_id == u.id
+                            && mail.token.hash.as_str() == "verification-hash"
+                            && mail.token.expires_at == now() + Duration::hours(24)
+                            && mail.email.to == u.email
+                            && mail.email.recipient_name == "ada"
+                            && matches!(&mail.email.content, EmailContent::VerifyEmail { token, expires_at }
+                                if token.expose_secret() == "verification-secret" && *expires_at == now() + Duration::hours(24))
+                    })
             })
             .times(1)
-            .returning(|u, _| Ok(stored(&u)));
+            .returning(|u, _, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(Some("ada")), RequestContext::default())
@@ -368,7 +405,7 @@ mod tests {
     #[tokio::test]
     async fn register_derives_the_username_from_the_email() {
         let mut users = MockUserRepository::new();
-        users.expect_create().withf(|u, _| u.username.as_ref() == "ada").times(1).returning(|u, _| Ok(stored(&u)));
+        users.expect_create().withf(|u, _, _| u.username.as_ref() == "ada").times(1).returning(|u, _, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -384,16 +421,20 @@ mod tests {
         let mut seq = mockall::Sequence::new();
         users
             .expect_create()
-            .withf(|u, _| u.username.as_ref() == "ada")
+            .withf(|u, _, _| u.username.as_ref() == "ada")
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Err(CreateUserError::UsernameTaken));
+            .returning(|_, _, _| Err(CreateUserError::UsernameTaken));
         users
             .expect_create()
-            .withf(|u, _| u.username.as_ref().starts_with("ada-") && u.username.as_ref().len() == 8)
+            .withf(|u, _, mail| {
+                u.username.as_ref().starts_with("ada-")
+                    && u.username.as_ref().len() == 8
+                    && mail.as_ref().is_some_and(|m| m.email.recipient_name == u.username.as_ref())
+            })
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|u, _| Ok(stored(&u)));
+            .returning(|u, _, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -409,7 +450,7 @@ mod tests {
         users
             .expect_create()
             .times(usize::try_from(DERIVED_USERNAME_ATTEMPTS).expect("small"))
-            .returning(|_, _| Err(CreateUserError::UsernameTaken));
+            .returning(|_, _, _| Err(CreateUserError::UsernameTaken));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -421,7 +462,7 @@ mod tests {
     #[tokio::test]
     async fn a_chosen_username_that_is_taken_is_refused() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::UsernameTaken));
+        users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::UsernameTaken));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(Some("ada")), RequestContext::default())
@@ -433,7 +474,7 @@ mod tests {
     #[tokio::test]
     async fn a_taken_email_is_refused() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::EmailTaken));
+        users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::EmailTaken));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -459,7 +500,7 @@ mod tests {
     #[tokio::test]
     async fn register_reports_storage_failures_as_unexpected() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
+        users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())

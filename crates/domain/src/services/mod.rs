@@ -3,6 +3,8 @@
 
 pub mod account;
 pub mod auth;
+pub mod mail_relay;
+pub mod recovery;
 pub mod sessions;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -14,9 +16,13 @@ use uuid::Uuid;
 
 use crate::ids::SessionId;
 use crate::ports::{
-    AccessClaims, AccessTokens, Clock, OpaqueTokens, PasswordHasher, RevocationList, SessionRepository, UserRepository,
+    AccessClaims, AccessTokens, Clock, NewOneTimeToken, OneTimeTokenRepository, OpaqueToken, OpaqueTokens,
+    PasswordHasher, RevocationList, SessionRepository, TokenKind, UserRepository,
 };
 use crate::services::auth::AuthSettings;
+use crate::email::{EmailContent, OutgoingEmail};
+use crate::ids::{EmailId, UserId};
+use crate::values::{DisplayName, Username};
 use crate::user::User;
 
 /// Every port the use cases use, shared by the services.
@@ -26,6 +32,8 @@ pub struct Ports {
     pub users: Arc<dyn UserRepository>,
     /// Session storage.
     pub sessions: Arc<dyn SessionRepository>,
+    /// One-time tokens (verification, reset…) and the emails that carry them.
+    pub tokens: Arc<dyn OneTimeTokenRepository>,
     /// Password hashing.
     pub hasher: Arc<dyn PasswordHasher>,
     /// Access-token signing and verification.
@@ -68,5 +76,32 @@ async fn publish_revocations(ports: &Ports, settings: &AuthSettings, sessions: V
     let count = sessions.len();
     if let Err(e) = ports.revocations.revoke(sessions, now + settings.access_ttl).await {
         tracing::error!(error = %e, count, "revoked sessions could not be published; their access tokens live until they expire");
+    }
+}
+
+/// The record of a fresh one-time token of `kind` for `user_id`, valid from `now` for `ttl`.
+fn new_token(
+    kind: TokenKind,
+    user_id: UserId,
+    token: &OpaqueToken,
+    now: DateTime<Utc>,
+    ttl: chrono::Duration,
+) -> NewOneTimeToken {
+    NewOneTimeToken { kind, user_id, hash: token.hash.clone(), created_at: now, expires_at: now + ttl }
+}
+
+/// The name a message greets its recipient by: the display name, else the username.
+fn recipient_name(display_name: Option<&DisplayName>, username: &Username) -> String {
+    display_name.map_or_else(|| username.to_string(), ToString::to_string)
+}
+
+/// A message to `user`, queued at `now`.
+fn email_to(user: &User, content: EmailContent, now: DateTime<Utc>) -> OutgoingEmail {
+    OutgoingEmail {
+        id: EmailId::generate(),
+        to: user.email.clone(),
+        recipient_name: recipient_name(user.display_name.as_ref(), &user.username),
+        content,
+        created_at: now,
     }
 }

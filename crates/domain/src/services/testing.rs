@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::ids::UserId;
 use crate::ports::{
-    MockAccessTokens, MockClock, MockOpaqueTokens, MockPasswordHasher, MockRevocationList, MockSessionRepository,
+    MockAccessTokens, MockClock, MockOneTimeTokenRepository, MockOpaqueTokens, MockPasswordHasher, MockRevocationList, MockSessionRepository,
     MockUserRepository,
 };
 use crate::services::Ports;
@@ -45,6 +45,7 @@ pub(crate) struct Mocks {
     pub access_tokens: MockAccessTokens,
     pub opaque_tokens: MockOpaqueTokens,
     pub revocations: MockRevocationList,
+    pub tokens: MockOneTimeTokenRepository,
 }
 
 /// Ports over the given mocks, with a clock fixed at [`now`].
@@ -59,6 +60,7 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
     Ports {
         users: Arc::new(users),
         sessions: Arc::new(sessions),
+        tokens: Arc::new(mocks.tokens),
         hasher: Arc::new(mocks.hasher),
         access_tokens: Arc::new(mocks.access_tokens),
         opaque_tokens: Arc::new(mocks.opaque_tokens),
@@ -68,12 +70,14 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
 }
 
 /// The default policy: verification required, 15 min access tokens, 30 day sessions, no
-/// reuse grace.
+/// reuse grace, verification links for 24 h and reset links for 1 h.
 pub(crate) fn settings() -> AuthSettings {
     AuthSettings {
         require_verified_email: true,
         access_ttl: Duration::minutes(15),
         refresh_ttl: Duration::days(30),
         refresh_reuse_grace: Duration::zero(),
+        verification_ttl: Duration::hours(24),
+        password_reset_ttl: Duration::hours(1),
     }
 }
