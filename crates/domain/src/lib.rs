@@ -16,8 +16,8 @@ pub mod user;
 pub mod values;
 
 pub use activity::{ActivityAction, NewActivity};
-pub use error::{FieldError, ValidationErrors};
 pub use email::{EmailContent, EmailTemplate, OutgoingEmail};
+pub use error::{FieldError, ValidationErrors};
 pub use ids::{ActivityId, EmailId, SessionId, UserId};
 pub use session::{NewSession, RequestContext, Session};
 pub use user::{Credentials, NewUser, Role, User, UserStatus};

@@ -14,9 +14,11 @@
 mod activity;
 mod connection;
 mod database;
+mod outbox;
 mod revocations;
 mod schema;
 mod sessions;
+mod tokens;
 mod types;
 mod users;
 
@@ -24,6 +26,8 @@ mod users;
 pub mod testing;
 
 pub use database::{Backend, Database};
+pub use outbox::DieselEmailOutbox;
 pub use revocations::SessionTableRevocations;
 pub use sessions::DieselSessionRepository;
+pub use tokens::DieselOneTimeTokenRepository;
 pub use users::DieselUserRepository;

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::activity::NewActivity;
-use crate::ids::{SessionId, UserId};
 use crate::email::OutgoingEmail;
+use crate::ids::{SessionId, UserId};
 use crate::ports::{PasswordHash, TokenHash, TokenMail, UseTokenError};
 use crate::user::{Credentials, NewUser, User};
 use crate::values::{DisplayName, Email, Username};

@@ -405,7 +405,11 @@ mod tests {
     #[tokio::test]
     async fn register_derives_the_username_from_the_email() {
         let mut users = MockUserRepository::new();
-        users.expect_create().withf(|u, _, _| u.username.as_ref() == "ada").times(1).returning(|u, _, _| Ok(stored(&u)));
+        users
+            .expect_create()
+            .withf(|u, _, _| u.username.as_ref() == "ada")
+            .times(1)
+            .returning(|u, _, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -500,7 +504,10 @@ mod tests {
     #[tokio::test]
     async fn register_reports_storage_failures_as_unexpected() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
+        users
+            .expect_create()
+            .times(1)
+            .returning(|_, _, _| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())

@@ -14,16 +14,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::SessionId;
+use crate::ids::{EmailId, UserId};
 use crate::ports::{
     AccessClaims, AccessTokens, Clock, NewOneTimeToken, OneTimeTokenRepository, OpaqueToken, OpaqueTokens,
     PasswordHasher, RevocationList, SessionRepository, TokenKind, UserRepository,
 };
 use crate::services::auth::AuthSettings;
-use crate::email::{EmailContent, OutgoingEmail};
-use crate::ids::{EmailId, UserId};
-use crate::values::{DisplayName, Username};
 use crate::user::User;
+use crate::values::{DisplayName, Username};
 
 /// Every port the use cases use, shared by the services.
 #[derive(Clone)]

@@ -168,15 +168,12 @@ impl RecoveryService {
         let now = self.ports.clock.now();
         let event = NewActivity::by_user(user.id, ActivityAction::PasswordReset, &context, now);
         let notice = email_to(&user, EmailContent::PasswordChanged { changed_at: now }, now);
-        let revoked = self
-            .ports
-            .users
-            .reset_password(hash, user.id, password_hash, now, event, notice)
-            .await
-            .map_err(|e| match e {
+        let revoked = self.ports.users.reset_password(hash, user.id, password_hash, now, event, notice).await.map_err(
+            |e| match e {
                 UseTokenError::Invalid => ResetPasswordError::InvalidToken,
                 UseTokenError::Unexpected(e) => ResetPasswordError::Unexpected(e),
-            })?;
+            },
+        )?;
         publish_revocations(&self.ports, &self.settings, revoked, now).await;
         Ok(())
     }
@@ -189,9 +186,7 @@ mod tests {
 
     use super::*;
     use crate::ids::{SessionId, UserId};
-    use crate::ports::{
-        MockSessionRepository, MockUserRepository, OneTimeToken, OpaqueToken, PasswordHash, TokenHash,
-    };
+    use crate::ports::{MockSessionRepository, MockUserRepository, OneTimeToken, OpaqueToken, PasswordHash, TokenHash};
     use crate::services::testing::{Mocks, now, ports_with_mocks, sample_user, settings};
     use crate::user::{Credentials, User};
 
@@ -305,7 +300,10 @@ mod tests {
 
         assert!(matches!(result, Err(VerifyEmailError::Unexpected(_))), "{result:?}");
         let mut users = MockUserRepository::new();
-        users.expect_verify_email().times(1).returning(|_, _, _, _| Err(UseTokenError::Unexpected(anyhow::anyhow!("x"))));
+        users
+            .expect_verify_email()
+            .times(1)
+            .returning(|_, _, _, _| Err(UseTokenError::Unexpected(anyhow::anyhow!("x"))));
         let result = service(users, finding(TokenKind::EmailVerification, Some(UserId::generate())))
             .verify_email(&secret("presented"), RequestContext::default())
             .await;

@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::ids::UserId;
 use crate::ports::{
-    MockAccessTokens, MockClock, MockOneTimeTokenRepository, MockOpaqueTokens, MockPasswordHasher, MockRevocationList, MockSessionRepository,
-    MockUserRepository,
+    MockAccessTokens, MockClock, MockOneTimeTokenRepository, MockOpaqueTokens, MockPasswordHasher, MockRevocationList,
+    MockSessionRepository, MockUserRepository,
 };
 use crate::services::Ports;
 use crate::services::auth::AuthSettings;
