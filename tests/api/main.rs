@@ -4,6 +4,7 @@
 mod account;
 mod cookies;
 mod docs;
+mod email;
 mod health;
 mod login;
 mod me;

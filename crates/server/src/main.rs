@@ -3,6 +3,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_domain::ports::SystemClock;
+use gatehouse_server::relay::{RelayHandle, mail_relay};
 use gatehouse_server::startup::{Application, connect_database};
 use gatehouse_server::{Settings, telemetry};
 
@@ -20,6 +25,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Apply pending migrations, then only relay the email outbox (no HTTP) until stopped.
+    /// Run as many as you like against one PostgreSQL database.
+    Worker,
 }
 
 #[tokio::main]
@@ -36,6 +44,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(&settings).await,
+        Command::Worker => worker(&settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,4 +67,32 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     connect_database(settings).await?.migrate().await?;
     tracing::info!("migrations are up to date");
     Ok(())
+}
+
+async fn worker(settings: &Settings) -> anyhow::Result<()> {
+    let database = connect_database(settings).await?;
+    database.migrate().await?;
+    let relay = mail_relay(settings, &database, Arc::new(SystemClock))?;
+    let poll = Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
+    let handle = RelayHandle::spawn(relay, poll, settings.mail.relay_batch_size);
+    shutdown_signal().await?;
+    tracing::info!("stopping the mail relay after its current batch");
+    handle.stop().await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what container runtimes send) on Unix.
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }
