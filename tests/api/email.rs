@@ -272,10 +272,12 @@ async fn two_relays_on_one_postgres_database_send_each_message_exactly_once() {
     assert_eq!(app.database().await.outbox_rows().await.expect("outbox").len(), MESSAGES);
 
     let started = Instant::now();
-    let relays = join_all((0..2).map(|_| {
-        app.spawn_sibling(|s| {
+    // Each relay signs with its own sender, so the sink can tell who sent what.
+    let relays = join_all(["one", "two"].map(|name| {
+        app.spawn_sibling(move |s| {
             s.mail.relay_enabled = true;
             s.mail.relay_batch_size = 5;
+            s.mail.from = format!("Relay {name} <relay@{name}.test>");
         })
     }))
     .await;
@@ -294,5 +296,11 @@ async fn two_relays_on_one_postgres_database_send_each_message_exactly_once() {
     assert_eq!(per_recipient.len(), MESSAGES);
     assert!(per_recipient.values().all(|n| *n == 1), "{per_recipient:?}");
     assert_eq!(message_ids.len(), MESSAGES);
+    let by_relay: BTreeMap<String, usize> = mails.iter().fold(BTreeMap::new(), |mut counts, mail| {
+        *counts.entry(mail.header("From").unwrap_or_default()).or_default() += 1;
+        counts
+    });
+    assert_eq!(by_relay.len(), 2, "both relays took part: {by_relay:?}");
+    eprintln!("{by_relay:?}");
     eprintln!("two relays delivered {MESSAGES} messages in {elapsed:?}");
 }

@@ -349,23 +349,25 @@ pub(crate) mod read {
     use crate::testing::StoredEmail;
     use crate::types::{DbJson, DbTime, DbUuid};
 
+    /// The columns tests look at, in select order.
+    type Columns = (DbUuid, String, String, String, Option<DbJson>, i32, Option<String>, Option<DbTime>);
+
     /// Every outbox row, oldest first.
     pub(crate) fn all(connection: &mut AnyConnection) -> anyhow::Result<Vec<StoredEmail>> {
-        let rows: Vec<(DbUuid, String, String, String, Option<DbJson>, i32, Option<String>, Option<DbTime>)> =
-            email_outbox::table
-                .order((email_outbox::created_at.asc(), email_outbox::id.asc()))
-                .select((
-                    email_outbox::id,
-                    email_outbox::recipient,
-                    email_outbox::template,
-                    email_outbox::status,
-                    email_outbox::payload,
-                    email_outbox::attempts,
-                    email_outbox::last_error,
-                    email_outbox::claimed_until,
-                ))
-                .load(connection)
-                .context("could not read the outbox")?;
+        let rows: Vec<Columns> = email_outbox::table
+            .order((email_outbox::created_at.asc(), email_outbox::id.asc()))
+            .select((
+                email_outbox::id,
+                email_outbox::recipient,
+                email_outbox::template,
+                email_outbox::status,
+                email_outbox::payload,
+                email_outbox::attempts,
+                email_outbox::last_error,
+                email_outbox::claimed_until,
+            ))
+            .load(connection)
+            .context("could not read the outbox")?;
         Ok(rows
             .into_iter()
             .map(|(id, recipient, template, status, payload, attempts, last_error, claimed_until)| StoredEmail {
