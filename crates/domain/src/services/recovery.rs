@@ -347,6 +347,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn resending_reports_storage_failures() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_credentials_by_email().times(1).returning(|_| Err(anyhow::anyhow!("down")));
+        let result = service(users, Mocks::default()).resend_verification(&sample_user().email).await;
+        assert!(result.is_err());
+
+        let mut mocks = generating(Mocks::default());
+        mocks.tokens.expect_issue().times(1).returning(|_, _| Err(anyhow::anyhow!("down")));
+        let result =
+            service(users_finding_email(Some(unverified())), mocks).resend_verification(&sample_user().email).await;
+        assert!(result.is_err());
+    }
+
+    #[tokio::test]
     async fn forgot_password_issues_a_reset_token_mail_and_records_the_request_without_an_actor() {
         let user = sample_user();
         let id = user.id;
