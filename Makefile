@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt migrate docker deps bench seed
+.PHONY: help run worker test lint fmt migrate docker deps bench seed
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -12,6 +12,9 @@ deps: ## Install system packages and cargo-nextest (idempotent)
 
 run: ## Run the server on embedded SQLite (./data/gatehouse.db)
 	$(CARGO) run -p gatehouse-server --bin gatehouse -- serve
+
+worker: ## Run only the email outbox relay (no HTTP) on the same database
+	$(CARGO) run -p gatehouse-server --bin gatehouse -- worker
 
 test: deps ## Run the whole test suite (starts PostgreSQL/Redis if they are down)
 	@scripts/ensure-services.sh

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod cookies;
 mod docs;
+mod email;
 mod health;
 mod login;
 mod me;

@@ -1,19 +1,26 @@
 //! The end-to-end harness: [`spawn_app`] builds the real [`Application`] on a random port
 //! against a fresh database, and [`TestApp`] speaks HTTP to it with typed helpers.
 //!
-//! Later features add their fakes here (an SMTP sink, a fake OAuth provider, Redis), so
-//! every test keeps starting with one call.
+//! Every app sends its mail to its own [`SmtpSink`] (a real SMTP server on 127.0.0.1);
+//! later features add their fakes here too (a fake OAuth provider, Redis), so every test keeps
+//! starting with one call.
+
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use gatehouse_server::settings::{AppEnv, Settings};
 use gatehouse_server::{Application, telemetry};
+use gatehouse_store_diesel::Database;
 use gatehouse_store_diesel::testing::TestDatabase;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+
+pub use crate::smtp::{ReceivedMail, SmtpSink, free_port};
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +33,12 @@ pub enum Backend {
 
 /// A password that meets the policy.
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Where the links in test emails point.
+pub const FRONTEND_URL: &str = "http://frontend.test";
+
+/// How long tests wait for an email before failing.
+pub const MAIL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The HS256 secret every test server signs with, so tests can forge tokens and sibling
 /// instances accept each other's.
@@ -52,6 +65,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The settings the server was built with.
     pub settings: Settings,
+    /// The SMTP sink `mail.smtp_url` points at (shared with siblings); `None` when a test
+    /// pointed the server elsewhere.
+    pub sink: Option<Arc<SmtpSink>>,
     handle: ServerHandle,
     /// Dropped (and the database with it) when the first app of a database goes.
     _database: Option<TestDatabase>,
@@ -76,18 +92,24 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
     settings.server.port = 0;
     settings.server.workers = 2;
     settings.auth.jwt_secret = Some(JWT_SECRET.to_owned().into());
+    settings.public.frontend_url = FRONTEND_URL.to_owned();
+    let sink = Arc::new(SmtpSink::start().await);
+    let sink_url = sink.url();
+    settings.mail.smtp_url = Some(sink_url.clone().into());
     customise(&mut settings);
-    start(settings, Some(database)).await
+    let sink = (settings.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret) == Some(sink_url.as_str()))
+        .then_some(sink);
+    start(settings, Some(database), sink).await
 }
 
-async fn start(settings: Settings, database: Option<TestDatabase>) -> TestApp {
+async fn start(settings: Settings, database: Option<TestDatabase>, sink: Option<Arc<SmtpSink>>) -> TestApp {
     let application = Application::build(settings.clone()).await.expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
     tokio::spawn(application.run_until_stopped());
     let client =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a reqwest client");
-    TestApp { address, client, settings, handle, _database: database }
+    TestApp { address, client, settings, sink, handle, _database: database }
 }
 
 impl Drop for TestApp {
@@ -102,7 +124,41 @@ impl TestApp {
     pub async fn spawn_sibling(&self, customise: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = self.settings.clone();
         customise(&mut settings);
-        start(settings, None).await
+        start(settings, None, self.sink.clone()).await
+    }
+
+    /// A connection pool to the app's database, for checks the API cannot make.
+    pub async fn database(&self) -> Database {
+        let url = secrecy::ExposeSecret::expose_secret(&self.settings.database.url).to_owned();
+        tokio::task::spawn_blocking(move || Database::connect(&url, 2))
+            .await
+            .expect("connecting does not panic")
+            .expect("the test database is reachable")
+    }
+
+    /// The app's SMTP sink.
+    ///
+    /// # Panics
+    ///
+    /// When the test pointed `mail.smtp_url` elsewhere.
+    #[must_use]
+    pub fn mailbox(&self) -> &SmtpSink {
+        self.sink.as_deref().expect("this app sends to the test SMTP sink")
+    }
+
+    /// Waits for at least `count` emails in the sink and returns them all.
+    pub async fn wait_for_mail(&self, count: usize) -> Vec<ReceivedMail> {
+        self.mailbox().wait_for(count, MAIL_TIMEOUT).await
+    }
+
+    /// The token of the `path` link (`verify-email`, `reset-password`) in `mail`.
+    ///
+    /// # Panics
+    ///
+    /// When the message has no such link.
+    #[must_use]
+    pub fn token_from(mail: &ReceivedMail, path: &str) -> String {
+        mail.token_in_link(FRONTEND_URL, path).unwrap_or_else(|| panic!("no {path} link in {}", mail.decoded()))
     }
 
     /// The absolute URL of `path`.
@@ -137,6 +193,13 @@ impl TestApp {
         response.json().await.expect("a user body")
     }
 
+    /// Registers `email` with [`PASSWORD`], asserting only that it was created (for bulk
+    /// set-up).
+    pub async fn register_user_quietly(&self, email: &str) {
+        let response = self.register(&json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "registering {email}");
+    }
+
     /// `POST /api/v1/auth/login`.
     pub async fn login(&self, body: &Value) -> Response {
         self.post_json("/api/v1/auth/login", body).await
@@ -147,6 +210,14 @@ impl TestApp {
         let response = self.login(&json!({"email": email, "password": PASSWORD})).await;
         assert_eq!(response.status(), StatusCode::OK, "signing in as {email}");
         response.json().await.expect("a token pair")
+    }
+
+    /// Signs in as `email` with `password` and returns the access token.
+    pub async fn access_token_with(&self, email: &str, password: &str) -> String {
+        let response = self.login(&json!({"email": email, "password": password})).await;
+        assert_eq!(response.status(), StatusCode::OK, "signing in as {email}");
+        let pair: Value = response.json().await.expect("a token pair");
+        pair["access_token"].as_str().expect("an access token").to_owned()
     }
 
     /// Signs in as `email` with [`PASSWORD`] and returns the access token.

@@ -59,3 +59,7 @@ uuid_id!(
     /// Identifies an activity (audit) event.
     ActivityId
 );
+uuid_id!(
+    /// Identifies a message in the email outbox.
+    EmailId
+);

@@ -6,6 +6,7 @@
 //! [`services`] are unit-tested with the mockall mocks of those traits (feature `mocks`).
 
 pub mod activity;
+pub mod email;
 pub mod error;
 pub mod ids;
 pub mod pagination;
@@ -16,8 +17,9 @@ pub mod user;
 pub mod values;
 
 pub use activity::{ActivityAction, NewActivity};
+pub use email::{EmailContent, EmailTemplate, OutgoingEmail};
 pub use error::{FieldError, ValidationErrors};
-pub use ids::{ActivityId, SessionId, UserId};
+pub use ids::{ActivityId, EmailId, SessionId, UserId};
 pub use session::{NewSession, RequestContext, Session};
 pub use user::{Credentials, NewUser, Role, User, UserStatus};
 pub use values::{DisplayName, Email, NewPassword, Username};

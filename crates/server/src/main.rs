@@ -5,7 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_domain::ports::SystemClock;
 use gatehouse_domain::{Email, NewPassword};
+use gatehouse_server::relay::{RelayHandle, mail_relay};
 use gatehouse_server::settings::AppEnv;
 use gatehouse_server::startup::{Application, connect_database, prepare};
 use gatehouse_server::{Settings, telemetry};
@@ -28,6 +33,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Apply pending migrations, then only relay the email outbox (no HTTP) until stopped.
+    /// Run as many as you like against one PostgreSQL database.
+    Worker,
     /// Make an account an admin, creating it if needed. The password is read from the
     /// terminal (without echo) or from standard input, never from the command line.
     CreateAdmin {
@@ -60,6 +68,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(&settings).await,
         Command::CreateAdmin { email } => create_admin(&settings, &email).await,
         Command::Seed { users } => seed(&settings, users).await,
+        Command::Worker => worker(&settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,4 +125,32 @@ async fn seed(settings: &Settings, users: u64) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     println!("seeded {inserted} users in {secs:.1} s ({:.0} users/s)", inserted as f64 / secs.max(0.001));
     Ok(())
+}
+
+async fn worker(settings: &Settings) -> anyhow::Result<()> {
+    let database = connect_database(settings).await?;
+    database.migrate().await?;
+    let relay = mail_relay(settings, &database, Arc::new(SystemClock))?;
+    let poll = Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
+    let handle = RelayHandle::spawn(relay, poll, settings.mail.relay_batch_size);
+    shutdown_signal().await?;
+    tracing::info!("stopping the mail relay after its current batch");
+    handle.stop().await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what container runtimes send) on Unix.
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

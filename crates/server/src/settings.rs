@@ -187,6 +187,10 @@ pub struct AuthSettings {
     pub refresh_ttl_secs: u32,
     /// Grace window for a spent refresh token.
     pub refresh_reuse_grace_secs: u32,
+    /// Lifetime of email-verification links.
+    pub verification_ttl_secs: u32,
+    /// Lifetime of password-reset links.
+    pub password_reset_ttl_secs: u32,
     /// Whether unverified accounts are refused at login.
     pub require_verified_email: bool,
     /// argon2id memory in KiB.
@@ -219,6 +223,26 @@ pub struct MailSettings {
     pub from: String,
     /// Where mail goes without SMTP.
     pub outbox_dir: PathBuf,
+    /// The product name in subjects and bodies.
+    pub product_name: String,
+    /// Bound on connecting and on each SMTP command, in seconds.
+    pub timeout_secs: u32,
+    /// Whether `serve` runs the outbox relay too (turn it off when `gatehouse worker`
+    /// processes run the relay instead).
+    pub relay_enabled: bool,
+    /// How often an idle relay looks for due mail, in milliseconds.
+    pub relay_poll_ms: u32,
+    /// Messages a relay claims at once.
+    pub relay_batch_size: u32,
+    /// How long a claimed message is reserved for its relay, in seconds; must exceed
+    /// `relay_batch_size × timeout_secs`.
+    pub relay_lease_secs: u32,
+    /// Delivery attempts before a message is marked failed.
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; doubled for each further one.
+    pub backoff_base_ms: u32,
+    /// The longest delay between attempts, in seconds.
+    pub backoff_max_secs: u32,
 }
 
 /// `[redis]`.
@@ -408,6 +432,26 @@ impl Settings {
         if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
             return Err(SettingsError("auth.access_ttl_secs and auth.refresh_ttl_secs must be positive".to_owned()));
         }
+        if self.auth.verification_ttl_secs == 0 || self.auth.password_reset_ttl_secs == 0 {
+            return Err(SettingsError(
+                "auth.verification_ttl_secs and auth.password_reset_ttl_secs must be positive".to_owned(),
+            ));
+        }
+        let mail = &self.mail;
+        if mail.relay_batch_size == 0 || mail.max_attempts == 0 || mail.relay_poll_ms == 0 || mail.timeout_secs == 0 {
+            return Err(SettingsError(
+                "mail.relay_batch_size, mail.max_attempts, mail.relay_poll_ms and mail.timeout_secs must be positive"
+                    .to_owned(),
+            ));
+        }
+        if u64::from(mail.relay_lease_secs) <= u64::from(mail.relay_batch_size) * u64::from(mail.timeout_secs) {
+            return Err(SettingsError(format!(
+                "mail.relay_lease_secs ({}) must exceed mail.relay_batch_size × mail.timeout_secs ({} s), or a slow \
+                 batch could be sent twice",
+                mail.relay_lease_secs,
+                u64::from(mail.relay_batch_size) * u64::from(mail.timeout_secs)
+            )));
+        }
         if self.auth.hash_queue_capacity == 0 {
             return Err(SettingsError("auth.hash_queue_capacity must be at least 1".to_owned()));
         }
@@ -432,7 +476,11 @@ mod tests {
         assert_eq!(settings.auth.access_ttl_secs, 900);
         assert_eq!(settings.auth.refresh_ttl_secs, 2_592_000);
         assert_eq!(settings.auth.argon2_memory_kib, 19_456);
-        assert!(!settings.auth.require_verified_email, "development turns verification off until mail lands");
+        assert!(settings.auth.require_verified_email, "development verifies too: links are logged");
+        assert_eq!(settings.auth.verification_ttl_secs, 86_400);
+        assert_eq!(settings.auth.password_reset_ttl_secs, 3_600);
+        assert!(settings.mail.smtp_url.is_none(), "mail goes to files by default");
+        assert!(settings.mail.relay_enabled);
     }
 
     #[test]
@@ -498,6 +546,13 @@ mod tests {
     fn a_value_of_the_wrong_type_is_refused_by_name() {
         let error = load(AppEnv::Development, &[("APP__SERVER__PORT", "eighty")]).expect_err("refused").to_string();
         assert!(error.contains("port"), "{error}");
+    }
+
+    #[test]
+    fn a_lease_shorter_than_a_batch_can_take_is_refused() {
+        let error =
+            load(AppEnv::Development, &[("APP__MAIL__RELAY_LEASE_SECS", "5")]).expect_err("refused").to_string();
+        assert!(error.contains("mail.relay_lease_secs"), "{error}");
     }
 
     #[test]

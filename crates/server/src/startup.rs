@@ -17,6 +17,7 @@ use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::{AuthService, AuthSettings};
+use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_domain::{Email, NewPassword};
 use gatehouse_security::{
@@ -29,16 +30,19 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::http::{self, cookies, extract, middleware, openapi};
+use crate::relay::{RelayHandle, mail_relay};
 use crate::settings::Settings;
 use crate::state::AppState;
 
 /// How long in-flight requests may take to finish after a stop signal.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
 
-/// A built, bound, not yet running server.
+/// A built, bound, not yet running server, with its mail relay already running (unless
+/// `mail.relay_enabled` is off).
 pub struct Application {
     port: u16,
     server: Server,
+    relay: Option<RelayHandle>,
 }
 
 impl Application {
@@ -51,6 +55,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let state = prepare(&settings).await?;
         bootstrap_admin(&settings, &state).await?;
+        let relay = if settings.mail.relay_enabled {
+            let relay = mail_relay(&settings, &state.database, Arc::new(SystemClock))?;
+            let poll = std::time::Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
+            Some(RelayHandle::spawn(relay, poll, settings.mail.relay_batch_size))
+        } else {
+            None
+        };
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
@@ -75,7 +86,7 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, env = %settings.env, "gatehouse is listening");
-        Ok(Self { port, server })
+        Ok(Self { port, server, relay })
     }
 
     /// The bound port.
@@ -90,13 +101,18 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped by a signal or the handle; in-flight requests finish first.
+    /// Serves until stopped by a signal or the handle; in-flight requests finish first, then
+    /// the mail relay finishes its current batch.
     ///
     /// # Errors
     ///
     /// I/O failures of the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(relay) = self.relay {
+            relay.stop().await;
+        }
+        served
     }
 }
 
@@ -221,6 +237,7 @@ fn build_state(
     let ports = Ports {
         users: database.users(),
         sessions: database.sessions(),
+        tokens: database.one_time_tokens(),
         hasher: hasher.clone(),
         access_tokens: Arc::new(access_tokens),
         opaque_tokens: Arc::new(opaque_tokens),
@@ -234,10 +251,13 @@ fn build_state(
         access_ttl: Duration::seconds(i64::from(auth.access_ttl_secs)),
         refresh_ttl: Duration::seconds(i64::from(auth.refresh_ttl_secs)),
         refresh_reuse_grace: Duration::seconds(i64::from(auth.refresh_reuse_grace_secs)),
+        verification_ttl: Duration::seconds(i64::from(auth.verification_ttl_secs)),
+        password_reset_ttl: Duration::seconds(i64::from(auth.password_reset_ttl_secs)),
     };
     Ok(AppState {
         auth: AuthService::new(ports.clone(), auth_settings.clone()),
         account: AccountService::new(ports.clone(), auth_settings.clone()),
+        recovery: RecoveryService::new(ports.clone(), auth_settings.clone()),
         sessions: SessionService::new(ports.clone(), auth_settings.clone()),
         admin: AdminService::new(ports.clone(), auth_settings),
         activity: ActivityService::new(ports),

@@ -9,6 +9,7 @@ use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::AuthService;
+use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_security::CursorSealer;
 use gatehouse_store_diesel::Database;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub auth: AuthService,
     /// The caller's own account.
     pub account: AccountService,
+    /// Email verification and password reset.
+    pub recovery: RecoveryService,
     /// Refresh, sign-out, session management, access-token checks.
     pub sessions: SessionService,
     /// User administration.

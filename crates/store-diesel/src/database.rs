@@ -9,14 +9,18 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use diesel::RunQueryDsl;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use gatehouse_domain::ports::{ActivityLog, RevocationList, SessionRepository, UserDirectory, UserRepository};
+use gatehouse_domain::ports::{
+    ActivityLog, EmailOutbox, OneTimeTokenRepository, RevocationList, SessionRepository, UserDirectory, UserRepository,
+};
 use tracing::Span;
 
 use crate::activity::DieselActivityLog;
 use crate::connection::{AnyConnection, Manager, SqlitePragmas, Target};
 use crate::directory::DieselUserDirectory;
+use crate::outbox::DieselEmailOutbox;
 use crate::revocations::SessionTableRevocations;
 use crate::sessions::DieselSessionRepository;
+use crate::tokens::DieselOneTimeTokenRepository;
 use crate::users::DieselUserRepository;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
@@ -164,6 +168,18 @@ impl Database {
     #[must_use]
     pub fn sessions(&self) -> Arc<dyn SessionRepository> {
         Arc::new(DieselSessionRepository::new(self.clone()))
+    }
+
+    /// The one-time token repository on this database.
+    #[must_use]
+    pub fn one_time_tokens(&self) -> Arc<dyn OneTimeTokenRepository> {
+        Arc::new(DieselOneTimeTokenRepository::new(self.clone()))
+    }
+
+    /// The email outbox on this database, as relays use it.
+    #[must_use]
+    pub fn email_outbox(&self) -> Arc<dyn EmailOutbox> {
+        Arc::new(DieselEmailOutbox::new(self.clone()))
     }
 
     /// The revocation list read from the sessions table ([`SessionTableRevocations`]), for

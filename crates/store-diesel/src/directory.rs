@@ -503,7 +503,7 @@ fn ensure_admin_in(
         None => {
             event.retarget(admin.id);
             let roles = BTreeSet::from([Role::User, Role::Admin]);
-            match insert_user(connection, admin, &roles, event).context("could not create the admin")? {
+            match insert_user(connection, admin, &roles, event, None).context("could not create the admin")? {
                 Ok((row, roles)) => Ok(Ensured::Created(row, roles)),
                 Err(Conflict::Email) => bail!("the admin's email is taken"),
                 Err(Conflict::Username) => bail!("the admin's username is taken by another account"),

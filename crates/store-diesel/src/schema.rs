@@ -89,11 +89,56 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::{Nullable, Text};
+    use crate::types::sql::{PortableTimestamp, PortableUuid};
+
+    one_time_tokens (token_hash) {
+        token_hash -> Text,
+        kind -> Text,
+        user_id -> PortableUuid,
+        created_at -> PortableTimestamp,
+        expires_at -> PortableTimestamp,
+        used_at -> Nullable<PortableTimestamp>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::{Integer, Nullable, Text};
+    use crate::types::sql::{PortableJson, PortableTimestamp, PortableUuid};
+
+    email_outbox (id) {
+        id -> PortableUuid,
+        recipient -> Text,
+        recipient_name -> Text,
+        template -> Text,
+        payload -> Nullable<PortableJson>,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> PortableTimestamp,
+        claim_id -> Nullable<PortableUuid>,
+        claimed_until -> Nullable<PortableTimestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> PortableTimestamp,
+        sent_at -> Nullable<PortableTimestamp>,
+    }
+}
+
 diesel::joinable!(user_roles -> users (user_id));
+diesel::joinable!(one_time_tokens -> users (user_id));
 diesel::joinable!(user_roles -> roles (role));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 
 diesel::joinable!(activity_events -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(users, roles, user_roles, sessions, refresh_tokens, activity_events);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    roles,
+    user_roles,
+    sessions,
+    refresh_tokens,
+    activity_events,
+    one_time_tokens,
+    email_outbox,
+);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use gatehouse_domain::{ActivityAction, ActivityId, RequestContext, UserId};
+use gatehouse_domain::{ActivityAction, ActivityId, EmailId, RequestContext, UserId};
 
 use crate::{Backend, Database};
 
@@ -132,7 +132,37 @@ pub struct StoredActivity {
     pub details: BTreeMap<String, String>,
 }
 
+/// An outbox row as stored, for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEmail {
+    /// The message id.
+    pub id: EmailId,
+    /// The recipient's address.
+    pub recipient: String,
+    /// The template name.
+    pub template: String,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    /// Whether the content (which may hold a token) is still stored.
+    pub has_payload: bool,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    /// The last delivery error.
+    pub last_error: Option<String>,
+    /// When the current lease ends, if leased.
+    pub claimed_until: Option<DateTime<Utc>>,
+}
+
 impl Database {
+    /// Every outbox row, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the query fails.
+    pub async fn outbox_rows(&self) -> anyhow::Result<Vec<StoredEmail>> {
+        self.run(crate::outbox::read::all).await
+    }
+
     /// Runs one raw SQL statement, for tests that need a state the ports cannot produce (a
     /// soft-deleted user, an expired token). Returns the number of affected rows.
     ///

@@ -15,17 +15,23 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use gatehouse_domain::ports::{CreateUserError, PasswordHash, ProfileChanges, UpdateUserError, UserRepository};
+use gatehouse_domain::ports::{
+    CreateUserError, PasswordHash, ProfileChanges, TokenHash, TokenKind, TokenMail, UpdateUserError, UseTokenError,
+    UserRepository,
+};
 use gatehouse_domain::{
-    Credentials, DisplayName, Email, NewActivity, NewUser, Role, SessionId, User, UserId, UserStatus, Username,
+    Credentials, DisplayName, Email, NewActivity, NewUser, OutgoingEmail, Role, SessionId, User, UserId, UserStatus,
+    Username,
 };
 
 use crate::activity::{NewActivityRow, insert_activity};
 use crate::admins::{admins_remain, is_active_admin, lock_admins};
 use crate::connection::{AnyConnection, write_transaction};
 use crate::database::Database;
+use crate::outbox::{NewEmailRow, insert_email};
 use crate::schema::{user_roles, users};
 use crate::sessions::revoke_sessions;
+use crate::tokens::{TokenMailRows, insert_token_mail, spend_token};
 use crate::types::{DbTime, DbUuid};
 
 /// The unique index on non-deleted users' normalised emails (see the migrations).
@@ -202,13 +208,15 @@ fn with_roles(connection: &mut AnyConnection, row: Option<UserRow>) -> anyhow::R
 }
 
 /// The insert itself: checks the email, then the username (so the email wins when both are
-/// taken), inserts the user, each role once and the event, and reads the row back as stored
+/// taken), inserts the user, each role once, the event and the verification token and email
+/// (if any), and reads the row back as stored
 /// (so the caller sees times as the database keeps them, truncated to microseconds).
 pub(crate) fn insert_user(
     connection: &mut AnyConnection,
     row: &NewUserRow,
     roles: &BTreeSet<Role>,
     event: &NewActivityRow,
+    verification: Option<&TokenMailRows>,
 ) -> QueryResult<Result<(UserRow, Vec<String>), Conflict>> {
     if email_in_use(connection, &row.email_normalized)? {
         return Ok(Err(Conflict::Email));
@@ -223,6 +231,9 @@ pub(crate) fn insert_user(
             .execute(connection)?;
     }
     insert_activity(connection, event)?;
+    if let Some(verification) = verification {
+        insert_token_mail(connection, verification)?;
+    }
     let stored = users::table.find(row.id).select(UserRow::as_select()).first(connection)?;
     let roles = role_names(connection, row.id)?;
     Ok(Ok((stored, roles)))
@@ -305,13 +316,22 @@ where
 #[async_trait]
 impl UserRepository for DieselUserRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %user.id))]
-    async fn create(&self, user: NewUser, event: NewActivity) -> Result<User, CreateUserError> {
+    async fn create(
+        &self,
+        user: NewUser,
+        event: NewActivity,
+        verification: Option<TokenMail>,
+    ) -> Result<User, CreateUserError> {
         let row = NewUserRow::from(&user);
         let roles: BTreeSet<Role> = user.roles.iter().copied().chain([Role::User]).collect();
         let event = NewActivityRow::new(&event)?;
+        let verification = verification.as_ref().map(TokenMailRows::new).transpose()?;
         self.db
             .run(move |connection| {
-                match write_transaction(connection, |connection| insert_user(connection, &row, &roles, &event)) {
+                let outcome = write_transaction(connection, |connection| {
+                    insert_user(connection, &row, &roles, &event, verification.as_ref())
+                });
+                match outcome {
                     Ok(Ok((stored, roles))) => Ok(stored.into_user(roles)?.0),
                     Ok(Err(conflict)) => Err(conflict.into()),
                     // Racing inserts pass the pre-check and meet at the unique index instead. If
@@ -484,6 +504,115 @@ impl UserRepository for DieselUserRepository {
             })
             .await
     }
+
+    #[tracing::instrument(level = "debug", skip(self, token, event), err)]
+    async fn verify_email(
+        &self,
+        token: TokenHash,
+        user_id: UserId,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<(), UseTokenError> {
+        let id = DbUuid(*user_id.as_uuid());
+        let event = NewActivityRow::new(&event)?;
+        self.db
+            .run(move |connection| {
+                write_transaction(connection, |connection| {
+                    spend_and_touch(connection, TokenKind::EmailVerification, &token, id, at)?;
+                    mark_verified(connection, id, at)?;
+                    insert_activity(connection, &event)?;
+                    Ok(())
+                })
+                .map_err(|failure: TokenFailure| failure.into_error("verify the email"))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, token, hash, event, notice), err)]
+    async fn reset_password(
+        &self,
+        token: TokenHash,
+        user_id: UserId,
+        hash: PasswordHash,
+        at: DateTime<Utc>,
+        event: NewActivity,
+        notice: OutgoingEmail,
+    ) -> Result<Vec<SessionId>, UseTokenError> {
+        let id = DbUuid(*user_id.as_uuid());
+        let event = NewActivityRow::new(&event)?;
+        let notice = NewEmailRow::new(&notice)?;
+        self.db
+            .run(move |connection| {
+                write_transaction(connection, |connection| {
+                    spend_and_touch(connection, TokenKind::PasswordReset, &token, id, at)?;
+                    diesel::update(users::table.find(id))
+                        .set(users::password_hash.eq(Some(hash.as_str())))
+                        .execute(connection)?;
+                    mark_verified(connection, id, at)?;
+                    let revoked = revoke_sessions(connection, id, None, at)?;
+                    insert_activity(connection, &event)?;
+                    insert_email(connection, &notice)?;
+                    Ok(revoked)
+                })
+                .map_err(|failure: TokenFailure| failure.into_error("reset the password"))
+            })
+            .await
+    }
+}
+
+/// Why a change made with a one-time token did not happen; returning it rolls back.
+#[derive(Debug)]
+enum TokenFailure {
+    /// No live token of that kind for that non-deleted user.
+    Invalid,
+    /// The database refused.
+    Database(DieselError),
+}
+
+impl From<DieselError> for TokenFailure {
+    fn from(error: DieselError) -> Self {
+        TokenFailure::Database(error)
+    }
+}
+
+impl TokenFailure {
+    fn into_error(self, doing: &'static str) -> UseTokenError {
+        match self {
+            TokenFailure::Invalid => UseTokenError::Invalid,
+            TokenFailure::Database(error) => {
+                UseTokenError::Unexpected(anyhow::Error::new(error).context(format!("could not {doing}")))
+            }
+        }
+    }
+}
+
+/// Spends the token and sets the non-deleted user's `updated_at`, or fails with
+/// [`TokenFailure::Invalid`]. Must run inside [`write_transaction`].
+fn spend_and_touch(
+    connection: &mut AnyConnection,
+    kind: TokenKind,
+    token: &TokenHash,
+    id: DbUuid,
+    at: DateTime<Utc>,
+) -> Result<(), TokenFailure> {
+    if !spend_token(connection, kind, token, id, at)? {
+        return Err(TokenFailure::Invalid);
+    }
+    let touched = diesel::update(users::table.find(id).filter(users::deleted_at.is_null()))
+        .set(users::updated_at.eq(DbTime(at)))
+        .execute(connection)?;
+    if touched == 0 {
+        return Err(TokenFailure::Invalid);
+    }
+    Ok(())
+}
+
+/// Sets `email_verified_at` unless it is set already.
+fn mark_verified(connection: &mut AnyConnection, id: DbUuid, at: DateTime<Utc>) -> QueryResult<()> {
+    diesel::update(users::table.find(id).filter(users::email_verified_at.is_null()))
+        .set(users::email_verified_at.eq(Some(DbTime(at))))
+        .execute(connection)
+        .map(|_| ())
 }
 
 /// Soft-deletes the non-deleted user `id`, revokes all their sessions and records `event`,
@@ -604,7 +733,7 @@ mod tests {
             &gatehouse_domain::RequestContext::default(),
             contender.created_at,
         );
-        let outcome = db.users().create(contender, event).await;
+        let outcome = db.users().create(contender, event, None).await;
 
         blocker.join().expect("the blocker does not panic").expect("the blocker commits");
         outcome

@@ -13,15 +13,17 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use futures::future::join_all;
 use gatehouse_domain::pagination::PageLimit;
 use gatehouse_domain::ports::{
-    ActivityQuery, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, PasswordHash, ProfileChanges,
-    Rotation, SessionRepository, TokenHash, UpdateUserError, UserCursor, UserQuery, UserRepository, UserSort,
+    ActivityQuery, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, NewOneTimeToken, PasswordHash,
+    ProfileChanges, Rotation, SessionRepository, TokenHash, TokenKind, TokenMail, UpdateUserError, UseTokenError,
+    UserCursor, UserQuery, UserRepository, UserSort,
 };
 use gatehouse_domain::{
-    ActivityAction, DisplayName, Email, NewActivity, NewSession, NewUser, RequestContext, Role, Session, SessionId,
-    User, UserId, UserStatus, Username,
+    ActivityAction, DisplayName, Email, EmailContent, EmailId, NewActivity, NewSession, NewUser, OutgoingEmail,
+    RequestContext, Role, Session, SessionId, User, UserId, UserStatus, Username,
 };
 use gatehouse_store_diesel::testing::{StoredActivity, TestDatabase};
 use gatehouse_store_diesel::{Backend, Database};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Tasks racing in the concurrency cases; also the pool size, so they really run at once.
 const RACERS: u32 = 8;
@@ -73,7 +75,7 @@ trait Register {
 impl Register for dyn UserRepository {
     async fn register(&self, user: NewUser) -> Result<User, CreateUserError> {
         let event = registered(&user);
-        self.create(user, event).await
+        self.create(user, event, None).await
     }
 }
 
@@ -1580,6 +1582,359 @@ async fn seeding_inserts_the_requested_number_of_realistic_users(test_db: TestDa
     assert_eq!(hash, Some(PasswordHash::new("$argon2id$v=19$seeded".to_owned())), "everyone shares the hash");
 }
 
+fn token_mail(user_id: UserId, to: &str, kind: TokenKind, hash: &str, at: DateTime<Utc>, ttl: Duration) -> TokenMail {
+    let content = match kind {
+        TokenKind::PasswordReset => {
+            EmailContent::PasswordReset { token: SecretString::from(format!("secret-{hash}")), expires_at: at + ttl }
+        }
+        _ => EmailContent::VerifyEmail { token: SecretString::from(format!("secret-{hash}")), expires_at: at + ttl },
+    };
+    TokenMail {
+        token: NewOneTimeToken { kind, user_id, hash: token(hash), created_at: at, expires_at: at + ttl },
+        email: OutgoingEmail {
+            id: EmailId::generate(),
+            to: email(to),
+            recipient_name: "Ada".to_owned(),
+            content,
+            created_at: at,
+        },
+    }
+}
+
+async fn registered_with_verification(db: &Database, raw_email: &str, hash: &str) -> User {
+    let new = new_user(raw_email, &raw_email.replace(['@', '.'], "_"));
+    let event = registered(&new);
+    let mail = token_mail(new.id, raw_email, TokenKind::EmailVerification, hash, Utc::now(), Duration::hours(24));
+    db.users().create(new, event, Some(mail)).await.expect("the user is created")
+}
+
+async fn a_registration_stores_its_verification_token_and_queues_its_mail_or_neither(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-ada").await;
+
+    let live = db.one_time_tokens().find_live(TokenKind::EmailVerification, &token("h-ada"), Utc::now()).await;
+    let refused = db
+        .users()
+        .create(
+            new_user("ada@example.com", "other"),
+            registered(&new_user("x@example.com", "xyz")),
+            Some(token_mail(
+                UserId::generate(),
+                "ada@example.com",
+                TokenKind::EmailVerification,
+                "h-refused",
+                Utc::now(),
+                Duration::hours(1),
+            )),
+        )
+        .await;
+
+    assert_eq!(live.expect("lookup").map(|t| t.user_id), Some(user.id));
+    assert!(matches!(refused, Err(CreateUserError::EmailTaken)), "{refused:?}");
+    let rows = db.outbox_rows().await.expect("outbox");
+    assert_eq!(rows.len(), 1, "only the successful registration queued mail: {rows:?}");
+    assert_eq!(
+        (rows[0].recipient.as_str(), rows[0].template.as_str(), rows[0].status.as_str()),
+        ("ada@example.com", "verify_email", "pending")
+    );
+    assert!(rows[0].has_payload);
+    let refused_token =
+        db.one_time_tokens().find_live(TokenKind::EmailVerification, &token("h-refused"), Utc::now()).await;
+    assert!(refused_token.expect("lookup").is_none(), "the refused registration stored no token");
+}
+
+async fn a_newer_token_of_the_same_kind_invalidates_the_older_ones(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-first").await;
+    let tokens = db.one_time_tokens();
+    let now = Utc::now();
+    tokens
+        .issue(
+            token_mail(user.id, "ada@example.com", TokenKind::PasswordReset, "h-reset", now, Duration::hours(1)),
+            None,
+        )
+        .await
+        .expect("issued");
+
+    tokens
+        .issue(
+            token_mail(user.id, "ada@example.com", TokenKind::EmailVerification, "h-second", now, Duration::hours(24)),
+            None,
+        )
+        .await
+        .expect("issued");
+
+    let find = |hash: &'static str, kind| {
+        let tokens = tokens.clone();
+        async move { tokens.find_live(kind, &token(hash), Utc::now()).await.expect("lookup").is_some() }
+    };
+    assert!(!find("h-first", TokenKind::EmailVerification).await, "the older verification token is gone");
+    assert!(find("h-second", TokenKind::EmailVerification).await);
+    assert!(find("h-reset", TokenKind::PasswordReset).await, "another kind is untouched");
+    assert!(!find("h-reset", TokenKind::EmailVerification).await, "a token works only for its kind");
+    assert_eq!(db.outbox_rows().await.expect("outbox").len(), 3, "every issue queued its mail");
+}
+
+async fn issuing_a_token_records_the_event_with_it(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h").await;
+    let event =
+        NewActivity::by_user(user.id, ActivityAction::PasswordResetRequested, &RequestContext::default(), Utc::now());
+
+    db.one_time_tokens()
+        .issue(
+            token_mail(user.id, "ada@example.com", TokenKind::PasswordReset, "h-r", Utc::now(), Duration::hours(1)),
+            Some(event),
+        )
+        .await
+        .expect("issued");
+
+    assert_eq!(
+        events_of(&db, user.id).await,
+        vec![ActivityAction::UserRegistered, ActivityAction::PasswordResetRequested]
+    );
+}
+
+async fn verifying_spends_the_token_once_and_marks_the_email_verified(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
+    let users = db.users();
+    let at = Utc::now();
+    let event = || NewActivity::by_user(user.id, ActivityAction::EmailVerified, &RequestContext::default(), at);
+
+    let wrong_user = users.verify_email(token("h-v"), UserId::generate(), at, event()).await;
+    let first = users.verify_email(token("h-v"), user.id, at, event()).await;
+    let second = users.verify_email(token("h-v"), user.id, at, event()).await;
+
+    assert!(matches!(wrong_user, Err(UseTokenError::Invalid)), "{wrong_user:?}");
+    assert!(first.is_ok(), "{first:?}");
+    assert!(matches!(second, Err(UseTokenError::Invalid)), "{second:?}");
+    let found = users.find_by_id(user.id).await.expect("lookup").expect("found");
+    assert_eq!(found.email_verified_at, Some(stored(at)));
+    assert_eq!(
+        events_of(&db, user.id).await,
+        vec![ActivityAction::UserRegistered, ActivityAction::EmailVerified],
+        "one event, for the use that worked"
+    );
+    assert!(
+        db.one_time_tokens()
+            .find_live(TokenKind::EmailVerification, &token("h-v"), at)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
+async fn expired_tokens_and_tokens_of_another_kind_or_a_deleted_user_are_invalid(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
+    let users = db.users();
+    let later = Utc::now() + Duration::hours(25);
+    let event = |at| NewActivity::by_user(user.id, ActivityAction::PasswordReset, &RequestContext::default(), at);
+
+    let expired = users.verify_email(token("h-v"), user.id, later, event(later)).await;
+    let wrong_kind = users
+        .reset_password(
+            token("h-v"),
+            user.id,
+            PasswordHash::new("$x".to_owned()),
+            Utc::now(),
+            event(Utc::now()),
+            token_mail(user.id, "ada@example.com", TokenKind::PasswordReset, "n", Utc::now(), Duration::hours(1)).email,
+        )
+        .await;
+    assert!(
+        db.one_time_tokens()
+            .find_live(TokenKind::EmailVerification, &token("h-v"), later)
+            .await
+            .expect("lookup")
+            .is_none(),
+        "expired"
+    );
+    users.soft_delete(user.id, Utc::now(), event(Utc::now())).await.expect("deleted");
+    let deleted = users.verify_email(token("h-v"), user.id, Utc::now(), event(Utc::now())).await;
+
+    assert!(matches!(expired, Err(UseTokenError::Invalid)), "{expired:?}");
+    assert!(matches!(wrong_kind, Err(UseTokenError::Invalid)), "{wrong_kind:?}");
+    assert!(matches!(deleted, Err(UseTokenError::Invalid)), "{deleted:?}");
+    assert_eq!(db.outbox_rows().await.expect("outbox").len(), 1, "the refused reset queued no notice");
+}
+
+async fn concurrent_uses_of_one_token_let_exactly_one_win(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
+    let at = Utc::now();
+
+    let outcomes = join_all((0..RACERS).map(|_| {
+        let users = db.users();
+        let event = NewActivity::by_user(user.id, ActivityAction::EmailVerified, &RequestContext::default(), at);
+        async move { users.verify_email(token("h-v"), user.id, at, event).await }
+    }))
+    .await;
+
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(()) | Err(UseTokenError::Invalid))), "{outcomes:?}");
+}
+
+async fn a_reset_sets_the_password_verifies_the_email_revokes_every_session_and_queues_the_notice(
+    test_db: TestDatabase,
+) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
+    let sessions = db.sessions();
+    let first = sessions.sign_in(new_session(user.id, "rt-1", Utc::now())).await.expect("session");
+    let second = sessions.sign_in(new_session(user.id, "rt-2", Utc::now())).await.expect("session");
+    let now = Utc::now();
+    db.one_time_tokens()
+        .issue(token_mail(user.id, "ada@example.com", TokenKind::PasswordReset, "h-r", now, Duration::hours(1)), None)
+        .await
+        .expect("issued");
+    let notice = OutgoingEmail {
+        id: EmailId::generate(),
+        to: email("ada@example.com"),
+        recipient_name: "Ada".to_owned(),
+        content: EmailContent::PasswordChanged { changed_at: now },
+        created_at: now,
+    };
+    let event = NewActivity::by_user(user.id, ActivityAction::PasswordReset, &RequestContext::default(), now);
+
+    let revoked = db
+        .users()
+        .reset_password(token("h-r"), user.id, PasswordHash::new("$argon2id$new".to_owned()), now, event, notice)
+        .await
+        .expect("reset");
+
+    assert_eq!(ids(&revoked), ids(&[first.id, second.id]));
+    let credentials = db.users().find_credentials_by_id(user.id).await.expect("lookup").expect("found");
+    assert_eq!(credentials.password_hash.as_ref().map(PasswordHash::as_str), Some("$argon2id$new"));
+    assert_eq!(credentials.user.email_verified_at, Some(stored(now)), "the reset link proved the mailbox");
+    assert!(sessions.list_live(user.id, now).await.expect("list").is_empty());
+    let templates: Vec<String> = db.outbox_rows().await.expect("outbox").into_iter().map(|row| row.template).collect();
+    assert_eq!(templates, vec!["verify_email", "password_reset", "password_changed"]);
+    assert_eq!(events_of(&db, user.id).await.last(), Some(&ActivityAction::PasswordReset));
+}
+
+/// Queues `count` messages for one user, one per issued token.
+async fn queued(db: &Database, count: usize) -> Vec<EmailId> {
+    let user = registered_with_verification(db, "ada@example.com", "h-0").await;
+    for n in 1..count {
+        let at = Utc::now() - Duration::seconds(1);
+        db.one_time_tokens()
+            .issue(
+                token_mail(
+                    user.id,
+                    "ada@example.com",
+                    TokenKind::EmailVerification,
+                    &format!("h-{n}"),
+                    at,
+                    Duration::hours(1),
+                ),
+                None,
+            )
+            .await
+            .expect("issued");
+    }
+    db.outbox_rows().await.expect("outbox").into_iter().map(|row| row.id).collect()
+}
+
+async fn claims_lease_due_messages_oldest_first_and_a_lapsed_lease_can_be_claimed_again(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let all = queued(&db, 3).await;
+    let outbox = db.email_outbox();
+    let now = Utc::now();
+    let lease = Duration::seconds(30);
+
+    let first = outbox.claim(now, lease, 2).await.expect("claim");
+    let second = outbox.claim(now, lease, 2).await.expect("claim");
+    let none = outbox.claim(now + Duration::seconds(29), lease, 10).await.expect("claim");
+    let again = outbox.claim(now + Duration::seconds(31), lease, 10).await.expect("claim");
+
+    assert_eq!(first.iter().map(|c| c.email.id).collect::<Vec<_>>(), all[..2].to_vec(), "oldest first");
+    assert_eq!(second.iter().map(|c| c.email.id).collect::<Vec<_>>(), all[2..].to_vec());
+    assert!(none.is_empty(), "leased messages are not claimed again within the lease");
+    assert_eq!(again.len(), 3, "every lease lapsed");
+    assert!(again.iter().all(|c| c.attempts == 2), "each claim counts an attempt");
+    let message = &first[0];
+    assert!(
+        matches!(&message.email.content, EmailContent::VerifyEmail { token, .. } if token.expose_secret().starts_with("secret-h-"))
+    );
+    assert_eq!(message.email.to, email("ada@example.com"));
+    assert!(
+        !outbox.mark_sent(message.email.id, message.claim, now).await.expect("mark"),
+        "the old lease was taken over"
+    );
+    let current = again.iter().find(|c| c.email.id == message.email.id).expect("reclaimed");
+    assert!(outbox.mark_sent(current.email.id, current.claim, now).await.expect("mark"));
+    let row = db.outbox_rows().await.expect("outbox").into_iter().find(|r| r.id == current.email.id).expect("row");
+    assert_eq!(row.status, "sent");
+    assert!(!row.has_payload, "the token is forgotten once sent");
+    assert!(
+        outbox
+            .claim(now + Duration::hours(1), lease, 10)
+            .await
+            .expect("claim")
+            .iter()
+            .all(|c| c.email.id != current.email.id),
+        "sent messages are never claimed"
+    );
+}
+
+async fn a_retried_message_comes_back_when_due_and_a_failed_one_never(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    queued(&db, 2).await;
+    let outbox = db.email_outbox();
+    let now = Utc::now();
+    let lease = Duration::seconds(30);
+    let claimed = outbox.claim(now, lease, 10).await.expect("claim");
+    let (retried, failed) = (&claimed[0], &claimed[1]);
+
+    assert!(
+        outbox
+            .schedule_retry(retried.email.id, retried.claim, now + Duration::seconds(5), "421 try later".to_owned())
+            .await
+            .expect("retry")
+    );
+    assert!(outbox.mark_failed(failed.email.id, failed.claim, now, "550 no such user".to_owned()).await.expect("fail"));
+
+    assert!(outbox.claim(now + Duration::seconds(4), lease, 10).await.expect("claim").is_empty(), "not due yet");
+    let due = outbox.claim(now + Duration::seconds(5), lease, 10).await.expect("claim");
+    assert_eq!(due.iter().map(|c| (c.email.id, c.attempts)).collect::<Vec<_>>(), vec![(retried.email.id, 2)]);
+    let rows = db.outbox_rows().await.expect("outbox");
+    let failed_row = rows.iter().find(|r| r.id == failed.email.id).expect("row");
+    assert_eq!(
+        (failed_row.status.as_str(), failed_row.last_error.as_deref(), failed_row.has_payload),
+        ("failed", Some("550 no such user"), false)
+    );
+    let retried_row = rows.iter().find(|r| r.id == retried.email.id).expect("row");
+    assert_eq!(retried_row.last_error.as_deref(), Some("421 try later"));
+}
+
+async fn concurrent_claims_never_lease_one_message_twice(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let all = queued(&db, 60).await;
+    let now = Utc::now();
+
+    let per_relay = join_all((0..RACERS).map(|_| {
+        let outbox = db.email_outbox();
+        async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = outbox.claim(now, Duration::seconds(60), 3).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|c| c.email.id));
+            }
+        }
+    }))
+    .await;
+
+    let claimed: Vec<EmailId> = per_relay.into_iter().flatten().collect();
+    let unique: BTreeSet<String> = claimed.iter().map(ToString::to_string).collect();
+    assert_eq!(claimed.len(), all.len(), "every message claimed once");
+    assert_eq!(unique.len(), all.len(), "no message claimed twice");
+}
+
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -1658,6 +2013,16 @@ contract!(
     concurrent_ensure_admin_calls_create_exactly_one_admin,
     the_audit_trail_lists_newest_first_with_filters_and_pages,
     seeding_inserts_the_requested_number_of_realistic_users,
+    a_registration_stores_its_verification_token_and_queues_its_mail_or_neither,
+    a_newer_token_of_the_same_kind_invalidates_the_older_ones,
+    issuing_a_token_records_the_event_with_it,
+    verifying_spends_the_token_once_and_marks_the_email_verified,
+    expired_tokens_and_tokens_of_another_kind_or_a_deleted_user_are_invalid,
+    concurrent_uses_of_one_token_let_exactly_one_win,
+    a_reset_sets_the_password_verifies_the_email_revokes_every_session_and_queues_the_notice,
+    claims_lease_due_messages_oldest_first_and_a_lapsed_lease_can_be_claimed_again,
+    a_retried_message_comes_back_when_due_and_a_failed_one_never,
+    concurrent_claims_never_lease_one_message_twice,
 );
 
 #[tokio::test]

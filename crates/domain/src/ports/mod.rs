@@ -7,6 +7,8 @@
 mod activity;
 mod clock;
 mod directory;
+mod mail;
+mod one_time_tokens;
 mod password;
 mod revocations;
 mod sessions;
@@ -18,6 +20,10 @@ pub use clock::{Clock, SystemClock};
 pub use directory::{
     AdminChangeError, AdminChangeOutcome, AdminChanges, EnsureAdmin, UserCursor, UserDirectory, UserQuery, UserSort,
     UserSortKey,
+};
+pub use mail::{ClaimedEmail, EmailOutbox, EmailSender, SendError};
+pub use one_time_tokens::{
+    NewOneTimeToken, OneTimeToken, OneTimeTokenRepository, TokenKind, TokenMail, UnknownTokenKind, UseTokenError,
 };
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use revocations::RevocationList;
@@ -31,6 +37,10 @@ pub use activity::MockActivityLog;
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mocks"))]
 pub use directory::MockUserDirectory;
+#[cfg(any(test, feature = "mocks"))]
+pub use mail::{MockEmailOutbox, MockEmailSender};
+#[cfg(any(test, feature = "mocks"))]
+pub use one_time_tokens::MockOneTimeTokenRepository;
 #[cfg(any(test, feature = "mocks"))]
 pub use password::MockPasswordHasher;
 #[cfg(any(test, feature = "mocks"))]

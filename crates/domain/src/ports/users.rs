@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::activity::NewActivity;
+use crate::email::OutgoingEmail;
 use crate::ids::{SessionId, UserId};
-use crate::ports::PasswordHash;
+use crate::ports::{PasswordHash, TokenHash, TokenMail, UseTokenError};
 use crate::user::{Credentials, NewUser, User};
 use crate::values::{DisplayName, Email, Username};
 
@@ -62,8 +63,9 @@ impl ProfileChanges {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait UserRepository: Send + Sync {
-    /// Inserts a user and their roles (always including `user`) and records `event`, in
-    /// one transaction, and returns the user as stored.
+    /// Inserts a user and their roles (always including `user`), records `event`, and, when
+    /// given, stores the verification token and queues its email, in one transaction; returns
+    /// the user as stored.
     ///
     /// # Errors
     ///
@@ -71,7 +73,12 @@ pub trait UserRepository: Send + Sync {
     /// email ignoring case, and [`CreateUserError::UsernameTaken`] likewise for the
     /// username, also when two inserts race: exactly one of them succeeds. The email check
     /// wins when both collide.
-    async fn create(&self, user: NewUser, event: NewActivity) -> Result<User, CreateUserError>;
+    async fn create(
+        &self,
+        user: NewUser,
+        event: NewActivity,
+        verification: Option<TokenMail>,
+    ) -> Result<User, CreateUserError>;
 
     /// The non-deleted user with this id.
     ///
@@ -155,4 +162,41 @@ pub trait UserRepository: Send + Sync {
         at: DateTime<Utc>,
         event: NewActivity,
     ) -> Result<Vec<SessionId>, UpdateUserError>;
+
+    /// Spends the email-verification token with hash `token` of `user_id`, sets the user's
+    /// `email_verified_at` to `at` (unless already set) and records `event`, in one
+    /// transaction.
+    ///
+    /// # Errors
+    ///
+    /// MUST return [`UseTokenError::Invalid`], writing nothing, unless the token is an unused
+    /// [`crate::ports::TokenKind::EmailVerification`] token of this non-deleted user with
+    /// `expires_at > at`; of two racing calls with one token, exactly one succeeds.
+    async fn verify_email(
+        &self,
+        token: TokenHash,
+        user_id: UserId,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<(), UseTokenError>;
+
+    /// Spends the password-reset token with hash `token` of `user_id`, sets the new password
+    /// hash, marks the email verified if it was not (the reset link proved the mailbox),
+    /// revokes every session of the user, records `event` and queues `notice`, in one
+    /// transaction. Returns the revoked session ids.
+    ///
+    /// # Errors
+    ///
+    /// MUST return [`UseTokenError::Invalid`], writing nothing, unless the token is an unused
+    /// [`crate::ports::TokenKind::PasswordReset`] token of this non-deleted user with
+    /// `expires_at > at`; of two racing calls with one token, exactly one succeeds.
+    async fn reset_password(
+        &self,
+        token: TokenHash,
+        user_id: UserId,
+        hash: PasswordHash,
+        at: DateTime<Utc>,
+        event: NewActivity,
+        notice: OutgoingEmail,
+    ) -> Result<Vec<SessionId>, UseTokenError>;
 }

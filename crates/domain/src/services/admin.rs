@@ -352,7 +352,7 @@ impl AdminService {
             actor_id: actor.or(Some(id)),
             ..NewActivity::by_user(id, ActivityAction::UserRegistered, context, now)
         };
-        Ok(create_account(&self.ports, draft, now, event).await?)
+        Ok(create_account(&self.ports, draft, now, event, |_| None).await?)
     }
 }
 
@@ -513,15 +513,16 @@ mod tests {
         let mut users = MockUserRepository::new();
         users
             .expect_create()
-            .withf(move |user, event| {
-                user.roles == vec![Role::User, Role::Admin]
+            .withf(move |user, event, mail| {
+                mail.is_none()
+                    && user.roles == vec![Role::User, Role::Admin]
                     && user.password_hash.is_none()
                     && user.email_verified_at == Some(now())
                     && event.actor_id == Some(admin_id)
                     && event.user_id == user.id
             })
             .times(1)
-            .returning(|user, _| {
+            .returning(|user, _, _| {
                 let mut stored = sample_user();
                 stored.id = user.id;
                 Ok(stored)
@@ -570,7 +571,7 @@ mod tests {
         let existing = sample_user();
         let existing_id = existing.id;
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::EmailTaken));
+        users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::EmailTaken));
         let found = existing.clone();
         users
             .expect_find_credentials_by_email()

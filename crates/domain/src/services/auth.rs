@@ -4,11 +4,12 @@ use chrono::Duration;
 use secrecy::SecretString;
 
 use crate::activity::{ActivityAction, NewActivity};
-use crate::ids::{SessionId, UserId};
-use crate::ports::{CreateUserError, HashError, PasswordCheck};
-use crate::services::{AccountDraft, Ports, create_account, issue_access_token};
+use crate::email::{EmailContent, OutgoingEmail};
+use crate::ids::{EmailId, SessionId, UserId};
+use crate::ports::{CreateUserError, HashError, PasswordCheck, TokenKind, TokenMail};
+use crate::services::{AccountDraft, Ports, create_account, issue_access_token, new_token, recipient_name};
 use crate::session::{NewSession, RequestContext};
-use crate::user::{Role, User, UserStatus};
+use crate::user::{NewUser, Role, User, UserStatus};
 use crate::values::{DisplayName, Email, NewPassword, Username};
 
 /// Policy for sign-in and tokens, from configuration.
@@ -23,6 +24,10 @@ pub struct AuthSettings {
     /// How long a spent refresh token may still be exchanged (for tabs refreshing at once)
     /// before presenting it counts as reuse.
     pub refresh_reuse_grace: Duration,
+    /// Lifetime of email-verification tokens.
+    pub verification_ttl: Duration,
+    /// Lifetime of password-reset tokens.
+    pub password_reset_ttl: Duration,
 }
 
 /// A valid registration.
@@ -144,8 +149,9 @@ impl AuthService {
         Self { ports, settings }
     }
 
-    /// Creates an account with the `user` role. When no username is given, one is derived
-    /// from the email and made unique with a random suffix if needed.
+    /// Creates an account with the `user` role and queues its verification email (with a
+    /// fresh token) in the same transaction. When no username is given, one is derived from
+    /// the email and made unique with a random suffix if needed.
     ///
     /// # Errors
     ///
@@ -154,6 +160,7 @@ impl AuthService {
     pub async fn register(&self, request: RegisterRequest, context: RequestContext) -> Result<User, RegisterError> {
         let password_hash = self.ports.hasher.hash(request.password.secret()).await?;
         let now = self.ports.clock.now();
+        let verification = self.ports.opaque_tokens.generate();
         let draft = AccountDraft {
             email: request.email,
             username: request.username,
@@ -163,7 +170,21 @@ impl AuthService {
             email_verified_at: None,
         };
         let event = |id| NewActivity::by_user(id, ActivityAction::UserRegistered, &context, now);
-        let user = create_account(&self.ports, draft, now, event).await.map_err(|e| match e {
+        let mail = |user: &NewUser| {
+            let token =
+                new_token(TokenKind::EmailVerification, user.id, &verification, now, self.settings.verification_ttl);
+            let content =
+                EmailContent::VerifyEmail { token: verification.secret.clone(), expires_at: token.expires_at };
+            let email = OutgoingEmail {
+                id: EmailId::generate(),
+                to: user.email.clone(),
+                recipient_name: recipient_name(user.display_name.as_ref(), &user.username),
+                content,
+                created_at: now,
+            };
+            Some(TokenMail { token, email })
+        };
+        let user = create_account(&self.ports, draft, now, event, mail).await.map_err(|e| match e {
             CreateUserError::EmailTaken => RegisterError::EmailTaken,
             CreateUserError::UsernameTaken => RegisterError::UsernameTaken,
             CreateUserError::Unexpected(e) => RegisterError::Unexpected(e),
@@ -304,6 +325,7 @@ mod tests {
     use crate::session::Session;
     use crate::user::{Credentials, NewUser};
     use mockall::predicate::{always, eq};
+    use secrecy::ExposeSecret;
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_owned())
@@ -329,6 +351,10 @@ mod tests {
     fn hashing_mocks() -> Mocks {
         let mut mocks = Mocks::default();
         mocks.hasher.expect_hash().times(1).returning(|_| Ok(hash()));
+        mocks.opaque_tokens.expect_generate().times(1).returning(|| OpaqueToken {
+            secret: secret("verification-secret"),
+            hash: TokenHash::new("verification-hash".to_owned()),
+        });
         mocks
     }
 
@@ -358,16 +384,26 @@ mod tests {
         let mut users = MockUserRepository::new();
         users
             .expect_create()
-            .withf(|u, event| {
+            .withf(|u, event, mail| {
                 event.action == ActivityAction::UserRegistered
                     && u.password_hash == Some(hash())
                     && u.roles == vec![Role::User]
                     && u.username.as_ref() == "ada"
                     && u.email_verified_at.is_none()
                     && u.created_at == now()
+                    && mail.as_ref().is_some_and(|mail| {
+                        mail.token.kind == TokenKind::EmailVerification
+                            && mail.token.user_id == u.id
+                            && mail.token.hash.as_str() == "verification-hash"
+                            && mail.token.expires_at == now() + Duration::hours(24)
+                            && mail.email.to == u.email
+                            && mail.email.recipient_name == "ada"
+                            && matches!(&mail.email.content, EmailContent::VerifyEmail { token, expires_at }
+                                if token.expose_secret() == "verification-secret" && *expires_at == now() + Duration::hours(24))
+                    })
             })
             .times(1)
-            .returning(|u, _| Ok(stored(&u)));
+            .returning(|u, _, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(Some("ada")), RequestContext::default())
@@ -380,7 +416,11 @@ mod tests {
     #[tokio::test]
     async fn register_derives_the_username_from_the_email() {
         let mut users = MockUserRepository::new();
-        users.expect_create().withf(|u, _| u.username.as_ref() == "ada").times(1).returning(|u, _| Ok(stored(&u)));
+        users
+            .expect_create()
+            .withf(|u, _, _| u.username.as_ref() == "ada")
+            .times(1)
+            .returning(|u, _, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -396,16 +436,20 @@ mod tests {
         let mut seq = mockall::Sequence::new();
         users
             .expect_create()
-            .withf(|u, _| u.username.as_ref() == "ada")
+            .withf(|u, _, _| u.username.as_ref() == "ada")
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Err(CreateUserError::UsernameTaken));
+            .returning(|_, _, _| Err(CreateUserError::UsernameTaken));
         users
             .expect_create()
-            .withf(|u, _| u.username.as_ref().starts_with("ada-") && u.username.as_ref().len() == 8)
+            .withf(|u, _, mail| {
+                u.username.as_ref().starts_with("ada-")
+                    && u.username.as_ref().len() == 8
+                    && mail.as_ref().is_some_and(|m| m.email.recipient_name == u.username.as_ref())
+            })
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|u, _| Ok(stored(&u)));
+            .returning(|u, _, _| Ok(stored(&u)));
 
         let user = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -418,7 +462,7 @@ mod tests {
     #[tokio::test]
     async fn register_gives_up_when_every_derived_username_is_taken() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(5).returning(|_, _| Err(CreateUserError::UsernameTaken));
+        users.expect_create().times(5).returning(|_, _, _| Err(CreateUserError::UsernameTaken));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -430,7 +474,7 @@ mod tests {
     #[tokio::test]
     async fn a_chosen_username_that_is_taken_is_refused() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::UsernameTaken));
+        users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::UsernameTaken));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(Some("ada")), RequestContext::default())
@@ -442,7 +486,7 @@ mod tests {
     #[tokio::test]
     async fn a_taken_email_is_refused() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::EmailTaken));
+        users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::EmailTaken));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())
@@ -468,7 +512,10 @@ mod tests {
     #[tokio::test]
     async fn register_reports_storage_failures_as_unexpected() {
         let mut users = MockUserRepository::new();
-        users.expect_create().times(1).returning(|_, _| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
+        users
+            .expect_create()
+            .times(1)
+            .returning(|_, _, _| Err(CreateUserError::Unexpected(anyhow::anyhow!("disk full"))));
 
         let result = service(users, MockSessionRepository::new(), hashing_mocks())
             .register(register_request(None), RequestContext::default())

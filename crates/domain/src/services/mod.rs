@@ -5,6 +5,8 @@ pub mod account;
 pub mod activity;
 pub mod admin;
 pub mod auth;
+pub mod mail_relay;
+pub mod recovery;
 pub mod sessions;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -15,10 +17,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::activity::NewActivity;
-use crate::ids::{SessionId, UserId};
+use crate::email::{EmailContent, OutgoingEmail};
+use crate::ids::{EmailId, SessionId, UserId};
 use crate::ports::{
-    AccessClaims, AccessTokens, ActivityLog, Clock, CreateUserError, OpaqueTokens, PasswordHash, PasswordHasher,
-    RevocationList, SessionRepository, UserDirectory, UserRepository,
+    AccessClaims, AccessTokens, ActivityLog, Clock, CreateUserError, NewOneTimeToken, OneTimeTokenRepository,
+    OpaqueToken, OpaqueTokens, PasswordHash, PasswordHasher, RevocationList, SessionRepository, TokenKind, TokenMail,
+    UserDirectory, UserRepository,
 };
 use crate::services::auth::AuthSettings;
 use crate::user::{NewUser, Role, User};
@@ -35,6 +39,8 @@ pub struct Ports {
     pub users: Arc<dyn UserRepository>,
     /// Session storage.
     pub sessions: Arc<dyn SessionRepository>,
+    /// One-time tokens (verification, reset…) and the emails that carry them.
+    pub tokens: Arc<dyn OneTimeTokenRepository>,
     /// Password hashing.
     pub hasher: Arc<dyn PasswordHasher>,
     /// Access-token signing and verification.
@@ -63,13 +69,15 @@ pub(crate) struct AccountDraft {
     pub email_verified_at: Option<DateTime<Utc>>,
 }
 
-/// Inserts an account, recording `event(id)` with it. A chosen username that is taken is
-/// an error; a derived one is retried with a random suffix.
+/// Inserts an account, recording `event(id)` with it and storing `mail(user)` (a
+/// verification token and its email), all in one transaction. A chosen username that is
+/// taken is an error; a derived one is retried with a random suffix.
 async fn create_account(
     ports: &Ports,
     draft: AccountDraft,
     now: DateTime<Utc>,
     event: impl Fn(UserId) -> NewActivity,
+    mail: impl Fn(&NewUser) -> Option<TokenMail>,
 ) -> Result<User, CreateUserError> {
     let id = UserId::generate();
     for attempt in 0..DERIVED_USERNAME_ATTEMPTS {
@@ -88,7 +96,8 @@ async fn create_account(
             email_verified_at: draft.email_verified_at,
             created_at: now,
         };
-        match ports.users.create(new_user, event(id)).await {
+        let mail = mail(&new_user);
+        match ports.users.create(new_user, event(id), mail).await {
             Err(CreateUserError::UsernameTaken) if draft.username.is_none() => {}
             outcome => return outcome,
         }
@@ -133,5 +142,32 @@ async fn publish_revocations(ports: &Ports, settings: &AuthSettings, sessions: V
     let count = sessions.len();
     if let Err(e) = ports.revocations.revoke(sessions, now + settings.access_ttl).await {
         tracing::error!(error = %e, count, "revoked sessions could not be published; their access tokens live until they expire");
+    }
+}
+
+/// The record of a fresh one-time token of `kind` for `user_id`, valid from `now` for `ttl`.
+fn new_token(
+    kind: TokenKind,
+    user_id: UserId,
+    token: &OpaqueToken,
+    now: DateTime<Utc>,
+    ttl: chrono::Duration,
+) -> NewOneTimeToken {
+    NewOneTimeToken { kind, user_id, hash: token.hash.clone(), created_at: now, expires_at: now + ttl }
+}
+
+/// The name a message greets its recipient by: the display name, else the username.
+fn recipient_name(display_name: Option<&DisplayName>, username: &Username) -> String {
+    display_name.map_or_else(|| username.to_string(), ToString::to_string)
+}
+
+/// A message to `user`, queued at `now`.
+fn email_to(user: &User, content: EmailContent, now: DateTime<Utc>) -> OutgoingEmail {
+    OutgoingEmail {
+        id: EmailId::generate(),
+        to: user.email.clone(),
+        recipient_name: recipient_name(user.display_name.as_ref(), &user.username),
+        content,
+        created_at: now,
     }
 }

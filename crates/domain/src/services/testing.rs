@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::ids::UserId;
 use crate::ports::{
-    MockAccessTokens, MockActivityLog, MockClock, MockOpaqueTokens, MockPasswordHasher, MockRevocationList,
-    MockSessionRepository, MockUserDirectory, MockUserRepository,
+    MockAccessTokens, MockActivityLog, MockClock, MockOneTimeTokenRepository, MockOpaqueTokens, MockPasswordHasher,
+    MockRevocationList, MockSessionRepository, MockUserDirectory, MockUserRepository,
 };
 use crate::services::Ports;
 use crate::services::auth::AuthSettings;
@@ -47,6 +47,7 @@ pub(crate) struct Mocks {
     pub revocations: MockRevocationList,
     pub directory: MockUserDirectory,
     pub activity: MockActivityLog,
+    pub tokens: MockOneTimeTokenRepository,
 }
 
 /// Ports over the given mocks, with a clock fixed at [`now`].
@@ -61,6 +62,7 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
     Ports {
         users: Arc::new(users),
         sessions: Arc::new(sessions),
+        tokens: Arc::new(mocks.tokens),
         hasher: Arc::new(mocks.hasher),
         access_tokens: Arc::new(mocks.access_tokens),
         opaque_tokens: Arc::new(mocks.opaque_tokens),
@@ -72,12 +74,14 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
 }
 
 /// The default policy: verification required, 15 min access tokens, 30 day sessions, no
-/// reuse grace.
+/// reuse grace, verification links for 24 h and reset links for 1 h.
 pub(crate) fn settings() -> AuthSettings {
     AuthSettings {
         require_verified_email: true,
         access_ttl: Duration::minutes(15),
         refresh_ttl: Duration::days(30),
         refresh_reuse_grace: Duration::zero(),
+        verification_ttl: Duration::hours(24),
+        password_reset_ttl: Duration::hours(1),
     }
 }

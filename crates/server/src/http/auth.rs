@@ -7,6 +7,7 @@ use gatehouse_domain::values::PasswordError;
 use gatehouse_domain::{DisplayName, Email, FieldError, NewPassword, Username, ValidationErrors};
 use secrecy::SecretString;
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::http::cookies::{self, CookieQuery, TokenSource};
@@ -49,7 +50,8 @@ impl TryFrom<RegisterBody> for RegisterRequest {
     }
 }
 
-/// Creates an account. A verification email follows once mail is configured.
+/// Creates an account and sends a verification email (its link works once, for 24 hours by
+/// default).
 #[utoipa::path(
     tag = "auth",
     request_body = RegisterBody,
@@ -247,6 +249,147 @@ pub async fn logout(
         cookies::clear_refresh_cookie(&mut response, state.secure_cookies);
     }
     Ok(response.finish())
+}
+
+/// `POST /auth/verify-email`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"token": "Xq3…"}))]
+pub struct VerifyEmailBody {
+    /// The token from the verification link.
+    #[schema(value_type = String)]
+    token: SecretString,
+}
+
+/// Confirms the email address with the token from the verification email. The token works
+/// once and expires (24 hours by default).
+#[utoipa::path(
+    tag = "auth",
+    request_body = VerifyEmailBody,
+    responses(
+        (status = 204, description = "The email address is verified."),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No token (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/verify-email")]
+pub async fn verify_email(
+    state: web::Data<AppState>,
+    Client(context): Client,
+    body: web::Json<VerifyEmailBody>,
+) -> Result<HttpResponse, ApiError> {
+    state.recovery.verify_email(&body.token, context).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /auth/verify-email/resend` and `/auth/password/forgot`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com"}))]
+pub struct EmailBody {
+    /// The account's email.
+    email: String,
+}
+
+/// Runs `work` after the response: the answer must not wait on (or reveal) whether the
+/// address belongs to an account. Failures are logged.
+fn in_background<F>(what: &'static str, work: F)
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + 'static,
+{
+    let span = tracing::Span::current();
+    actix_web::rt::spawn(
+        async move {
+            if let Err(e) = work.await {
+                tracing::error!(error = format!("{e:#}"), "{what} failed");
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// Sends a new verification email if the address belongs to an unverified account; older
+/// links stop working. Always 202, whether or not the address is known.
+#[utoipa::path(
+    tag = "auth",
+    request_body = EmailBody,
+    responses(
+        (status = 202, description = "Accepted; a link is on its way if the address belongs to an unverified account."),
+        (status = 400, description = "The body is not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an email address (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/verify-email/resend")]
+pub async fn resend_verification(
+    state: web::Data<AppState>,
+    body: web::Json<EmailBody>,
+) -> Result<HttpResponse, ApiError> {
+    let email = Email::parse(&body.email).map_err(|e| ValidationErrors::from(FieldError::from(e)))?;
+    let state = state.into_inner();
+    in_background("resending a verification email", async move { state.recovery.resend_verification(&email).await });
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Emails a password-reset link (valid for 1 hour by default) if the address belongs to an
+/// account. Always 202, answered before the account is even looked up, so neither the status
+/// nor the timing tells whether it exists.
+#[utoipa::path(
+    tag = "auth",
+    request_body = EmailBody,
+    responses(
+        (status = 202, description = "Accepted; a link is on its way if the address belongs to an account."),
+        (status = 400, description = "The body is not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an email address (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/password/forgot")]
+pub async fn forgot_password(
+    state: web::Data<AppState>,
+    Client(context): Client,
+    body: web::Json<EmailBody>,
+) -> Result<HttpResponse, ApiError> {
+    let email = Email::parse(&body.email).map_err(|e| ValidationErrors::from(FieldError::from(e)))?;
+    let state = state.into_inner();
+    in_background("requesting a password reset", async move { state.recovery.forgot_password(&email, context).await });
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// `POST /auth/password/reset`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"token": "Xq3…", "new_password": "correct horse battery staple"}))]
+pub struct ResetPasswordBody {
+    /// The token from the reset link.
+    #[schema(value_type = String)]
+    token: SecretString,
+    /// 8–128 characters, not the email, not a common password.
+    #[schema(value_type = String, format = Password)]
+    new_password: SecretString,
+}
+
+/// Sets a new password with the token from the reset email. The token works once and
+/// expires (1 hour by default). Every session of the account is revoked, and the owner is
+/// emailed that the password changed.
+#[utoipa::path(
+    tag = "auth",
+    request_body = ResetPasswordBody,
+    responses(
+        (status = 204, description = "The password is changed; every session is signed out."),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The new password breaks the policy (`validation_failed` on `new_password`); the token stays usable.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Password hashing is saturated (`service_unavailable`); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/password/reset")]
+pub async fn reset_password(
+    state: web::Data<AppState>,
+    Client(context): Client,
+    body: web::Json<ResetPasswordBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    state.recovery.reset_password(&body.token, body.new_password, context).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// A `TokenPair` answer, never cached; in cookie mode the refresh token goes into the

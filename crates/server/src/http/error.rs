@@ -12,6 +12,7 @@ use gatehouse_domain::ValidationErrors;
 use gatehouse_domain::services::account::{AccountSecurityError, GetMeError, UpdateMeError};
 use gatehouse_domain::services::admin::{AdminError, Forbidden};
 use gatehouse_domain::services::auth::{LoginError, RegisterError};
+use gatehouse_domain::services::recovery::{ResetPasswordError, VerifyEmailError};
 use gatehouse_domain::services::sessions::{AuthenticateError, RefreshError, RevokeSessionError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -79,6 +80,8 @@ pub enum ErrorKind {
     NotFound,
     /// 405 `method_not_allowed`.
     MethodNotAllowed,
+    /// 400 `invalid_token`: a bad, expired or used email or reset token.
+    InvalidToken,
     /// 409 `email_taken`.
     EmailTaken,
     /// 409 `username_taken`.
@@ -113,6 +116,7 @@ impl ErrorKind {
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
+            Self::InvalidToken => (StatusCode::BAD_REQUEST, "invalid_token", "Invalid token"),
             Self::EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email taken"),
             Self::UsernameTaken => (StatusCode::CONFLICT, "username_taken", "Username taken"),
             Self::Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
@@ -365,6 +369,30 @@ impl From<AdminError> for ApiError {
             }
             AdminError::Overloaded => Self::overloaded(),
             AdminError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<VerifyEmailError> for ApiError {
+    fn from(e: VerifyEmailError) -> Self {
+        match e {
+            VerifyEmailError::InvalidToken => {
+                Self::new(ErrorKind::InvalidToken, "The verification link is invalid, expired or already used.")
+            }
+            VerifyEmailError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<ResetPasswordError> for ApiError {
+    fn from(e: ResetPasswordError) -> Self {
+        match e {
+            ResetPasswordError::InvalidToken => {
+                Self::new(ErrorKind::InvalidToken, "The reset link is invalid, expired or already used.")
+            }
+            ResetPasswordError::WeakPassword(e) => Self::validation(&[e.on_field("new_password")]),
+            ResetPasswordError::Overloaded => Self::overloaded(),
+            ResetPasswordError::Unexpected(cause) => Self::internal(cause),
         }
     }
 }

@@ -38,6 +38,10 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(auth::token)
                 .service(auth::refresh)
                 .service(auth::logout)
+                .service(auth::verify_email)
+                .service(auth::resend_verification)
+                .service(auth::forgot_password)
+                .service(auth::reset_password)
                 .service(sessions::list)
                 .service(sessions::revoke)
                 .service(sessions::revoke_others),

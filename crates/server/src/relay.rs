@@ -1,0 +1,111 @@
+//! Runs the outbox relay: a tokio task that delivers due mail batch after batch, sleeps
+//! `mail.relay_poll_ms` when there is none, and stops between batches when asked, so a
+//! graceful shutdown never abandons a message mid-send (and a crash only delays it by a lease).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gatehouse_domain::ports::{Clock, EmailSender};
+use gatehouse_domain::services::mail_relay::{MailRelay, RelaySettings};
+use gatehouse_mail_smtp::{ComposeSettings, Composer, FileSender, SmtpSender};
+use gatehouse_store_diesel::Database;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::settings::Settings;
+
+/// The sender the configuration asks for: SMTP when `mail.smtp_url` is set, `.eml` files in
+/// `mail.outbox_dir` otherwise. Call it within a Tokio runtime.
+///
+/// # Errors
+///
+/// A template that does not parse, a `mail.from` that is not a mailbox, or an invalid URL.
+pub fn email_sender(settings: &Settings) -> anyhow::Result<Arc<dyn EmailSender>> {
+    let composer = Arc::new(Composer::new(ComposeSettings {
+        product_name: settings.mail.product_name.clone(),
+        frontend_url: settings.public.frontend_url.clone(),
+        from: settings.mail.from.clone(),
+    })?);
+    match &settings.mail.smtp_url {
+        Some(url) => {
+            let timeout = Duration::from_secs(u64::from(settings.mail.timeout_secs));
+            Ok(Arc::new(SmtpSender::new(url, timeout, composer)?))
+        }
+        None => {
+            tracing::warn!(
+                dir = %settings.mail.outbox_dir.display(),
+                "mail.smtp_url is not set: emails are written to this folder and their links logged"
+            );
+            Ok(Arc::new(FileSender::new(settings.mail.outbox_dir.clone(), composer)))
+        }
+    }
+}
+
+/// The relay over `database`'s outbox, delivering with the configured sender.
+///
+/// # Errors
+///
+/// See [`email_sender`].
+pub fn mail_relay(settings: &Settings, database: &Database, clock: Arc<dyn Clock>) -> anyhow::Result<MailRelay> {
+    let mail = &settings.mail;
+    let relay_settings = RelaySettings {
+        lease: chrono::Duration::seconds(i64::from(mail.relay_lease_secs)),
+        batch_size: mail.relay_batch_size,
+        max_attempts: mail.max_attempts,
+        backoff_base: chrono::Duration::milliseconds(i64::from(mail.backoff_base_ms)),
+        backoff_max: chrono::Duration::seconds(i64::from(mail.backoff_max_secs)),
+    };
+    Ok(MailRelay::new(database.email_outbox(), email_sender(settings).context("mail")?, clock, relay_settings))
+}
+
+/// A running relay task.
+#[derive(Debug)]
+pub struct RelayHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Starts the relay loop on the current runtime.
+    #[must_use]
+    pub fn spawn(relay: MailRelay, poll: Duration, batch_size: u32) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(relay, poll, batch_size, stopped));
+        Self { stop, task }
+    }
+
+    /// Asks the relay to stop after its current batch and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the mail relay task ended abnormally");
+        }
+    }
+}
+
+async fn run(relay: MailRelay, poll: Duration, batch_size: u32, mut stopped: watch::Receiver<bool>) {
+    tracing::info!("mail relay started");
+    let full_batch = usize::try_from(batch_size).unwrap_or(usize::MAX);
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let busy = match relay.relay_batch().await {
+            // A full batch means more may be due: go on at once.
+            Ok(report) => report.claimed >= full_batch,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "the mail relay could not claim messages; retrying");
+                false
+            }
+        };
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+    tracing::info!("mail relay stopped");
+}

@@ -1,0 +1,2 @@
+DROP TABLE email_outbox;
+DROP TABLE one_time_tokens;
