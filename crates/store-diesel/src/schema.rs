@@ -20,6 +20,8 @@ diesel::table! {
         created_at -> PortableTimestamp,
         updated_at -> PortableTimestamp,
         deleted_at -> Nullable<PortableTimestamp>,
+        avatar_key -> Nullable<Text>,
+        avatar_content_type -> Nullable<Text>,
     }
 }
 

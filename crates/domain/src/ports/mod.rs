@@ -4,6 +4,7 @@
 //! the mockall mocks (feature `mocks`) share one specification. Infrastructure failures
 //! that callers cannot act on are `anyhow::Error`s; outcomes callers branch on are enums.
 
+mod avatars;
 mod clock;
 mod password;
 mod revocations;
@@ -11,13 +12,16 @@ mod sessions;
 mod tokens;
 mod users;
 
+pub use avatars::{AvatarProcessor, AvatarStore};
 pub use clock::{Clock, SystemClock};
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use revocations::RevocationList;
 pub use sessions::{Rotation, SessionRepository};
 pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, TokenHash};
-pub use users::{CreateUserError, ProfileChanges, UpdateUserError, UserRepository};
+pub use users::{AvatarChange, CreateUserError, ProfileChanges, SoftDeleted, UpdateUserError, UserRepository};
 
+#[cfg(any(test, feature = "mocks"))]
+pub use avatars::{MockAvatarProcessor, MockAvatarStore};
 #[cfg(any(test, feature = "mocks"))]
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mocks"))]

@@ -334,6 +334,7 @@ mod tests {
             created_at: new_user.created_at,
             updated_at: new_user.created_at,
             deleted_at: None,
+            avatar: None,
         }
     }
 

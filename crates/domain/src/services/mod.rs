@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod avatars;
 pub mod sessions;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -12,9 +13,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::avatar::Avatar;
 use crate::ids::SessionId;
 use crate::ports::{
-    AccessClaims, AccessTokens, Clock, OpaqueTokens, PasswordHasher, RevocationList, SessionRepository, UserRepository,
+    AccessClaims, AccessTokens, AvatarProcessor, AvatarStore, Clock, OpaqueTokens, PasswordHasher, RevocationList,
+    SessionRepository, UserRepository,
 };
 use crate::services::auth::AuthSettings;
 use crate::user::User;
@@ -36,6 +39,10 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Sessions whose access tokens must stop working before they expire.
     pub revocations: Arc<dyn RevocationList>,
+    /// Validation and re-encoding of uploaded images.
+    pub avatar_processor: Arc<dyn AvatarProcessor>,
+    /// Where avatar images are kept.
+    pub avatar_store: Arc<dyn AvatarStore>,
 }
 
 /// Signs an access token for `user` in `session`, valid from `now` for the configured
@@ -68,5 +75,14 @@ async fn publish_revocations(ports: &Ports, settings: &AuthSettings, sessions: V
     let count = sessions.len();
     if let Err(e) = ports.revocations.revoke(sessions, now + settings.access_ttl).await {
         tracing::error!(error = %e, count, "revoked sessions could not be published; their access tokens live until they expire");
+    }
+}
+
+/// Removes the bytes of an avatar no user points at any more. Storage of the reference is the
+/// truth and is already committed; a file that cannot be removed is only wasted space, so it
+/// is logged (with its name, for a manual clean-up) rather than failing the request.
+async fn discard_avatar(ports: &Ports, avatar: &Avatar) {
+    if let Err(e) = ports.avatar_store.delete(avatar).await {
+        tracing::error!(error = %e, file = %avatar.file_name(), "an unused avatar could not be removed");
     }
 }

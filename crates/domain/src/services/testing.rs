@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::ids::UserId;
 use crate::ports::{
-    MockAccessTokens, MockClock, MockOpaqueTokens, MockPasswordHasher, MockRevocationList, MockSessionRepository,
-    MockUserRepository,
+    MockAccessTokens, MockAvatarProcessor, MockAvatarStore, MockClock, MockOpaqueTokens, MockPasswordHasher,
+    MockRevocationList, MockSessionRepository, MockUserRepository,
 };
 use crate::services::Ports;
 use crate::services::auth::AuthSettings;
@@ -34,6 +34,7 @@ pub(crate) fn sample_user() -> User {
         created_at: now(),
         updated_at: now(),
         deleted_at: None,
+        avatar: None,
     }
 }
 
@@ -45,6 +46,8 @@ pub(crate) struct Mocks {
     pub access_tokens: MockAccessTokens,
     pub opaque_tokens: MockOpaqueTokens,
     pub revocations: MockRevocationList,
+    pub avatar_processor: MockAvatarProcessor,
+    pub avatar_store: MockAvatarStore,
 }
 
 /// Ports over the given mocks, with a clock fixed at [`now`].
@@ -64,6 +67,8 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
         opaque_tokens: Arc::new(mocks.opaque_tokens),
         clock: Arc::new(clock),
         revocations: Arc::new(mocks.revocations),
+        avatar_processor: Arc::new(mocks.avatar_processor),
+        avatar_store: Arc::new(mocks.avatar_store),
     }
 }
 
