@@ -9,11 +9,14 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use chrono::Duration;
+use gatehouse_avatar_fs::FsAvatarStore;
+use gatehouse_avatar_image::ImageAvatarProcessor;
 use gatehouse_cache_redis::{InProcessRevocationList, RedisRevocationList};
 use gatehouse_domain::ports::{Clock, OpaqueTokens, RevocationList, SystemClock};
 use gatehouse_domain::services::Ports;
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::auth::{AuthService, AuthSettings};
+use gatehouse_domain::services::avatars::AvatarService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_security::{
     Argon2Hasher, Argon2Params, HashPoolSettings, JwtAccessTokens, JwtAlgorithm, RandomTokens, SigningKeyPem,
@@ -182,6 +185,10 @@ fn build_state(
         HashPoolSettings { workers: auth.effective_hash_workers(), queue_capacity: auth.hash_queue_capacity },
     )
     .context("auth.argon2_*: invalid hashing parameters")?;
+    let avatar_dir = &settings.storage.avatar_dir;
+    let avatar_store = FsAvatarStore::open(avatar_dir)
+        .with_context(|| format!("storage.avatar_dir: cannot use {}", avatar_dir.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let ports = Ports {
         users: database.users(),
         sessions: database.sessions(),
@@ -190,6 +197,8 @@ fn build_state(
         opaque_tokens: Arc::new(opaque_tokens),
         clock: clock.clone(),
         revocations,
+        avatar_processor: Arc::new(ImageAvatarProcessor::new(gatehouse_avatar_image::Limits::default(), cores)),
+        avatar_store: Arc::new(avatar_store),
     };
     let auth_settings = AuthSettings {
         require_verified_email: auth.require_verified_email,
@@ -200,6 +209,7 @@ fn build_state(
     Ok(AppState {
         auth: AuthService::new(ports.clone(), auth_settings.clone()),
         account: AccountService::new(ports.clone(), auth_settings.clone()),
+        avatars: AvatarService::new(ports.clone()),
         sessions: SessionService::new(ports, auth_settings),
         database,
         clock,

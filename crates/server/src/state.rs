@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use gatehouse_domain::ports::Clock;
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::auth::AuthService;
+use gatehouse_domain::services::avatars::AvatarService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_store_diesel::Database;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub auth: AuthService,
     /// The caller's own account.
     pub account: AccountService,
+    /// Profile images.
+    pub avatars: AvatarService,
     /// Refresh, sign-out, session management, access-token checks.
     pub sessions: SessionService,
     /// For readiness checks.

@@ -158,6 +158,17 @@ impl AvatarService {
         Ok(())
     }
 
+    /// The avatar user `id` has now, without reading its bytes (enough to answer a
+    /// conditional request).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when the user does not exist (or is deleted) or has no avatar.
+    #[tracing::instrument(skip(self))]
+    pub async fn current_avatar(&self, id: UserId) -> Result<Avatar, GetAvatarError> {
+        self.ports.users.find_by_id(id).await?.and_then(|user| user.avatar).ok_or(GetAvatarError::NotFound)
+    }
+
     /// The avatar of user `id` and its bytes. When the avatar is replaced while it is being
     /// read, this follows the new reference rather than failing.
     ///

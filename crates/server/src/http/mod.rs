@@ -1,6 +1,7 @@
 //! The HTTP adapter: routes, handlers, DTOs, extractors, and the error mapping.
 
 pub mod auth;
+pub mod avatars;
 pub mod cookies;
 pub mod dto;
 pub mod error;
@@ -44,7 +45,10 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(users::get_me)
                 .service(users::update_me)
                 .service(users::change_password)
-                .service(users::delete_me),
+                .service(users::delete_me)
+                .service(avatars::put_avatar)
+                .service(avatars::delete_avatar)
+                .service(avatars::get_avatar),
         );
 }
 
