@@ -2,6 +2,7 @@
 //! server on PostgreSQL and on SQLite.
 
 mod account;
+mod avatars;
 mod cookies;
 mod docs;
 mod health;
