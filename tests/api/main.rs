@@ -4,6 +4,7 @@
 mod account;
 mod admin;
 mod audit;
+mod avatars;
 mod cookies;
 mod docs;
 mod email;

@@ -8,7 +8,7 @@
 pub mod smtp;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -71,6 +71,8 @@ pub struct TestApp {
     handle: ServerHandle,
     /// Dropped (and the database with it) when the first app of a database goes.
     _database: Option<TestDatabase>,
+    /// The avatar directory this app created, removed when it goes (siblings share it).
+    owned_avatar_dir: Option<PathBuf>,
 }
 
 /// Starts the application with the `test` configuration on `backend`.
@@ -96,10 +98,15 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
     let sink = Arc::new(SmtpSink::start().await);
     let sink_url = sink.url();
     settings.mail.smtp_url = Some(sink_url.clone().into());
+    settings.storage.avatar_dir =
+        std::env::temp_dir().join(format!("gatehouse-test-avatars-{}", uuid::Uuid::now_v7().simple()));
     customise(&mut settings);
     let sink = (settings.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret) == Some(sink_url.as_str()))
         .then_some(sink);
-    start(settings, Some(database), sink).await
+    let avatar_dir = settings.storage.avatar_dir.clone();
+    let mut app = start(settings, Some(database), sink).await;
+    app.owned_avatar_dir = Some(avatar_dir);
+    app
 }
 
 async fn start(settings: Settings, database: Option<TestDatabase>, sink: Option<Arc<SmtpSink>>) -> TestApp {
@@ -109,12 +116,15 @@ async fn start(settings: Settings, database: Option<TestDatabase>, sink: Option<
     tokio::spawn(application.run_until_stopped());
     let client =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a reqwest client");
-    TestApp { address, client, settings, sink, handle, _database: database }
+    TestApp { address, client, settings, sink, handle, _database: database, owned_avatar_dir: None }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         drop(self.handle.stop(false));
+        if let Some(dir) = &self.owned_avatar_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -259,6 +269,89 @@ pub async fn spawn_app_with_admin(backend: Backend) -> (TestApp, String) {
     .await;
     let token = app.access_token(ADMIN_EMAIL).await;
     (app, token)
+}
+
+/// One part of a hand-built `multipart/form-data` body.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// The `name` of its `Content-Disposition`.
+    pub name: &'a str,
+    /// The `filename`, if any.
+    pub filename: Option<&'a str>,
+    /// The part's `Content-Type`, if any.
+    pub content_type: Option<&'a str>,
+    /// The content.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Part<'a> {
+    /// A part named `file`, claiming to be `avatar.png` of type `image/png` whatever it holds.
+    #[must_use]
+    pub fn file(bytes: &'a [u8]) -> Self {
+        Self { name: "file", filename: Some("avatar.png"), content_type: Some("image/png"), bytes }
+    }
+}
+
+/// The multipart boundary of [`multipart`] bodies.
+const BOUNDARY: &str = "gatehouse-test-boundary-6c1f0e";
+
+/// A `multipart/form-data` body and its `Content-Type`, written by hand so tests control every
+/// byte (two parts, odd names, lying content types).
+#[must_use]
+pub fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        let mut disposition = format!("Content-Disposition: form-data; name=\"{}\"", part.name);
+        if let Some(filename) = part.filename {
+            disposition.push_str(&format!("; filename=\"{filename}\""));
+        }
+        body.extend_from_slice(disposition.as_bytes());
+        body.extend_from_slice(b"\r\n");
+        if let Some(content_type) = part.content_type {
+            body.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(part.bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
+}
+
+impl TestApp {
+    /// `PUT /api/v1/users/me/avatar` with a raw body and content type.
+    pub async fn put_avatar_raw(&self, token: &str, content_type: &str, body: Vec<u8>) -> Response {
+        self.client
+            .put(self.url("/api/v1/users/me/avatar"))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `PUT /api/v1/users/me/avatar` with `parts`.
+    pub async fn put_avatar_parts(&self, token: &str, parts: &[Part<'_>]) -> Response {
+        let (content_type, body) = multipart(parts);
+        self.put_avatar_raw(token, &content_type, body).await
+    }
+
+    /// Uploads `bytes` as the caller's avatar (one `file` part) and returns the response.
+    pub async fn upload_avatar(&self, token: &str, bytes: &[u8]) -> Response {
+        self.put_avatar_parts(token, &[Part::file(bytes)]).await
+    }
+
+    /// The files in the avatar directory, sorted (none when it does not exist yet).
+    #[must_use]
+    pub fn avatar_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.settings.storage.avatar_dir)
+            .map(|entries| entries.filter_map(Result::ok).map(|entry| entry.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
 }
 
 /// Asserts that `response` is a problem with `status` and `code`, and returns its body.

@@ -6,6 +6,7 @@
 //! [`services`] are unit-tested with the mockall mocks of those traits (feature `mocks`).
 
 pub mod activity;
+pub mod avatar;
 pub mod email;
 pub mod error;
 pub mod ids;
@@ -17,6 +18,7 @@ pub mod user;
 pub mod values;
 
 pub use activity::{ActivityAction, NewActivity};
+pub use avatar::{Avatar, AvatarFormat, AvatarKey, ImageRejected, ProcessedImage};
 pub use email::{EmailContent, EmailTemplate, OutgoingEmail};
 pub use error::{FieldError, ValidationErrors};
 pub use ids::{ActivityId, EmailId, SessionId, UserId};

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
+use crate::avatar::Avatar;
 use crate::ids::UserId;
 use crate::ports::PasswordHash;
 use crate::values::{DisplayName, Email, Username};
@@ -129,6 +130,8 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// Set when soft-deleted.
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The profile image, if the user has uploaded one.
+    pub avatar: Option<Avatar>,
 }
 
 impl User {
@@ -204,6 +207,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             deleted_at: None,
+            avatar: None,
         }
     }
 

@@ -9,6 +9,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use chrono::Duration;
+use gatehouse_avatar_fs::FsAvatarStore;
+use gatehouse_avatar_image::ImageAvatarProcessor;
 use gatehouse_cache_redis::{InProcessRevocationList, RedisRevocationList};
 use gatehouse_domain::ports::EnsureAdmin;
 use gatehouse_domain::ports::{Clock, OpaqueTokens, PasswordHasher, RevocationList, SystemClock};
@@ -17,6 +19,7 @@ use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::{AuthService, AuthSettings};
+use gatehouse_domain::services::avatars::AvatarService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_domain::{Email, NewPassword};
@@ -234,6 +237,10 @@ fn build_state(
     )
     .context("auth.argon2_*: invalid hashing parameters")?;
     let hasher: Arc<dyn PasswordHasher> = Arc::new(hasher);
+    let avatar_dir = &settings.storage.avatar_dir;
+    let avatar_store = FsAvatarStore::open(avatar_dir)
+        .with_context(|| format!("storage.avatar_dir: cannot use {}", avatar_dir.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let ports = Ports {
         users: database.users(),
         sessions: database.sessions(),
@@ -245,6 +252,8 @@ fn build_state(
         revocations,
         directory: database.directory(),
         activity: database.activity(),
+        avatar_processor: Arc::new(ImageAvatarProcessor::new(gatehouse_avatar_image::Limits::default(), cores)),
+        avatar_store: Arc::new(avatar_store),
     };
     let auth_settings = AuthSettings {
         require_verified_email: auth.require_verified_email,
@@ -258,6 +267,7 @@ fn build_state(
         auth: AuthService::new(ports.clone(), auth_settings.clone()),
         account: AccountService::new(ports.clone(), auth_settings.clone()),
         recovery: RecoveryService::new(ports.clone(), auth_settings.clone()),
+        avatars: AvatarService::new(ports.clone()),
         sessions: SessionService::new(ports.clone(), auth_settings.clone()),
         admin: AdminService::new(ports.clone(), auth_settings),
         activity: ActivityService::new(ports),

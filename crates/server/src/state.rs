@@ -9,6 +9,7 @@ use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::AuthService;
+use gatehouse_domain::services::avatars::AvatarService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_security::CursorSealer;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub account: AccountService,
     /// Email verification and password reset.
     pub recovery: RecoveryService,
+    /// Profile images.
+    pub avatars: AvatarService,
     /// Refresh, sign-out, session management, access-token checks.
     pub sessions: SessionService,
     /// User administration.

@@ -38,8 +38,8 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Bool, Text};
 use gatehouse_domain::pagination::Page;
 use gatehouse_domain::ports::{
-    AdminChangeError, AdminChangeOutcome, AdminChanges, EnsureAdmin, UserCursor, UserDirectory, UserQuery, UserSort,
-    UserSortKey,
+    AdminChangeError, AdminChangeOutcome, AdminChanges, EnsureAdmin, SoftDeleted, UserCursor, UserDirectory, UserQuery,
+    UserSort, UserSortKey,
 };
 use gatehouse_domain::{NewActivity, NewUser, Role, SessionId, User, UserId, UserStatus};
 
@@ -52,8 +52,8 @@ use crate::sessions::revoke_sessions;
 use crate::types::sql::{PortableTimestamp, PortableUuid};
 use crate::types::{DbTime, DbUuid};
 use crate::users::{
-    ChangeFailure, Conflict, NewUserRow, UserRow, conflict_in, email_in_use, insert_user, normalize, role_names,
-    soft_delete_in, username_in_use,
+    ChangeFailure, Conflict, NewUserRow, UserRow, avatar_from_columns, conflict_in, email_in_use, insert_user,
+    normalize, role_names, soft_delete_in, username_in_use,
 };
 
 /// The administrators' view of users in PostgreSQL or SQLite. Obtain one with
@@ -571,20 +571,18 @@ impl UserDirectory for DieselUserDirectory {
     }
 
     #[tracing::instrument(level = "debug", skip(self, event), err)]
-    async fn delete(
-        &self,
-        id: UserId,
-        at: DateTime<Utc>,
-        event: NewActivity,
-    ) -> Result<Vec<SessionId>, AdminChangeError> {
+    async fn delete(&self, id: UserId, at: DateTime<Utc>, event: NewActivity) -> Result<SoftDeleted, AdminChangeError> {
         let id = DbUuid(*id.as_uuid());
         let event = NewActivityRow::new(&event)?;
         self.db
             .run(move |connection| {
-                write_transaction(connection, |connection| {
+                let (revoked_sessions, avatar) = write_transaction(connection, |connection| {
                     soft_delete_in(connection, id, at, &event).map_err(Refusal::from)
                 })
-                .map_err(|refusal| refusal.into_error("delete the user", || Ok(false)))
+                .map_err(|refusal| refusal.into_error("delete the user", || Ok(false)))?;
+                let avatar = avatar_from_columns(avatar.0.as_deref(), avatar.1.as_deref())
+                    .context("the deleted user's avatar columns are invalid")?;
+                Ok(SoftDeleted { revoked_sessions, avatar })
             })
             .await
     }

@@ -19,8 +19,8 @@ use crate::schema::{user_roles, users};
 use crate::types::{DbTime, DbUuid};
 use crate::users::{NewUserRow, normalize};
 
-/// Users per SQLite `INSERT` statement: 15 columns each, 30,000 parameters.
-const ROWS_PER_STATEMENT: usize = 2_000;
+/// Users per SQLite `INSERT` statement: 17 columns each, 25,500 parameters.
+const ROWS_PER_STATEMENT: usize = 1_500;
 /// Users per transaction.
 const ROWS_PER_TRANSACTION: usize = 10_000;
 /// Role grants per SQLite `INSERT` statement: 2 columns each.
@@ -253,6 +253,8 @@ fn fake_user(
         created_at: DbTime(created_at),
         updated_at: DbTime(updated_at.trunc_subsecs(6)),
         deleted_at: deleted_at.map(DbTime),
+        avatar_key: None,
+        avatar_content_type: None,
     };
     (row, rng.chance(10))
 }

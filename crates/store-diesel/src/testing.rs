@@ -202,6 +202,28 @@ impl Database {
     pub async fn activity_for_user(&self, user_id: UserId) -> anyhow::Result<Vec<StoredActivity>> {
         self.run(move |connection| crate::activity::read::for_user(connection, user_id)).await
     }
+    /// The raw avatar columns (`avatar_key`, `avatar_content_type`) of any user row, deleted
+    /// or not, for tests that check what a change left behind.
+    ///
+    /// # Errors
+    ///
+    /// When the query fails or there is no such row.
+    pub async fn avatar_columns(&self, user_id: UserId) -> anyhow::Result<(Option<String>, Option<String>)> {
+        use diesel::{QueryDsl, RunQueryDsl as _};
+
+        use crate::schema::users;
+        use crate::types::DbUuid;
+
+        let id = DbUuid(*user_id.as_uuid());
+        self.run(move |connection| {
+            users::table
+                .find(id)
+                .select((users::avatar_key, users::avatar_content_type))
+                .first(connection)
+                .context("could not read the avatar columns")
+        })
+        .await
+    }
 }
 
 impl Drop for TestDatabase {

@@ -16,12 +16,12 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use gatehouse_domain::ports::{
-    CreateUserError, PasswordHash, ProfileChanges, TokenHash, TokenKind, TokenMail, UpdateUserError, UseTokenError,
-    UserRepository,
+    AvatarChange, CreateUserError, PasswordHash, ProfileChanges, SoftDeleted, TokenHash, TokenKind, TokenMail,
+    UpdateUserError, UseTokenError, UserRepository,
 };
 use gatehouse_domain::{
-    Credentials, DisplayName, Email, NewActivity, NewUser, OutgoingEmail, Role, SessionId, User, UserId, UserStatus,
-    Username,
+    Avatar, AvatarFormat, AvatarKey, Credentials, DisplayName, Email, NewActivity, NewUser, OutgoingEmail, Role,
+    SessionId, User, UserId, UserStatus, Username,
 };
 
 use crate::activity::{NewActivityRow, insert_activity};
@@ -75,6 +75,19 @@ pub(crate) struct UserRow {
     created_at: DbTime,
     updated_at: DbTime,
     deleted_at: Option<DbTime>,
+    avatar_key: Option<String>,
+    avatar_content_type: Option<String>,
+}
+
+/// The avatar columns of a users row: both set, or neither.
+pub(crate) fn avatar_from_columns(key: Option<&str>, content_type: Option<&str>) -> anyhow::Result<Option<Avatar>> {
+    match (key, content_type) {
+        (None, None) => Ok(None),
+        (Some(key), Some(content_type)) => {
+            Ok(Some(Avatar { key: AvatarKey::parse(key)?, format: content_type.parse::<AvatarFormat>()? }))
+        }
+        _ => anyhow::bail!("only one of avatar_key and avatar_content_type is set"),
+    }
 }
 
 impl UserRow {
@@ -98,6 +111,8 @@ impl UserRow {
             created_at: self.created_at.0,
             updated_at: self.updated_at.0,
             deleted_at: self.deleted_at.map(|t| t.0),
+            avatar: avatar_from_columns(self.avatar_key.as_deref(), self.avatar_content_type.as_deref())
+                .with_context(context)?,
         };
         Ok((user, self.password_hash))
     }
@@ -122,6 +137,8 @@ pub(crate) struct NewUserRow {
     pub(crate) created_at: DbTime,
     pub(crate) updated_at: DbTime,
     pub(crate) deleted_at: Option<DbTime>,
+    pub(crate) avatar_key: Option<String>,
+    pub(crate) avatar_content_type: Option<&'static str>,
 }
 
 impl From<&NewUser> for NewUserRow {
@@ -142,6 +159,8 @@ impl From<&NewUser> for NewUserRow {
             created_at: DbTime(user.created_at),
             updated_at: DbTime(user.created_at),
             deleted_at: None,
+            avatar_key: None,
+            avatar_content_type: None,
         }
     }
 }
@@ -494,13 +513,17 @@ impl UserRepository for DieselUserRepository {
         id: UserId,
         at: DateTime<Utc>,
         event: NewActivity,
-    ) -> Result<Vec<SessionId>, UpdateUserError> {
+    ) -> Result<SoftDeleted, UpdateUserError> {
         let id = DbUuid(*id.as_uuid());
         let event = NewActivityRow::new(&event)?;
         self.db
             .run(move |connection| {
-                write_transaction(connection, |connection| soft_delete_in(connection, id, at, &event))
-                    .map_err(|failure: ChangeFailure| failure.into_update_error("delete the user"))
+                let (revoked_sessions, avatar) =
+                    write_transaction(connection, |connection| soft_delete_in(connection, id, at, &event))
+                        .map_err(|failure: ChangeFailure| failure.into_update_error("delete the user"))?;
+                let avatar = avatar_from_columns(avatar.0.as_deref(), avatar.1.as_deref())
+                    .context("the deleted user's avatar columns are invalid")?;
+                Ok(SoftDeleted { revoked_sessions, avatar })
             })
             .await
     }
@@ -555,6 +578,36 @@ impl UserRepository for DieselUserRepository {
                     Ok(revoked)
                 })
                 .map_err(|failure: TokenFailure| failure.into_error("reset the password"))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, avatar, event), err)]
+    async fn set_avatar(
+        &self,
+        id: UserId,
+        avatar: Option<Avatar>,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<AvatarChange, UpdateUserError> {
+        let id = DbUuid(*id.as_uuid());
+        let event = NewActivityRow::new(&event)?;
+        self.db
+            .run(move |connection| {
+                let (previous, row, roles) = write_transaction(connection, |connection| {
+                    // Updating first takes the row's write lock, so the avatar read next is
+                    // the latest committed one, even when another change raced this one.
+                    update_live_user(connection, id, users::updated_at.eq(DbTime(at)))?;
+                    let previous = take_avatar(connection, id, avatar.as_ref())?;
+                    insert_activity(connection, &event)?;
+                    let row = users::table.find(id).select(UserRow::as_select()).first(connection)?;
+                    let roles = role_names(connection, id)?;
+                    Ok((previous, row, roles))
+                })
+                .map_err(|failure: ChangeFailure| failure.into_update_error("change the avatar"))?;
+                let previous = avatar_from_columns(previous.0.as_deref(), previous.1.as_deref())
+                    .context("the user's previous avatar columns are invalid")?;
+                Ok(AvatarChange { user: row.into_user(roles)?.0, previous })
             })
             .await
     }
@@ -624,16 +677,33 @@ pub(crate) fn soft_delete_in(
     id: DbUuid,
     at: DateTime<Utc>,
     event: &NewActivityRow,
-) -> Result<Vec<SessionId>, ChangeFailure> {
+) -> Result<(Vec<SessionId>, AvatarColumns), ChangeFailure> {
     lock_admins(connection)?;
     let was_admin = is_active_admin(connection, id, at)?;
     update_live_user(connection, id, (users::deleted_at.eq(Some(DbTime(at))), users::updated_at.eq(DbTime(at))))?;
     if !admins_remain(connection, was_admin, at)? {
         return Err(ChangeFailure::LastAdmin);
     }
+    let avatar = take_avatar(connection, id, None)?;
     let revoked = revoke_sessions(connection, id, None, at)?;
     insert_activity(connection, event)?;
-    Ok(revoked)
+    Ok((revoked, avatar))
+}
+
+/// A user's `avatar_key` and `avatar_content_type`, as stored.
+pub(crate) type AvatarColumns = (Option<String>, Option<String>);
+
+/// The avatar columns as they were, after setting them to `avatar` (or clearing them). Must
+/// run inside [`write_transaction`], after the row was locked by an update.
+fn take_avatar(connection: &mut AnyConnection, id: DbUuid, avatar: Option<&Avatar>) -> QueryResult<AvatarColumns> {
+    let previous = users::table.find(id).select((users::avatar_key, users::avatar_content_type)).first(connection)?;
+    diesel::update(users::table.find(id))
+        .set((
+            users::avatar_key.eq(avatar.map(|a| a.key.as_ref().to_owned())),
+            users::avatar_content_type.eq(avatar.map(|a| a.format.content_type())),
+        ))
+        .execute(connection)?;
+    Ok(previous)
 }
 
 fn credentials((user, password_hash): (User, Option<String>)) -> Credentials {

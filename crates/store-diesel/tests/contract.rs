@@ -18,8 +18,8 @@ use gatehouse_domain::ports::{
     UserCursor, UserQuery, UserRepository, UserSort,
 };
 use gatehouse_domain::{
-    ActivityAction, DisplayName, Email, EmailContent, EmailId, NewActivity, NewSession, NewUser, OutgoingEmail,
-    RequestContext, Role, Session, SessionId, User, UserId, UserStatus, Username,
+    ActivityAction, Avatar, AvatarFormat, AvatarKey, DisplayName, Email, EmailContent, EmailId, NewActivity,
+    NewSession, NewUser, OutgoingEmail, RequestContext, Role, Session, SessionId, User, UserId, UserStatus, Username,
 };
 use gatehouse_store_diesel::testing::{StoredActivity, TestDatabase};
 use gatehouse_store_diesel::{Backend, Database};
@@ -821,9 +821,10 @@ async fn soft_delete_hides_the_user_frees_the_email_and_ends_every_session(test_
     let at = t0 + Duration::minutes(1);
     let deleted_event = |at| NewActivity::by_user(user.id, ActivityAction::UserDeleted, &RequestContext::default(), at);
 
-    let revoked = db.users().soft_delete(user.id, at, deleted_event(at)).await.expect("the user is deleted");
+    let deleted = db.users().soft_delete(user.id, at, deleted_event(at)).await.expect("the user is deleted");
 
-    assert_eq!(ids(&revoked), ids(&[first.id, second.id]), "every session is revoked");
+    assert_eq!(ids(&deleted.revoked_sessions), ids(&[first.id, second.id]), "every session is revoked");
+    assert_eq!(deleted.avatar, None, "the user had no avatar");
     assert!(db.sessions().list_live(user.id, at).await.expect("listing works").is_empty());
     assert_eq!(db.users().find_by_id(user.id).await.expect("lookup works"), None, "the user is hidden");
     assert!(db.users().find_credentials_by_id(user.id).await.expect("lookup works").is_none());
@@ -1935,6 +1936,102 @@ async fn concurrent_claims_never_lease_one_message_twice(test_db: TestDatabase) 
     assert_eq!(unique.len(), all.len(), "no message claimed twice");
 }
 
+fn avatar(user: UserId, fill: &str, format: AvatarFormat) -> Avatar {
+    Avatar { key: AvatarKey::new(user, &fill.repeat(32)).expect("a valid key"), format }
+}
+
+fn avatar_event(user: UserId, at: DateTime<Utc>) -> NewActivity {
+    NewActivity::by_user(user, ActivityAction::AvatarChanged, &RequestContext::default(), at)
+}
+
+async fn an_avatar_is_set_replaced_and_cleared_and_each_change_reports_the_previous_one(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = db.users().register(new_user("ada@example.com", "ada")).await.expect("the user is created");
+    let first = avatar(user.id, "ab", AvatarFormat::Png);
+    let second = avatar(user.id, "cd", AvatarFormat::Jpeg);
+    let at = user.created_at + Duration::minutes(1);
+
+    let set = db.users().set_avatar(user.id, Some(first.clone()), at, avatar_event(user.id, at)).await;
+    let set = set.expect("the avatar is set");
+    assert_eq!(set.previous, None);
+    assert_eq!(set.user.avatar.as_ref(), Some(&first));
+    assert_eq!(set.user.updated_at, stored(at));
+    let found = db.users().find_by_id(user.id).await.expect("lookup works").expect("found");
+    assert_eq!(found.avatar.as_ref(), Some(&first), "the reference is stored");
+
+    let replaced = db.users().set_avatar(user.id, Some(second.clone()), at, avatar_event(user.id, at)).await;
+    let replaced = replaced.expect("the avatar is replaced");
+    assert_eq!(replaced.previous, Some(first));
+    assert_eq!(replaced.user.avatar.as_ref(), Some(&second));
+
+    let cleared = db.users().set_avatar(user.id, None, at, avatar_event(user.id, at)).await.expect("cleared");
+    assert_eq!(cleared.previous, Some(second));
+    assert_eq!(cleared.user.avatar, None);
+    let changes = events_of(&db, user.id).await.into_iter().filter(|a| *a == ActivityAction::AvatarChanged).count();
+    assert_eq!(changes, 3, "each change is recorded with it");
+}
+
+async fn an_avatar_cannot_be_set_on_an_unknown_or_deleted_user_and_records_nothing(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = db.users().register(new_user("ada@example.com", "ada")).await.expect("the user is created");
+    let at = user.created_at + Duration::minutes(1);
+    let nobody = UserId::generate();
+    let unknown = db
+        .users()
+        .set_avatar(nobody, Some(avatar(nobody, "ab", AvatarFormat::Png)), at, avatar_event(nobody, at))
+        .await;
+    assert!(matches!(unknown, Err(UpdateUserError::NotFound)), "got {unknown:?}");
+    let event = NewActivity::by_user(user.id, ActivityAction::UserDeleted, &RequestContext::default(), at);
+    db.users().soft_delete(user.id, at, event).await.expect("the user is deleted");
+
+    let deleted = db
+        .users()
+        .set_avatar(user.id, Some(avatar(user.id, "ab", AvatarFormat::Png)), at, avatar_event(user.id, at))
+        .await;
+
+    assert!(matches!(deleted, Err(UpdateUserError::NotFound)), "got {deleted:?}");
+    assert_eq!(events_of(&db, user.id).await, vec![ActivityAction::UserRegistered, ActivityAction::UserDeleted]);
+}
+
+async fn soft_delete_clears_the_avatar_and_hands_it_back(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = db.users().register(new_user("ada@example.com", "ada")).await.expect("the user is created");
+    let image = avatar(user.id, "ef", AvatarFormat::WebP);
+    let at = user.created_at + Duration::minutes(1);
+    db.users().set_avatar(user.id, Some(image.clone()), at, avatar_event(user.id, at)).await.expect("set");
+    let event = NewActivity::by_user(user.id, ActivityAction::UserDeleted, &RequestContext::default(), at);
+
+    let deleted = db.users().soft_delete(user.id, at, event).await.expect("the user is deleted");
+
+    assert_eq!(deleted.avatar, Some(image), "the cleared avatar, for its file to be removed");
+    let columns = db.avatar_columns(user.id).await.expect("the row is readable");
+    assert_eq!(columns, (None, None), "the deleted row points at no file");
+}
+
+async fn concurrent_avatar_changes_each_see_the_one_they_replaced(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = db.users().register(new_user("ada@example.com", "ada")).await.expect("the user is created");
+    let at = user.created_at + Duration::minutes(1);
+    let fills = ["01", "02", "03", "04", "05", "06", "07", "08"];
+    let avatars: Vec<Avatar> = fills.iter().map(|fill| avatar(user.id, fill, AvatarFormat::Png)).collect();
+
+    let changes = join_all(avatars.iter().map(|image| {
+        let users = db.users();
+        let image = image.clone();
+        async move { users.set_avatar(user.id, Some(image), at, avatar_event(user.id, at)).await }
+    }))
+    .await;
+
+    let mut previous: Vec<Option<Avatar>> =
+        changes.into_iter().map(|change| change.expect("every change succeeds").previous).collect();
+    let last = db.users().find_by_id(user.id).await.expect("lookup works").expect("found").avatar;
+    previous.push(last);
+    let mut seen: Vec<Avatar> = previous.iter().flatten().cloned().collect();
+    seen.sort_by(|a, b| a.key.as_ref().cmp(b.key.as_ref()));
+    assert_eq!(previous.iter().filter(|p| p.is_none()).count(), 1, "exactly one change replaced nothing");
+    assert_eq!(seen, avatars, "every avatar is either replaced by exactly one change or the current one");
+}
+
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -2023,6 +2120,10 @@ contract!(
     claims_lease_due_messages_oldest_first_and_a_lapsed_lease_can_be_claimed_again,
     a_retried_message_comes_back_when_due_and_a_failed_one_never,
     concurrent_claims_never_lease_one_message_twice,
+    an_avatar_is_set_replaced_and_cleared_and_each_change_reports_the_previous_one,
+    an_avatar_cannot_be_set_on_an_unknown_or_deleted_user_and_records_nothing,
+    soft_delete_clears_the_avatar_and_hands_it_back,
+    concurrent_avatar_changes_each_see_the_one_they_replaced,
 );
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::activity::NewActivity;
 use crate::ids::{SessionId, UserId};
 use crate::pagination::{Page, PageLimit};
+use crate::ports::SoftDeleted;
 use crate::user::{NewUser, Role, User, UserStatus};
 use crate::values::{DisplayName, Email, Username};
 
@@ -178,19 +179,14 @@ pub trait UserDirectory: Send + Sync {
         events: Vec<NewActivity>,
     ) -> Result<AdminChangeOutcome, AdminChangeError>;
 
-    /// Soft-deletes a user, revokes all their sessions and records `event`, in one
-    /// transaction.
+    /// Soft-deletes a user, clears their avatar reference, revokes all their sessions and
+    /// records `event`, in one transaction.
     ///
     /// # Errors
     ///
     /// `NotFound` for unknown or already deleted users; `LastAdmin` as for
     /// [`UserDirectory::update`].
-    async fn delete(
-        &self,
-        id: UserId,
-        at: DateTime<Utc>,
-        event: NewActivity,
-    ) -> Result<Vec<SessionId>, AdminChangeError>;
+    async fn delete(&self, id: UserId, at: DateTime<Utc>, event: NewActivity) -> Result<SoftDeleted, AdminChangeError>;
 
     /// Restores a soft-deleted user and records `event`, in one transaction.
     ///

@@ -5,6 +5,7 @@
 //! that callers cannot act on are `anyhow::Error`s; outcomes callers branch on are enums.
 
 mod activity;
+mod avatars;
 mod clock;
 mod directory;
 mod mail;
@@ -16,6 +17,7 @@ mod tokens;
 mod users;
 
 pub use activity::{ActivityCursor, ActivityEvent, ActivityLog, ActivityQuery};
+pub use avatars::{AvatarProcessor, AvatarStore};
 pub use clock::{Clock, SystemClock};
 pub use directory::{
     AdminChangeError, AdminChangeOutcome, AdminChanges, EnsureAdmin, UserCursor, UserDirectory, UserQuery, UserSort,
@@ -29,10 +31,12 @@ pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use revocations::RevocationList;
 pub use sessions::{Rotation, SessionRepository};
 pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, TokenHash};
-pub use users::{CreateUserError, ProfileChanges, UpdateUserError, UserRepository};
+pub use users::{AvatarChange, CreateUserError, ProfileChanges, SoftDeleted, UpdateUserError, UserRepository};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use activity::MockActivityLog;
+#[cfg(any(test, feature = "mocks"))]
+pub use avatars::{MockAvatarProcessor, MockAvatarStore};
 #[cfg(any(test, feature = "mocks"))]
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mocks"))]

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::activity::NewActivity;
+use crate::avatar::Avatar;
 use crate::email::OutgoingEmail;
 use crate::ids::{SessionId, UserId};
 use crate::ports::{PasswordHash, TokenHash, TokenMail, UseTokenError};
@@ -56,6 +57,25 @@ impl ProfileChanges {
     pub fn is_empty(&self) -> bool {
         self.display_name.is_none() && self.username.is_none()
     }
+}
+
+/// What [`UserRepository::set_avatar`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarChange {
+    /// The user as stored after the change.
+    pub user: User,
+    /// The avatar the user had just before the change, read under the same row lock, so
+    /// that of two racing changes each sees the other's result and no file is forgotten.
+    pub previous: Option<Avatar>,
+}
+
+/// What [`UserRepository::soft_delete`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SoftDeleted {
+    /// The sessions that were live and are now revoked.
+    pub revoked_sessions: Vec<SessionId>,
+    /// The avatar the user had; the reference is cleared, so its bytes may be removed.
+    pub avatar: Option<Avatar>,
 }
 
 /// Stores users and their roles. Soft-deleted users (`deleted_at` set) are invisible to
@@ -147,8 +167,10 @@ pub trait UserRepository: Send + Sync {
     ) -> Result<Vec<SessionId>, UpdateUserError>;
 
     /// Soft-deletes the user (sets `deleted_at`, which frees the email and username for
-    /// new accounts while the row and its history stay), revokes all their sessions, and
-    /// records `event`, in one transaction. Returns the revoked session ids.
+    /// new accounts while the row and its history stay), clears their avatar reference,
+    /// revokes all their sessions, and records `event`, in one transaction. Returns the
+    /// revoked session ids and the avatar that was cleared (its bytes are the caller's to
+    /// remove).
     ///
     /// # Errors
     ///
@@ -161,7 +183,7 @@ pub trait UserRepository: Send + Sync {
         id: UserId,
         at: DateTime<Utc>,
         event: NewActivity,
-    ) -> Result<Vec<SessionId>, UpdateUserError>;
+    ) -> Result<SoftDeleted, UpdateUserError>;
 
     /// Spends the email-verification token with hash `token` of `user_id`, sets the user's
     /// `email_verified_at` to `at` (unless already set) and records `event`, in one
@@ -199,4 +221,19 @@ pub trait UserRepository: Send + Sync {
         event: NewActivity,
         notice: OutgoingEmail,
     ) -> Result<Vec<SessionId>, UseTokenError>;
+
+    /// Points the user at `avatar` (or at none), sets `updated_at`, and records `event`, in
+    /// one transaction. Returns the user as stored and the avatar replaced, read under the
+    /// row's write lock.
+    ///
+    /// # Errors
+    ///
+    /// [`UpdateUserError::NotFound`] for an unknown or deleted user.
+    async fn set_avatar(
+        &self,
+        id: UserId,
+        avatar: Option<Avatar>,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<AvatarChange, UpdateUserError>;
 }

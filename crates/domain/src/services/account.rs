@@ -7,7 +7,7 @@ use crate::ids::UserId;
 use crate::ports::{HashError, PasswordCheck, ProfileChanges, UpdateUserError};
 use crate::services::auth::AuthSettings;
 use crate::services::sessions::Principal;
-use crate::services::{Ports, publish_revocations};
+use crate::services::{Ports, discard_avatar, publish_revocations};
 use crate::session::RequestContext;
 use crate::user::{Credentials, User};
 use crate::values::{NewPassword, PasswordError};
@@ -171,8 +171,8 @@ impl AccountService {
         Ok(())
     }
 
-    /// Soft-deletes the caller's account and revokes all their sessions. The password is
-    /// required when the account has one.
+    /// Soft-deletes the caller's account, revokes all their sessions and removes their
+    /// avatar image. The password is required when the account has one.
     ///
     /// # Errors
     ///
@@ -189,8 +189,11 @@ impl AccountService {
         }
         let now = self.ports.clock.now();
         let event = NewActivity::by_user(principal.user_id, ActivityAction::UserDeleted, &context, now);
-        let revoked = self.ports.users.soft_delete(principal.user_id, now, event).await?;
-        publish_revocations(&self.ports, &self.settings, revoked, now).await;
+        let deleted = self.ports.users.soft_delete(principal.user_id, now, event).await?;
+        publish_revocations(&self.ports, &self.settings, deleted.revoked_sessions, now).await;
+        if let Some(avatar) = deleted.avatar {
+            discard_avatar(&self.ports, &avatar).await;
+        }
         Ok(())
     }
 
@@ -214,8 +217,9 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avatar::{Avatar, AvatarFormat, AvatarKey};
     use crate::ids::SessionId;
-    use crate::ports::{MockSessionRepository, MockUserRepository, PasswordHash};
+    use crate::ports::{MockSessionRepository, MockUserRepository, PasswordHash, SoftDeleted};
     use crate::services::testing::{Mocks, now, ports_with, ports_with_mocks, sample_user, settings};
     use crate::values::{DisplayName, Username};
     use chrono::Duration;
@@ -460,7 +464,7 @@ mod tests {
             .expect_soft_delete()
             .withf(|_, at, event| *at == now() && event.action == ActivityAction::UserDeleted)
             .times(1)
-            .return_once(move |_, _, _| Ok(revoked));
+            .return_once(move |_, _, _| Ok(SoftDeleted { revoked_sessions: revoked, avatar: None }));
         let mut mocks = verifying(PasswordCheck::Valid { needs_rehash: false });
         mocks
             .revocations
@@ -478,10 +482,47 @@ mod tests {
     async fn an_account_without_a_password_is_deleted_without_one() {
         let user = sample_user();
         let mut users = users_with_credentials(&user, None);
-        users.expect_soft_delete().times(1).returning(|_, _, _| Ok(Vec::new()));
+        users.expect_soft_delete().times(1).returning(|_, _, _| Ok(SoftDeleted::default()));
 
         let result =
             service(users, Mocks::default()).delete_me(&principal(&user), None, RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn deleting_an_account_removes_its_avatar_image() {
+        let user = sample_user();
+        let avatar =
+            Avatar { key: AvatarKey::new(user.id, &"ab".repeat(32)).expect("valid key"), format: AvatarFormat::Jpeg };
+        let cleared = avatar.clone();
+        let mut users = users_with_credentials(&user, None);
+        users
+            .expect_soft_delete()
+            .times(1)
+            .return_once(move |_, _, _| Ok(SoftDeleted { revoked_sessions: Vec::new(), avatar: Some(cleared) }));
+        let mut mocks = Mocks::default();
+        mocks.avatar_store.expect_delete().with(eq(avatar)).times(1).returning(|_| Ok(()));
+
+        let result = service(users, mocks).delete_me(&principal(&user), None, RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn an_avatar_that_cannot_be_removed_does_not_undo_the_deletion() {
+        let user = sample_user();
+        let avatar =
+            Avatar { key: AvatarKey::new(user.id, &"cd".repeat(32)).expect("valid key"), format: AvatarFormat::Png };
+        let mut users = users_with_credentials(&user, None);
+        users
+            .expect_soft_delete()
+            .times(1)
+            .return_once(move |_, _, _| Ok(SoftDeleted { revoked_sessions: Vec::new(), avatar: Some(avatar) }));
+        let mut mocks = Mocks::default();
+        mocks.avatar_store.expect_delete().times(1).returning(|_| Err(anyhow::anyhow!("read-only file system")));
+
+        let result = service(users, mocks).delete_me(&principal(&user), None, RequestContext::default()).await;
 
         assert!(result.is_ok(), "{result:?}");
     }

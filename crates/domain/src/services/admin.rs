@@ -12,7 +12,7 @@ use crate::ports::{
 };
 use crate::services::auth::AuthSettings;
 use crate::services::sessions::Principal;
-use crate::services::{Ports, create_account, publish_revocations};
+use crate::services::{Ports, create_account, discard_avatar, publish_revocations};
 use crate::session::RequestContext;
 use crate::user::{Role, User, UserStatus};
 use crate::values::{DisplayName, Email, NewPassword, Username};
@@ -235,8 +235,11 @@ impl AdminService {
             actor_id: Some(admin.0.user_id),
             ..NewActivity::by_user(id, ActivityAction::UserDeleted, &context, now)
         };
-        let revoked = self.ports.directory.delete(id, now, event).await?;
-        publish_revocations(&self.ports, &self.settings, revoked, now).await;
+        let deleted = self.ports.directory.delete(id, now, event).await?;
+        publish_revocations(&self.ports, &self.settings, deleted.revoked_sessions, now).await;
+        if let Some(avatar) = deleted.avatar {
+            discard_avatar(&self.ports, &avatar).await;
+        }
         Ok(())
     }
 
@@ -360,7 +363,7 @@ impl AdminService {
 mod tests {
     use super::*;
     use crate::ids::SessionId;
-    use crate::ports::{AdminChangeOutcome, MockSessionRepository, MockUserRepository};
+    use crate::ports::{AdminChangeOutcome, MockSessionRepository, MockUserRepository, SoftDeleted};
     use crate::services::testing::{Mocks, now, ports_with_mocks, sample_user, settings};
     use crate::user::Credentials;
     use chrono::Duration;
@@ -552,7 +555,7 @@ mod tests {
             .expect_delete()
             .withf(move |target, _, event| *target == id && event.action == ActivityAction::UserDeleted)
             .times(1)
-            .return_once(move |_, _, _| Ok(sessions));
+            .return_once(move |_, _, _| Ok(SoftDeleted { revoked_sessions: sessions, avatar: None }));
         mocks
             .revocations
             .expect_revoke()

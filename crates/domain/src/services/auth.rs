@@ -372,6 +372,7 @@ mod tests {
             created_at: new_user.created_at,
             updated_at: new_user.created_at,
             deleted_at: None,
+            avatar: None,
         }
     }
 

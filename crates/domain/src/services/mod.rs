@@ -5,6 +5,7 @@ pub mod account;
 pub mod activity;
 pub mod admin;
 pub mod auth;
+pub mod avatars;
 pub mod mail_relay;
 pub mod recovery;
 pub mod sessions;
@@ -17,12 +18,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::activity::NewActivity;
+use crate::avatar::Avatar;
 use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::{EmailId, SessionId, UserId};
 use crate::ports::{
-    AccessClaims, AccessTokens, ActivityLog, Clock, CreateUserError, NewOneTimeToken, OneTimeTokenRepository,
-    OpaqueToken, OpaqueTokens, PasswordHash, PasswordHasher, RevocationList, SessionRepository, TokenKind, TokenMail,
-    UserDirectory, UserRepository,
+    AccessClaims, AccessTokens, ActivityLog, AvatarProcessor, AvatarStore, Clock, CreateUserError, NewOneTimeToken,
+    OneTimeTokenRepository, OpaqueToken, OpaqueTokens, PasswordHash, PasswordHasher, RevocationList, SessionRepository,
+    TokenKind, TokenMail, UserDirectory, UserRepository,
 };
 use crate::services::auth::AuthSettings;
 use crate::user::{NewUser, Role, User};
@@ -55,6 +57,10 @@ pub struct Ports {
     pub directory: Arc<dyn UserDirectory>,
     /// The audit trail.
     pub activity: Arc<dyn ActivityLog>,
+    /// Validation and re-encoding of uploaded images.
+    pub avatar_processor: Arc<dyn AvatarProcessor>,
+    /// Where avatar images are kept.
+    pub avatar_store: Arc<dyn AvatarStore>,
 }
 
 /// An account about to be created, whatever the path (sign-up, admin, bootstrap).
@@ -169,5 +175,14 @@ fn email_to(user: &User, content: EmailContent, now: DateTime<Utc>) -> OutgoingE
         recipient_name: recipient_name(user.display_name.as_ref(), &user.username),
         content,
         created_at: now,
+    }
+}
+
+/// Removes the bytes of an avatar no user points at any more. Storage of the reference is the
+/// truth and is already committed; a file that cannot be removed is only wasted space, so it
+/// is logged (with its name, for a manual clean-up) rather than failing the request.
+async fn discard_avatar(ports: &Ports, avatar: &Avatar) {
+    if let Err(e) = ports.avatar_store.delete(avatar).await {
+        tracing::error!(error = %e, file = %avatar.file_name(), "an unused avatar could not be removed");
     }
 }

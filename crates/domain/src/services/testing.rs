@@ -6,8 +6,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::ids::UserId;
 use crate::ports::{
-    MockAccessTokens, MockActivityLog, MockClock, MockOneTimeTokenRepository, MockOpaqueTokens, MockPasswordHasher,
-    MockRevocationList, MockSessionRepository, MockUserDirectory, MockUserRepository,
+    MockAccessTokens, MockActivityLog, MockAvatarProcessor, MockAvatarStore, MockClock, MockOneTimeTokenRepository,
+    MockOpaqueTokens, MockPasswordHasher, MockRevocationList, MockSessionRepository, MockUserDirectory,
+    MockUserRepository,
 };
 use crate::services::Ports;
 use crate::services::auth::AuthSettings;
@@ -34,6 +35,7 @@ pub(crate) fn sample_user() -> User {
         created_at: now(),
         updated_at: now(),
         deleted_at: None,
+        avatar: None,
     }
 }
 
@@ -48,6 +50,8 @@ pub(crate) struct Mocks {
     pub directory: MockUserDirectory,
     pub activity: MockActivityLog,
     pub tokens: MockOneTimeTokenRepository,
+    pub avatar_processor: MockAvatarProcessor,
+    pub avatar_store: MockAvatarStore,
 }
 
 /// Ports over the given mocks, with a clock fixed at [`now`].
@@ -70,6 +74,8 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
         revocations: Arc::new(mocks.revocations),
         directory: Arc::new(mocks.directory),
         activity: Arc::new(mocks.activity),
+        avatar_processor: Arc::new(mocks.avatar_processor),
+        avatar_store: Arc::new(mocks.avatar_store),
     }
 }
 

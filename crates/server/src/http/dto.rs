@@ -32,7 +32,9 @@ pub struct UserBody {
     pub status: &'static str,
     /// Whether the email address was verified.
     pub email_verified: bool,
-    /// Where the avatar is served, if the user has one.
+    /// Where the avatar is served, if the user has one. The `v` parameter changes whenever
+    /// the image does, so the URL can be cached for good.
+    #[schema(example = "/api/v1/users/019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e/avatar?v=9f86d081884c7d65")]
     pub avatar_url: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -54,7 +56,10 @@ impl UserBody {
             roles: user.roles.iter().map(|r| r.as_str()).collect(),
             status: user.status_at(now).as_str(),
             email_verified: user.email_verified(),
-            avatar_url: None,
+            avatar_url: user
+                .avatar
+                .as_ref()
+                .map(|avatar| format!("/api/v1/users/{}/avatar?v={}", user.id, avatar.key.version())),
             created_at: user.created_at,
             updated_at: user.updated_at,
             last_login_at: user.last_login_at,

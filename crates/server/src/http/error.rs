@@ -8,14 +8,18 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_domain::FieldError;
+use gatehouse_domain::ImageRejected;
 use gatehouse_domain::ValidationErrors;
 use gatehouse_domain::services::account::{AccountSecurityError, GetMeError, UpdateMeError};
 use gatehouse_domain::services::admin::{AdminError, Forbidden};
 use gatehouse_domain::services::auth::{LoginError, RegisterError};
+use gatehouse_domain::services::avatars::{GetAvatarError, RemoveAvatarError, SetAvatarError};
 use gatehouse_domain::services::recovery::{ResetPasswordError, VerifyEmailError};
 use gatehouse_domain::services::sessions::{AuthenticateError, RefreshError, RevokeSessionError};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::http::avatars::{MAX_UPLOAD_BYTES, UploadError};
 
 /// The media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -373,6 +377,30 @@ impl From<AdminError> for ApiError {
     }
 }
 
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::NotMultipart => Self::new(
+                ErrorKind::UnsupportedMediaType,
+                "Send the image as multipart/form-data, in one part named file.",
+            ),
+            UploadError::TooLarge => Self::new(
+                ErrorKind::PayloadTooLarge,
+                format!("The image must be at most {} MiB.", MAX_UPLOAD_BYTES / (1024 * 1024)),
+            ),
+            UploadError::MissingFile => {
+                Self::validation_field("file", "required", "send the image in a multipart part named file")
+            }
+            UploadError::MultipleParts => {
+                Self::validation_field("file", "too_many_parts", "send exactly one part, named file")
+            }
+            UploadError::Malformed(detail) => {
+                Self::new(ErrorKind::MalformedRequest, format!("The multipart body could not be read: {detail}."))
+            }
+        }
+    }
+}
+
 impl From<VerifyEmailError> for ApiError {
     fn from(e: VerifyEmailError) -> Self {
         match e {
@@ -380,6 +408,27 @@ impl From<VerifyEmailError> for ApiError {
                 Self::new(ErrorKind::InvalidToken, "The verification link is invalid, expired or already used.")
             }
             VerifyEmailError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<ImageRejected> for ApiError {
+    fn from(e: ImageRejected) -> Self {
+        let code = match e {
+            ImageRejected::UnsupportedFormat => "unsupported_format",
+            ImageRejected::Corrupt => "invalid_image",
+            ImageRejected::TooManyPixels { .. } => "too_many_pixels",
+        };
+        Self::validation_field("file", code, e.to_string())
+    }
+}
+
+impl From<SetAvatarError> for ApiError {
+    fn from(e: SetAvatarError) -> Self {
+        match e {
+            SetAvatarError::Rejected(rejected) => rejected.into(),
+            SetAvatarError::NotFound => Self::unauthorized(),
+            SetAvatarError::Unexpected(cause) => Self::internal(cause),
         }
     }
 }
@@ -393,6 +442,24 @@ impl From<ResetPasswordError> for ApiError {
             ResetPasswordError::WeakPassword(e) => Self::validation(&[e.on_field("new_password")]),
             ResetPasswordError::Overloaded => Self::overloaded(),
             ResetPasswordError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<RemoveAvatarError> for ApiError {
+    fn from(e: RemoveAvatarError) -> Self {
+        match e {
+            RemoveAvatarError::NotFound => Self::unauthorized(),
+            RemoveAvatarError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<GetAvatarError> for ApiError {
+    fn from(e: GetAvatarError) -> Self {
+        match e {
+            GetAvatarError::NotFound => Self::new(ErrorKind::NotFound, "This user has no avatar."),
+            GetAvatarError::Unexpected(cause) => Self::internal(cause),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod admin;
 pub mod auth;
+pub mod avatars;
 pub mod cookies;
 pub mod dto;
 pub mod error;
@@ -58,7 +59,10 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(admin::get)
                 .service(admin::update)
                 .service(admin::remove)
-                .service(admin::restore),
+                .service(admin::restore)
+                .service(avatars::put_avatar)
+                .service(avatars::delete_avatar)
+                .service(avatars::get_avatar),
         )
         .service(scope("/api/v1").service(activity::audit));
 }

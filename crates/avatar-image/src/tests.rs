@@ -1,0 +1,204 @@
+use std::time::Instant;
+
+use super::*;
+use crate::testing::{
+    EXIF_MARKER, contains, dimensions, jpeg, jpeg_bomb, jpeg_with_exif, png, png_bomb, png_header_then_html,
+    png_then_html, png_with_alpha, webp,
+};
+
+fn processed(bytes: &[u8]) -> ProcessedImage {
+    process(bytes, Limits::default()).expect("the image is accepted")
+}
+
+#[test]
+fn a_png_with_transparency_stays_a_png_with_its_alpha() {
+    let out = processed(&png_with_alpha(300, 200));
+
+    assert_eq!(out.format, AvatarFormat::Png);
+    assert_eq!((out.width, out.height), (300, 200), "small images are not scaled up");
+    let decoded = image::load_from_memory(&out.bytes).expect("decodes");
+    assert_eq!(decoded.to_rgba8().get_pixel(0, 0).0[3], 0, "the transparent half stays transparent");
+    assert_eq!(decoded.to_rgba8().get_pixel(299, 0).0[3], 255);
+}
+
+#[test]
+fn an_opaque_image_becomes_a_jpeg() {
+    for upload in [png(120, 80), jpeg(120, 80, 95), webp(120, 80)] {
+        let out = processed(&upload);
+        assert_eq!(out.format, AvatarFormat::Jpeg);
+        assert_eq!(dimensions(&out.bytes), (120, 80));
+        assert_eq!(sniff(&out.bytes), Some(AvatarFormat::Jpeg));
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied_and_all_metadata_dropped() {
+    let upload = jpeg_with_exif(300, 200, 6);
+    assert!(contains(&upload, b"Exif") && contains(&upload, EXIF_MARKER), "the fixture carries EXIF");
+
+    let out = processed(&upload);
+
+    assert_eq!((out.width, out.height), (200, 300), "orientation 6 turns the landscape file upright");
+    assert_eq!(dimensions(&out.bytes), (200, 300));
+    assert!(!contains(&out.bytes, b"Exif"), "no EXIF segment");
+    assert!(!contains(&out.bytes, EXIF_MARKER), "no camera model");
+    assert!(!contains(&out.bytes, &[0xFF, 0xE1]), "no APP1 segment at all");
+}
+
+#[test]
+fn large_images_are_fitted_within_512_keeping_their_aspect_ratio() {
+    for ((width, height), expected) in [((2000, 1000), (512, 256)), ((600, 1200), (256, 512)), ((513, 513), (512, 512))]
+    {
+        let out = processed(&png(width, height));
+        assert_eq!((out.width, out.height), expected, "{width}x{height}");
+        assert_eq!(dimensions(&out.bytes), expected);
+    }
+}
+
+#[test]
+fn a_6000_by_4000_photo_is_processed_quickly_enough() {
+    let upload = jpeg(6000, 4000, 80);
+    assert!(upload.len() < 5 * 1024 * 1024, "the fixture fits the upload limit: {} bytes", upload.len());
+
+    let started = Instant::now();
+    let out = processed(&upload);
+    let elapsed = started.elapsed();
+
+    assert_eq!(out.width, 512);
+    assert!((341..=342).contains(&out.height), "3:2 within rounding: {}", out.height);
+    eprintln!("6000x4000 JPEG ({} bytes) processed in {elapsed:?}", upload.len());
+}
+
+#[test]
+fn a_1_by_1_image_is_kept() {
+    for upload in [png(1, 1), png_with_alpha(1, 1), jpeg(1, 1, 90), webp(1, 1)] {
+        let out = processed(&upload);
+        assert_eq!((out.width, out.height), (1, 1));
+    }
+}
+
+#[test]
+fn the_digest_is_the_sha256_of_the_stored_bytes() {
+    let out = processed(&png(10, 10));
+    let expected: String = Sha256::digest(&out.bytes).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(out.sha256_hex, expected);
+    assert_eq!(processed(&png(10, 10)).sha256_hex, expected, "processing is deterministic");
+}
+
+#[test]
+fn decompression_bombs_are_refused_from_the_header() {
+    let bomb = png_bomb(50_000, 50_000);
+    assert!(bomb.len() < 100 * 1024, "a small file: {} bytes", bomb.len());
+
+    let started = Instant::now();
+    let result = process(&bomb, Limits::default());
+
+    assert!(matches!(result, Err(ImageRejected::TooManyPixels { width: 50_000, height: 50_000, .. })), "{result:?}");
+    assert!(started.elapsed().as_millis() < 500, "refused without decoding: {:?}", started.elapsed());
+    let jpeg = process(&jpeg_bomb(65_000, 65_000), Limits::default());
+    assert!(matches!(jpeg, Err(ImageRejected::TooManyPixels { .. })), "{jpeg:?}");
+}
+
+#[test]
+fn the_pixel_limit_is_inclusive() {
+    let limits = Limits { max_pixels: 100, max_side: 512 };
+    assert!(process(&png(10, 10), limits).is_ok());
+    assert!(matches!(process(&png(10, 11), limits), Err(ImageRejected::TooManyPixels { .. })));
+}
+
+#[test]
+fn a_valid_header_followed_by_html_is_refused() {
+    assert_eq!(process(&png_header_then_html(), Limits::default()), Err(ImageRejected::Corrupt));
+}
+
+#[test]
+fn html_appended_to_a_valid_png_never_reaches_the_output() {
+    let out = processed(&png_then_html());
+    assert!(!contains(&out.bytes, b"<script"), "only re-encoded pixels are stored");
+}
+
+#[test]
+fn what_is_not_png_jpeg_or_webp_is_refused_by_its_content() {
+    let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec();
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#.to_vec();
+    for upload in [b"hello, I am text".to_vec(), Vec::new(), gif, svg, b"RIFF\0\0\0\0WAVE".to_vec()] {
+        assert_eq!(process(&upload, Limits::default()), Err(ImageRejected::UnsupportedFormat), "{upload:?}");
+    }
+}
+
+#[test]
+fn truncated_images_are_refused() {
+    for (name, upload) in
+        [("png", png(64, 64)), ("jpeg", jpeg(64, 64, 90)), ("webp", webp(64, 64)), ("rgba png", png_with_alpha(64, 64))]
+    {
+        for keep in [upload.len() / 2, upload.len() - 20, upload.len() - 1, 12, 40] {
+            let result = process(&upload[..keep.min(upload.len())], Limits::default());
+            assert!(result.is_err(), "{name}: {keep} of {} bytes decoded", upload.len());
+        }
+    }
+}
+
+/// The fuzz target's property, run on every `cargo test` since cargo-fuzz needs nightly: any
+/// bytes, and in particular mutations of valid images, give `Ok` or a rejection, never a panic.
+#[test]
+fn mutated_and_random_bytes_never_panic() {
+    let seeds = [png(24, 16), png_with_alpha(16, 24), jpeg(24, 16, 80), jpeg_with_exif(16, 8, 6), webp(16, 16)];
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut outcomes = [0usize; 2];
+    for round in 0..3000 {
+        let mut bytes = seeds[round % seeds.len()].clone();
+        match rng.below(4) {
+            0 => {
+                for _ in 0..=rng.below(8) {
+                    let at = rng.below(bytes.len());
+                    bytes[at] = rng.byte();
+                }
+            }
+            1 => bytes.truncate(rng.below(bytes.len())),
+            2 => {
+                let at = rng.below(bytes.len());
+                let extra: Vec<u8> = (0..rng.below(64)).map(|_| rng.byte()).collect();
+                bytes.splice(at..at, extra);
+            }
+            _ => {
+                let magic_len = [8, 3, 12][rng.below(3)];
+                let tail: Vec<u8> = (0..rng.below(512)).map(|_| rng.byte()).collect();
+                bytes.truncate(magic_len);
+                bytes.extend_from_slice(&tail);
+            }
+        }
+        let outcome = std::panic::catch_unwind(|| process(&bytes, Limits::default()));
+        let outcome = outcome.unwrap_or_else(|_| panic!("round {round} panicked on {bytes:02x?}"));
+        outcomes[usize::from(outcome.is_ok())] += 1;
+    }
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "both outcomes were exercised: {outcomes:?}");
+}
+
+/// A tiny deterministic generator, so failures reproduce without a dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 { 0 } else { usize::try_from(self.next() % n as u64).unwrap_or(0) }
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.next().to_le_bytes()[0]
+    }
+}
+
+#[tokio::test]
+async fn the_port_processes_on_the_blocking_pool() {
+    let processor = ImageAvatarProcessor::new(Limits::default(), 2);
+    let out = processor.process(png(700, 350)).await.expect("accepted");
+    assert_eq!((out.width, out.height), (512, 256));
+    let rejected = processor.process(b"not an image".to_vec()).await;
+    assert_eq!(rejected, Err(ImageRejected::UnsupportedFormat));
+}

@@ -1,0 +1,402 @@
+//! Profile images: uploading, removing and reading them.
+//!
+//! An upload is processed (validated, re-encoded) before anything is stored; the re-encoded
+//! bytes are stored under their content-addressed name before the user row points at them;
+//! the reference changes, with its `user.avatar_changed` event, in one transaction; only then
+//! is the replaced image removed. A reader therefore only ever follows a reference to a
+//! complete file, and replaced or removed images do not linger.
+
+use crate::activity::{ActivityAction, NewActivity};
+use crate::avatar::{Avatar, AvatarKey, ImageRejected};
+use crate::ids::UserId;
+use crate::ports::UpdateUserError;
+use crate::services::sessions::Principal;
+use crate::services::{Ports, discard_avatar};
+use crate::session::RequestContext;
+use crate::user::User;
+
+/// How often a read follows the user's avatar reference again when the file it named was
+/// removed in between (the avatar was replaced while being read).
+const READ_ATTEMPTS: usize = 3;
+
+/// Why an avatar could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetAvatarError {
+    /// The upload is not an acceptable image.
+    #[error(transparent)]
+    Rejected(#[from] ImageRejected),
+    /// The account no longer exists.
+    #[error("the account no longer exists")]
+    NotFound,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Why an avatar could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveAvatarError {
+    /// The account no longer exists.
+    #[error("the account no longer exists")]
+    NotFound,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Why an avatar could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GetAvatarError {
+    /// No such user, or the user has no avatar.
+    #[error("no avatar")]
+    NotFound,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// A stored avatar and its bytes, ready to serve.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AvatarImage {
+    /// Which avatar, in which format.
+    pub avatar: Avatar,
+    /// The stored (re-encoded) image.
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for AvatarImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AvatarImage").field("avatar", &self.avatar).field("bytes", &self.bytes.len()).finish()
+    }
+}
+
+/// Use cases on profile images.
+#[derive(Clone)]
+pub struct AvatarService {
+    ports: Ports,
+}
+
+impl AvatarService {
+    /// Builds the service over the given ports.
+    #[must_use]
+    pub fn new(ports: Ports) -> Self {
+        Self { ports }
+    }
+
+    /// Makes `upload` the caller's avatar, replacing (and removing) any previous one, and
+    /// records `user.avatar_changed`. Returns the updated account.
+    ///
+    /// # Errors
+    ///
+    /// `Rejected` when the upload is not an acceptable image (nothing is stored), `NotFound`
+    /// when the account was deleted meanwhile.
+    #[tracing::instrument(skip(self, upload, context), fields(user_id = %principal.user_id, upload_bytes = upload.len()))]
+    pub async fn set_avatar(
+        &self,
+        principal: &Principal,
+        upload: Vec<u8>,
+        context: RequestContext,
+    ) -> Result<User, SetAvatarError> {
+        let image = self.ports.avatar_processor.process(upload).await?;
+        let key = AvatarKey::new(principal.user_id, &image.sha256_hex)
+            .map_err(|e| anyhow::anyhow!(e).context("the image processor returned an invalid digest"))?;
+        let avatar = Avatar { key, format: image.format };
+        let now = self.ports.clock.now();
+        let event = NewActivity::by_user(principal.user_id, ActivityAction::AvatarChanged, &context, now)
+            .with_detail("change", "uploaded")
+            .with_detail("version", avatar.key.version())
+            .with_detail("content_type", avatar.format)
+            .with_detail("size", format!("{}x{}", image.width, image.height));
+        self.ports.avatar_store.put(&avatar, image.bytes).await?;
+        match self.ports.users.set_avatar(principal.user_id, Some(avatar.clone()), now, event).await {
+            Ok(change) => {
+                if let Some(previous) = change.previous.filter(|previous| *previous != avatar) {
+                    discard_avatar(&self.ports, &previous).await;
+                }
+                Ok(change.user)
+            }
+            Err(UpdateUserError::NotFound) => {
+                discard_avatar(&self.ports, &avatar).await;
+                Err(SetAvatarError::NotFound)
+            }
+            // The same image may already be this user's current avatar, so the file stays;
+            // at worst it is an unreferenced file, which the log names.
+            Err(e @ (UpdateUserError::UsernameTaken | UpdateUserError::LastAdmin)) => Err(SetAvatarError::Unexpected(
+                anyhow::anyhow!("{e}: impossible on an avatar change (avatar file {})", avatar.file_name()),
+            )),
+            Err(UpdateUserError::Unexpected(e)) => Err(SetAvatarError::Unexpected(
+                e.context(format!("could not point the user at avatar file {}", avatar.file_name())),
+            )),
+        }
+    }
+
+    /// Removes the caller's avatar, if they have one, and records `user.avatar_changed`.
+    /// Removing an avatar that is not there succeeds and records nothing.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when the account was deleted.
+    #[tracing::instrument(skip(self, context), fields(user_id = %principal.user_id))]
+    pub async fn remove_avatar(&self, principal: &Principal, context: RequestContext) -> Result<(), RemoveAvatarError> {
+        let user = self.ports.users.find_by_id(principal.user_id).await?.ok_or(RemoveAvatarError::NotFound)?;
+        let Some(current) = user.avatar else { return Ok(()) };
+        let now = self.ports.clock.now();
+        let event = NewActivity::by_user(principal.user_id, ActivityAction::AvatarChanged, &context, now)
+            .with_detail("change", "removed")
+            .with_detail("version", current.key.version());
+        let change = self.ports.users.set_avatar(principal.user_id, None, now, event).await.map_err(|e| match e {
+            UpdateUserError::NotFound => RemoveAvatarError::NotFound,
+            e @ (UpdateUserError::UsernameTaken | UpdateUserError::LastAdmin) => {
+                RemoveAvatarError::Unexpected(anyhow::anyhow!("{e}: impossible on an avatar change"))
+            }
+            UpdateUserError::Unexpected(e) => RemoveAvatarError::Unexpected(e),
+        })?;
+        if let Some(previous) = change.previous {
+            discard_avatar(&self.ports, &previous).await;
+        }
+        Ok(())
+    }
+
+    /// The avatar user `id` has now, without reading its bytes (enough to answer a
+    /// conditional request).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when the user does not exist (or is deleted) or has no avatar.
+    #[tracing::instrument(skip(self))]
+    pub async fn current_avatar(&self, id: UserId) -> Result<Avatar, GetAvatarError> {
+        self.ports.users.find_by_id(id).await?.and_then(|user| user.avatar).ok_or(GetAvatarError::NotFound)
+    }
+
+    /// The avatar of user `id` and its bytes. When the avatar is replaced while it is being
+    /// read, this follows the new reference rather than failing.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when the user does not exist (or is deleted) or has no avatar.
+    #[tracing::instrument(skip(self))]
+    pub async fn get_avatar(&self, id: UserId) -> Result<AvatarImage, GetAvatarError> {
+        for _ in 0..READ_ATTEMPTS {
+            let user = self.ports.users.find_by_id(id).await?.ok_or(GetAvatarError::NotFound)?;
+            let avatar = user.avatar.ok_or(GetAvatarError::NotFound)?;
+            if let Some(bytes) = self.ports.avatar_store.get(&avatar).await? {
+                return Ok(AvatarImage { avatar, bytes });
+            }
+        }
+        tracing::warn!(user_id = %id, "the user's avatar reference names a file that is not stored");
+        Err(GetAvatarError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mockall::predicate::eq;
+
+    use super::*;
+    use crate::avatar::{AvatarFormat, ProcessedImage};
+    use crate::ids::SessionId;
+    use crate::ports::{AvatarChange, MockSessionRepository, MockUserRepository};
+    use crate::services::testing::{Mocks, now, ports_with_mocks, sample_user};
+
+    fn principal(user: &User) -> Principal {
+        Principal { user_id: user.id, session_id: SessionId::generate(), roles: user.roles.clone() }
+    }
+
+    fn service(users: MockUserRepository, mocks: Mocks) -> AvatarService {
+        AvatarService::new(ports_with_mocks(users, MockSessionRepository::new(), mocks))
+    }
+
+    fn processed(fill: &str) -> ProcessedImage {
+        ProcessedImage {
+            bytes: vec![1, 2, 3],
+            format: AvatarFormat::Jpeg,
+            sha256_hex: fill.repeat(32),
+            width: 512,
+            height: 384,
+        }
+    }
+
+    fn avatar_of(user: &User, fill: &str, format: AvatarFormat) -> Avatar {
+        Avatar { key: AvatarKey::new(user.id, &fill.repeat(32)).expect("valid key"), format }
+    }
+
+    fn processing(image: ProcessedImage) -> Mocks {
+        let mut mocks = Mocks::default();
+        mocks.avatar_processor.expect_process().with(eq(vec![9u8, 9, 9])).times(1).return_once(move |_| Ok(image));
+        mocks
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_stored_before_the_user_points_at_it_and_the_replaced_image_is_removed() {
+        let user = sample_user();
+        let new = avatar_of(&user, "ab", AvatarFormat::Jpeg);
+        let old = avatar_of(&user, "cd", AvatarFormat::Png);
+        let mut sequence = mockall::Sequence::new();
+        let mut mocks = processing(processed("ab"));
+        mocks
+            .avatar_store
+            .expect_put()
+            .with(eq(new.clone()), eq(vec![1u8, 2, 3]))
+            .times(1)
+            .in_sequence(&mut sequence)
+            .returning(|_, _| Ok(()));
+        let mut users = MockUserRepository::new();
+        let (stored, previous) = (user.clone(), old.clone());
+        let expected = new.clone();
+        users
+            .expect_set_avatar()
+            .withf(move |id, avatar, at, event| {
+                *id == stored.id
+                    && avatar.as_ref() == Some(&expected)
+                    && *at == now()
+                    && event.action == ActivityAction::AvatarChanged
+                    && event.details.get("version").map(String::as_str) == Some(expected.key.version())
+            })
+            .times(1)
+            .in_sequence(&mut sequence)
+            .return_once(move |_, _, _, _| Ok(AvatarChange { user: sample_user(), previous: Some(previous) }));
+        mocks.avatar_store.expect_delete().with(eq(old)).times(1).in_sequence(&mut sequence).returning(|_| Ok(()));
+
+        let result =
+            service(users, mocks).set_avatar(&principal(&user), vec![9, 9, 9], RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn uploading_the_current_image_again_keeps_its_file() {
+        let user = sample_user();
+        let same = avatar_of(&user, "ab", AvatarFormat::Jpeg);
+        let mut mocks = processing(processed("ab"));
+        mocks.avatar_store.expect_put().times(1).returning(|_, _| Ok(()));
+        mocks.avatar_store.expect_delete().never();
+        let mut users = MockUserRepository::new();
+        users
+            .expect_set_avatar()
+            .times(1)
+            .return_once(move |_, _, _, _| Ok(AvatarChange { user: sample_user(), previous: Some(same) }));
+
+        let result =
+            service(users, mocks).set_avatar(&principal(&user), vec![9, 9, 9], RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_upload_stores_and_changes_nothing() {
+        let user = sample_user();
+        let mut mocks = Mocks::default();
+        mocks.avatar_processor.expect_process().times(1).returning(|_| Err(ImageRejected::Corrupt));
+        mocks.avatar_store.expect_put().never();
+        let mut users = MockUserRepository::new();
+        users.expect_set_avatar().never();
+
+        let result =
+            service(users, mocks).set_avatar(&principal(&user), vec![9, 9, 9], RequestContext::default()).await;
+
+        assert!(matches!(result, Err(SetAvatarError::Rejected(ImageRejected::Corrupt))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upload_for_a_deleted_account_removes_the_file_it_stored() {
+        let user = sample_user();
+        let new = avatar_of(&user, "ab", AvatarFormat::Jpeg);
+        let mut mocks = processing(processed("ab"));
+        mocks.avatar_store.expect_put().times(1).returning(|_, _| Ok(()));
+        mocks.avatar_store.expect_delete().with(eq(new)).times(1).returning(|_| Ok(()));
+        let mut users = MockUserRepository::new();
+        users.expect_set_avatar().times(1).returning(|_, _, _, _| Err(UpdateUserError::NotFound));
+
+        let result =
+            service(users, mocks).set_avatar(&principal(&user), vec![9, 9, 9], RequestContext::default()).await;
+
+        assert!(matches!(result, Err(SetAvatarError::NotFound)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_changes_no_reference() {
+        let user = sample_user();
+        let mut mocks = processing(processed("ab"));
+        mocks.avatar_store.expect_put().times(1).returning(|_, _| Err(anyhow::anyhow!("disk full")));
+        let mut users = MockUserRepository::new();
+        users.expect_set_avatar().never();
+
+        let result =
+            service(users, mocks).set_avatar(&principal(&user), vec![9, 9, 9], RequestContext::default()).await;
+
+        assert!(matches!(result, Err(SetAvatarError::Unexpected(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn removing_an_avatar_clears_the_reference_records_it_and_removes_the_file() {
+        let mut user = sample_user();
+        let old = avatar_of(&user, "cd", AvatarFormat::Png);
+        user.avatar = Some(old.clone());
+        let mut users = MockUserRepository::new();
+        let found = user.clone();
+        users.expect_find_by_id().with(eq(user.id)).times(1).return_once(move |_| Ok(Some(found)));
+        let previous = old.clone();
+        users
+            .expect_set_avatar()
+            .withf(|_, avatar, _, event| {
+                avatar.is_none()
+                    && event.action == ActivityAction::AvatarChanged
+                    && event.details.get("change").map(String::as_str) == Some("removed")
+            })
+            .times(1)
+            .return_once(move |_, _, _, _| Ok(AvatarChange { user: sample_user(), previous: Some(previous) }));
+        let mut mocks = Mocks::default();
+        mocks.avatar_store.expect_delete().with(eq(old)).times(1).returning(|_| Ok(()));
+
+        let result = service(users, mocks).remove_avatar(&principal(&user), RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn removing_no_avatar_records_nothing() {
+        let user = sample_user();
+        let mut users = MockUserRepository::new();
+        let found = user.clone();
+        users.expect_find_by_id().times(1).return_once(move |_| Ok(Some(found)));
+        users.expect_set_avatar().never();
+
+        let result = service(users, Mocks::default()).remove_avatar(&principal(&user), RequestContext::default()).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn reading_follows_a_reference_that_moved_while_the_old_file_was_removed() {
+        let mut before = sample_user();
+        let old = avatar_of(&before, "cd", AvatarFormat::Png);
+        let new = avatar_of(&before, "ab", AvatarFormat::Jpeg);
+        before.avatar = Some(old.clone());
+        let mut after = before.clone();
+        after.avatar = Some(new.clone());
+        let id = before.id;
+        let mut users = MockUserRepository::new();
+        let mut sequence = mockall::Sequence::new();
+        users.expect_find_by_id().times(1).in_sequence(&mut sequence).return_once(move |_| Ok(Some(before)));
+        users.expect_find_by_id().times(1).in_sequence(&mut sequence).return_once(move |_| Ok(Some(after)));
+        let mut mocks = Mocks::default();
+        mocks.avatar_store.expect_get().with(eq(old)).times(1).returning(|_| Ok(None));
+        mocks.avatar_store.expect_get().with(eq(new.clone())).times(1).returning(|_| Ok(Some(vec![7])));
+
+        let image = service(users, mocks).get_avatar(id).await.expect("the new image");
+
+        assert_eq!(image, AvatarImage { avatar: new, bytes: vec![7] });
+    }
+
+    #[tokio::test]
+    async fn a_user_without_an_avatar_has_none_to_read() {
+        let user = sample_user();
+        let id = user.id;
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_id().times(1).return_once(move |_| Ok(Some(user)));
+
+        let result = service(users, Mocks::default()).get_avatar(id).await;
+
+        assert!(matches!(result, Err(GetAvatarError::NotFound)), "{result:?}");
+    }
+}
