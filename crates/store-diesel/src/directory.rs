@@ -33,7 +33,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::{SqlTypeOf, sql};
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Bool, Text};
 use gatehouse_domain::pagination::Page;
@@ -46,7 +45,7 @@ use gatehouse_domain::{NewActivity, NewUser, Role, SessionId, User, UserId, User
 use crate::activity::{NewActivityRow, insert_activity};
 use crate::admins::{admins_remain, any_active_admin, has_status, holds_role, is_active_admin, lock_admins};
 use crate::connection::{AnyConnection, MultiBackend, write_transaction};
-use crate::database::{Backend, Database};
+use crate::database::Database;
 use crate::schema::{user_roles, users};
 use crate::sessions::revoke_sessions;
 use crate::types::sql::{PortableTimestamp, PortableUuid};
@@ -190,52 +189,66 @@ fn list_users(connection: &mut AnyConnection, query: &UserQuery) -> anyhow::Resu
     })
 }
 
-/// `EXPLAIN` of a query, as text lines.
-#[derive(Debug)]
-struct Explain<Q>(Q);
+/// `EXPLAIN` of the user list, for the benchmark and tests (features `testing`, `bench`).
+#[cfg(any(feature = "testing", feature = "bench"))]
+mod explain {
+    use anyhow::{Context, bail};
+    use diesel::prelude::*;
+    use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+    use diesel::sql_types::Text;
+    use gatehouse_domain::ports::UserQuery;
 
-impl<Q> QueryId for Explain<Q> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
+    use super::{list_query, planned_with_values};
+    use crate::connection::{AnyConnection, MultiBackend};
+    use crate::database::{Backend, Database};
 
-impl<Q: QueryFragment<MultiBackend>> QueryFragment<MultiBackend> for Explain<Q> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        out.push_sql("EXPLAIN ");
-        self.0.walk_ast(out.reborrow())
+    /// `EXPLAIN` of a query, as text lines.
+    #[derive(Debug)]
+    struct Explain<Q>(Q);
+
+    impl<Q> QueryId for Explain<Q> {
+        type QueryId = ();
+        const HAS_STATIC_QUERY_ID: bool = false;
     }
-}
 
-impl<Q> Query for Explain<Q> {
-    type SqlType = Text;
-}
-
-impl<Q> RunQueryDsl<AnyConnection> for Explain<Q> {}
-
-/// `EXPLAIN` of the statement [`list_users`] runs for `query`, line by line.
-pub(crate) fn explain_list(connection: &mut AnyConnection, query: &UserQuery) -> anyhow::Result<String> {
-    let select = list_query(query)?;
-    planned_with_values(connection, |connection| {
-        let lines: Vec<String> = Explain(select).load(connection).context("could not explain the user list")?;
-        Ok(lines.join("\n"))
-    })
-}
-
-impl Database {
-    /// The PostgreSQL plan (`EXPLAIN`, not executed) of exactly the statement
-    /// [`UserDirectory::list`] runs for `query`, so that a benchmark can check it reads users
-    /// through an index. Feature `testing` or `bench`.
-    ///
-    /// # Errors
-    ///
-    /// On SQLite, and when the query cannot be built or explained.
-    #[cfg(any(feature = "testing", feature = "bench"))]
-    pub async fn explain_user_list(&self, query: &UserQuery) -> anyhow::Result<String> {
-        if self.backend() != Backend::Postgres {
-            bail!("explain_user_list explains PostgreSQL plans only");
+    impl<Q: QueryFragment<MultiBackend>> QueryFragment<MultiBackend> for Explain<Q> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+            out.push_sql("EXPLAIN ");
+            self.0.walk_ast(out.reborrow())
         }
-        let query = query.clone();
-        self.run(move |connection| explain_list(connection, &query)).await
+    }
+
+    impl<Q> Query for Explain<Q> {
+        type SqlType = Text;
+    }
+
+    impl<Q> RunQueryDsl<AnyConnection> for Explain<Q> {}
+
+    /// `EXPLAIN` of the statement [`list_users`] runs for `query`, line by line.
+    pub(crate) fn explain_list(connection: &mut AnyConnection, query: &UserQuery) -> anyhow::Result<String> {
+        let select = list_query(query)?;
+        planned_with_values(connection, |connection| {
+            let lines: Vec<String> = Explain(select).load(connection).context("could not explain the user list")?;
+            Ok(lines.join("\n"))
+        })
+    }
+
+    impl Database {
+        /// The PostgreSQL plan (`EXPLAIN`, not executed) of exactly the statement
+        /// [`UserDirectory::list`] runs for `query`, so that a benchmark can check it reads users
+        /// through an index. Feature `testing` or `bench`.
+        ///
+        /// # Errors
+        ///
+        /// On SQLite, and when the query cannot be built or explained.
+        #[cfg(any(feature = "testing", feature = "bench"))]
+        pub async fn explain_user_list(&self, query: &UserQuery) -> anyhow::Result<String> {
+            if self.backend() != Backend::Postgres {
+                bail!("explain_user_list explains PostgreSQL plans only");
+            }
+            let query = query.clone();
+            self.run(move |connection| explain_list(connection, &query)).await
+        }
     }
 }
 
