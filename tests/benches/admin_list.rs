@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let now = Utc::now();
     let deep = deep_position(&client, &base, &token).await?;
     let rare = deep.1.clone();
+    let rare_digits: String = rare.chars().filter(char::is_ascii_digit).collect();
     let query = |search: Option<&str>, role, status, after| UserQuery {
         search: search.map(str::to_owned),
         role,
@@ -96,7 +97,12 @@ async fn main() -> anyhow::Result<()> {
             query: query(Some("an"), None, None, None),
         },
         Case {
-            name: "q, rare (one username)",
+            name: "q, rare (the digits of one username)",
+            path: format!("/api/v1/users?q={rare_digits}"),
+            query: query(Some(&rare_digits), None, None, None),
+        },
+        Case {
+            name: "q, rare (one whole username)",
             path: format!("/api/v1/users?q={rare}"),
             query: query(Some(&rare), None, None, None),
         },
@@ -138,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         format!("\nMissed: {}\n", failures.join("; "))
     };
     report.push_str(&verdict);
+    let _ = write!(report, "\nLoad average while measuring: {}\n", load_average());
     println!("{report}");
     std::fs::create_dir_all("bench-results").context("bench-results/")?;
     std::fs::write("bench-results/admin-list.md", format!("{report}\n## Plans\n{plans}"))
@@ -203,4 +210,12 @@ async fn measure(client: &reqwest::Client, base: &str, token: &str, path: &str) 
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     Ok((at(0.50), at(0.99), rows))
+}
+
+/// The 1-minute load average, to judge how quiet the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
