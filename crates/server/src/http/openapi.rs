@@ -70,6 +70,23 @@ impl RouteTable {
         Self(entries)
     }
 
+    /// The documented template `path` falls under for `method`, the most specific one when
+    /// several match (`/users/me` before `/users/{id}`), for metrics of requests the router
+    /// answered with an error before a route was recorded.
+    #[must_use]
+    pub fn template_of(&self, method: &Method, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .filter(|(template, methods)| {
+                methods.contains(method)
+                    && template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| t.starts_with('{') || t == s)
+            })
+            .max_by_key(|(template, _)| template.iter().filter(|t| !t.starts_with('{')).count())
+            .map(|(template, _)| template.join("/"))
+    }
+
     /// The methods documented for the path, `{param}` segments matching anything.
     #[must_use]
     pub fn allowed_methods(&self, path: &str) -> Vec<Method> {
@@ -136,6 +153,7 @@ mod tests {
         ("get", "/api/v1/audit-events"),
         ("get", "/health/live"),
         ("get", "/health/ready"),
+        ("get", "/metrics"),
     ];
 
     #[test]
@@ -156,6 +174,14 @@ mod tests {
         let schemes = doc.components.expect("components").security_schemes;
         assert!(schemes.contains_key("bearer"));
         assert!(schemes.contains_key("password"), "the OAuth2 password flow for Swagger UI");
+    }
+
+    #[test]
+    fn the_most_specific_template_names_a_path() {
+        let table = RouteTable::from_document(&document());
+        assert_eq!(table.template_of(&Method::GET, "/api/v1/users/me").as_deref(), Some("/api/v1/users/me"));
+        assert_eq!(table.template_of(&Method::GET, "/api/v1/users/42").as_deref(), Some("/api/v1/users/{id}"));
+        assert_eq!(table.template_of(&Method::GET, "/nowhere"), None);
     }
 
     #[test]
