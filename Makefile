@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run worker test lint fmt migrate docker deps bench seed
+.PHONY: help run worker test lint fmt migrate docker deps bench seed openapi config-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ bench: ## Benchmarks on PostgreSQL (seeds 1,000,000 users once); results in benc
 
 seed: ## Add 10,000 realistic users to DATABASE_URL (SEED_USERS=n for more)
 	$(CARGO) run -p gatehouse-server --bin gatehouse -- seed --users $${SEED_USERS:-10000}
+
+openapi: ## Regenerate the committed openapi.json from the code (a test fails when it drifts)
+	$(CARGO) run -q -p gatehouse-server --bin gatehouse -- openapi > openapi.json
+
+config-check: ## Print the effective configuration (secrets redacted), or the one-line error
+	$(CARGO) run -q -p gatehouse-server --bin gatehouse -- config check
 
 migrate: ## Apply migrations to DATABASE_URL (default: the embedded SQLite file)
 	$(CARGO) run -p gatehouse-server --bin gatehouse -- migrate

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing Gatehouse needs beyond a Rust toolchain: the C
-# libraries of the PostgreSQL and SQLite drivers, and cargo-nextest. Idempotent.
+# libraries of the PostgreSQL and SQLite drivers, cargo-nextest and cargo-deny. Idempotent.
 set -euo pipefail
 
 missing=()
@@ -18,4 +18,10 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "install-deps: installing cargo-nextest"
   cargo install cargo-nextest --locked
+fi
+
+# The supply-chain check in .ci/run (deny.toml). Builds from crates.io in about 3 minutes.
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "install-deps: installing cargo-deny"
+  cargo install cargo-deny --locked
 fi

@@ -50,11 +50,31 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         users: u64,
     },
+    /// Print the OpenAPI document (what `openapi.json` at the repository root holds).
+    Openapi,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Exit 0 when `/health/live` of the server on the configured port answers 200 within
+    /// two seconds, 1 otherwise (the container's HEALTHCHECK; the image has no curl).
+    Healthcheck,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration, then print the effective values with secrets
+    /// redacted. Exits 2 with one line naming the key when something is wrong.
+    Check,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        return print_openapi();
+    }
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => {
@@ -62,6 +82,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cli.command {
+        Some(Command::Config { command: ConfigCommand::Check }) => return config_check(&settings),
+        Some(Command::Healthcheck) => return healthcheck(&settings).await,
+        _ => {}
+    }
     telemetry::init(&settings.log, std::io::stdout);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
@@ -69,6 +94,7 @@ async fn main() -> ExitCode {
         Command::CreateAdmin { email } => create_admin(&settings, &email).await,
         Command::Seed { users } => seed(&settings, users).await,
         Command::Worker => worker(&settings).await,
+        Command::Openapi | Command::Config { .. } | Command::Healthcheck => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +104,65 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_openapi() -> ExitCode {
+    match gatehouse_server::http::openapi::document_json() {
+        Ok(json) => {
+            print!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_check(settings: &Settings) -> ExitCode {
+    match settings.redacted_json() {
+        Ok(text) => {
+            println!("# The effective configuration (APP_ENV={}); secrets are redacted.", settings.env);
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn healthcheck(settings: &Settings) -> ExitCode {
+    let host = match settings.server.host.as_str() {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" => "::1",
+        host => host,
+    };
+    match probe_live(host, settings.server.port).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A bare HTTP/1.1 GET of `/health/live` (TLS-less listeners only), expecting 200.
+async fn probe_live(host: &str, port: u16) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await.context("connecting")?;
+        stream
+            .write_all(format!("GET /health/live HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .context("sending the request")?;
+        let mut head = [0_u8; 12];
+        stream.read_exact(&mut head).await.context("reading the status line")?;
+        anyhow::ensure!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe).await.context("no answer within 2 s")?
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -93,7 +93,10 @@ async fn run(relay: MailRelay, poll: Duration, batch_size: u32, mut stopped: wat
         }
         let busy = match relay.relay_batch().await {
             // A full batch means more may be due: go on at once.
-            Ok(report) => report.claimed >= full_batch,
+            Ok(report) => {
+                crate::metrics::record_relay_batch(report.sent, report.retried, report.failed);
+                report.claimed >= full_batch
+            }
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "the mail relay could not claim messages; retrying");
                 false

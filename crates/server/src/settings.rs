@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
@@ -63,7 +63,7 @@ impl fmt::Display for AppEnv {
 pub struct SettingsError(String);
 
 /// All settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Set from `APP_ENV`, not from files.
@@ -95,19 +95,65 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+/// What `gatehouse config check` shows instead of a secret.
+const REDACTED: &str = "[redacted]";
+
+fn redacted<S: Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(REDACTED)
+}
+
+fn redacted_optional<S: Serializer>(secret: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str(REDACTED),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn redacted_url<S: Serializer>(url: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url.expose_secret()))
+}
+
+fn redacted_optional_url<S: Serializer>(url: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_str(&redact_url(url.expose_secret())),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// The URL with its credentials (`user:password@`) and query (which may carry a password)
+/// replaced, so the scheme, host and path stay visible to the operator.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return REDACTED.to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, _)) => (rest, format!("?{REDACTED}")),
+        None => (rest, String::new()),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{REDACTED}@{host}"),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}{path}{query}")
+}
+
 fn default_env() -> AppEnv {
     AppEnv::Development
 }
 
 /// `[database]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite://path`. Contains credentials, hence secret.
+    #[serde(serialize_with = "redacted_url")]
     pub url: SecretString,
     /// Connections per pool; 0 means cores × 4.
     pub pool_size: u32,
     /// Optional replica for list/search/audit reads.
+    #[serde(serialize_with = "redacted_optional_url")]
     pub read_replica_url: Option<SecretString>,
 }
 
@@ -120,7 +166,7 @@ impl DatabaseSettings {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Listen address.
@@ -148,7 +194,7 @@ impl ServerSettings {
 }
 
 /// `[public]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicSettings {
     /// Where the API is reachable from outside.
@@ -158,7 +204,7 @@ pub struct PublicSettings {
 }
 
 /// `[cors]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsSettings {
     /// Origins allowed to call the API from a browser.
@@ -166,12 +212,13 @@ pub struct CorsSettings {
 }
 
 /// `[auth]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// `HS256` (default), `EdDSA` or `RS256`.
     pub jwt_algorithm: String,
     /// HS256 secret; required in production when the algorithm is HS256.
+    #[serde(serialize_with = "redacted_optional")]
     pub jwt_secret: Option<SecretString>,
     /// PEM private key signing access tokens (EdDSA, RS256).
     pub jwt_private_key_file: Option<PathBuf>,
@@ -214,10 +261,11 @@ impl AuthSettings {
 }
 
 /// `[mail]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailSettings {
     /// SMTP server URL, possibly with credentials.
+    #[serde(serialize_with = "redacted_optional_url")]
     pub smtp_url: Option<SecretString>,
     /// Sender address.
     pub from: String,
@@ -246,15 +294,16 @@ pub struct MailSettings {
 }
 
 /// `[redis]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// Redis URL, possibly with credentials.
+    #[serde(serialize_with = "redacted_optional_url")]
     pub url: Option<SecretString>,
 }
 
 /// `[rate_limit]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Master switch.
@@ -262,7 +311,7 @@ pub struct RateLimitSettings {
 }
 
 /// `[oauth]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthSettings {
     /// Where the callback redirects with a one-time code.
@@ -274,12 +323,13 @@ pub struct OAuthSettings {
 }
 
 /// `[oauth.google]`, `[oauth.github]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthProviderSettings {
     /// Client id.
     pub client_id: String,
     /// Client secret.
+    #[serde(serialize_with = "redacted")]
     pub client_secret: SecretString,
     /// Authorization endpoint override.
     pub auth_url: Option<String>,
@@ -294,7 +344,7 @@ pub struct OAuthProviderSettings {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     /// Where avatars are kept.
@@ -302,17 +352,18 @@ pub struct StorageSettings {
 }
 
 /// `[bootstrap]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapSettings {
     /// Email of the first admin.
     pub admin_email: Option<String>,
     /// Password of the first admin.
+    #[serde(serialize_with = "redacted_optional")]
     pub admin_password: Option<SecretString>,
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-friendly, coloured.
@@ -322,7 +373,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `pretty` or `json`.
@@ -383,6 +434,16 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The effective settings as pretty JSON with every secret redacted (passwords in URLs
+    /// too), for `gatehouse config check`.
+    ///
+    /// # Errors
+    ///
+    /// When serialisation fails (it does not for these types).
+    pub fn redacted_json(&self) -> Result<String, SettingsError> {
+        serde_json::to_string_pretty(self).map_err(|e| SettingsError(format!("printing the configuration: {e}")))
+    }
+
     /// Checks rules that span keys or depend on the environment.
     ///
     /// # Errors
@@ -423,6 +484,17 @@ impl Settings {
                 "database.url must start with postgres://, postgresql:// or sqlite://".to_owned(),
             ));
         }
+        check_http_url("public.base_url", &self.public.base_url)?;
+        check_http_url("public.frontend_url", &self.public.frontend_url)?;
+        for (key, url) in [
+            ("database.read_replica_url", &self.database.read_replica_url),
+            ("mail.smtp_url", &self.mail.smtp_url),
+            ("redis.url", &self.redis.url),
+        ] {
+            if let Some(url) = url {
+                check_secret_url(key, url.expose_secret())?;
+            }
+        }
         if self.server.tls_cert.is_some() || self.server.tls_key.is_some() {
             return Err(SettingsError(
                 "server.tls_cert/server.tls_key: built-in TLS is not available yet; terminate TLS at a reverse proxy"
@@ -456,6 +528,31 @@ impl Settings {
             return Err(SettingsError("auth.hash_queue_capacity must be at least 1".to_owned()));
         }
         Ok(())
+    }
+}
+
+/// `key` must be an absolute `http://` or `https://` URL with a host.
+fn check_http_url(key: &str, url: &str) -> Result<(), SettingsError> {
+    let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let host = host.map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(()),
+        _ => Err(SettingsError(format!("{key} must be an absolute http:// or https:// URL, not {url:?}"))),
+    }
+}
+
+/// `key` must look like `scheme://host…`; the value is never echoed (it may hold a password).
+fn check_secret_url(key: &str, url: &str) -> Result<(), SettingsError> {
+    match url.split_once("://") {
+        Some((scheme, rest))
+            if !scheme.is_empty()
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && !rest.is_empty()
+                && !url.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(SettingsError(format!("{key} must be a URL of the form scheme://host (value not shown)"))),
     }
 }
 
@@ -553,6 +650,44 @@ mod tests {
         let error =
             load(AppEnv::Development, &[("APP__MAIL__RELAY_LEASE_SECS", "5")]).expect_err("refused").to_string();
         assert!(error.contains("mail.relay_lease_secs"), "{error}");
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_a_url_is_refused_by_name() {
+        let error =
+            load(AppEnv::Development, &[("APP__PUBLIC__BASE_URL", "localhost:8080")]).expect_err("refused").to_string();
+        assert!(error.contains("public.base_url"), "{error}");
+        assert_eq!(error.lines().count(), 1, "one line");
+    }
+
+    #[test]
+    fn a_malformed_secret_url_is_refused_by_name_without_echoing_it() {
+        let error = load(AppEnv::Development, &[("APP__REDIS__URL", "hunter2")]).expect_err("refused").to_string();
+        assert!(error.contains("redis.url"), "{error}");
+        assert!(!error.contains("hunter2"), "the value may be a password: {error}");
+    }
+
+    #[test]
+    fn config_check_redacts_every_secret() {
+        let settings = load(
+            AppEnv::Development,
+            &[
+                ("DATABASE_URL", "postgres://gatehouse:db-password@db.internal:5432/gatehouse"),
+                ("APP__AUTH__JWT_SECRET", "jwt-secret-that-is-at-least-32-bytes-long"),
+                ("APP__MAIL__SMTP_URL", "smtps://mailer:smtp-password@mail.internal:465"),
+                ("APP__REDIS__URL", "redis://:redis-password@cache.internal:6379/0"),
+                ("APP__BOOTSTRAP__ADMIN_PASSWORD", "admin-password"),
+            ],
+        )
+        .expect("valid");
+
+        let printed = settings.redacted_json().expect("printed");
+
+        for secret in ["db-password", "jwt-secret", "smtp-password", "redis-password", "admin-password"] {
+            assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+        }
+        assert!(printed.contains("postgres://[redacted]@db.internal:5432/gatehouse"), "{printed}");
+        assert!(printed.contains("\"jwt_secret\": \"[redacted]\""), "{printed}");
     }
 
     #[test]

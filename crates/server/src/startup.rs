@@ -33,9 +33,10 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::http::{self, cookies, extract, middleware, openapi};
+use crate::metrics::TimedHasher;
 use crate::relay::{RelayHandle, mail_relay};
 use crate::settings::Settings;
-use crate::state::AppState;
+use crate::state::{AppState, Dependencies, RedisDependency};
 
 /// How long in-flight requests may take to finish after a stop signal.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
@@ -128,8 +129,31 @@ impl Application {
 pub async fn prepare(settings: &Settings) -> anyhow::Result<AppState> {
     let database = connect_database(settings).await?;
     database.migrate().await.context("applying database migrations")?;
-    let revocations = revocation_list(settings, &database).await;
-    build_state(settings, database, revocations)
+    let (revocations, redis) = revocation_list(settings, &database).await;
+    let dependencies = Dependencies {
+        redis,
+        smtp_addr: settings.mail.smtp_url.as_ref().and_then(|url| smtp_address(url.expose_secret())),
+    };
+    build_state(settings, database, revocations, dependencies)
+}
+
+/// `host:port` of an `smtp://` or `smtps://` URL, without credentials; `None` when it cannot
+/// be made out (the SMTP adapter reports that URL's error itself).
+#[must_use]
+pub fn smtp_address(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default_port = match scheme {
+        "smtp" => 25,
+        "smtps" => 465,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if host_port.is_empty() {
+        return None;
+    }
+    let has_port = host_port.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']'));
+    Some(if has_port { host_port.to_owned() } else { format!("{host_port}:{default_port}") })
 }
 
 /// Creates the first admin from `bootstrap.admin_email`/`admin_password` when both are set
@@ -165,19 +189,25 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Database> {
 /// Where revoked sessions are looked up on every request: Redis when configured (shared by
 /// all instances); the process itself for SQLite (one node by construction); otherwise the
 /// sessions table, so several PostgreSQL instances without Redis still agree.
-async fn revocation_list(settings: &Settings, database: &Database) -> Arc<dyn RevocationList> {
+async fn revocation_list(
+    settings: &Settings,
+    database: &Database,
+) -> (Arc<dyn RevocationList>, Option<RedisDependency>) {
+    let mut redis = None;
     if let Some(url) = &settings.redis.url {
         match RedisRevocationList::connect(url.expose_secret(), "gatehouse:").await {
-            Ok(list) => return Arc::new(list),
+            Ok(list) => return (Arc::new(list.clone()), Some(RedisDependency::Connected(list))),
             Err(e) => {
-                tracing::error!(error = %e, "redis.url: Redis is unreachable; checking revocations in the database")
+                tracing::error!(error = %e, "redis.url: Redis is unreachable; checking revocations in the database");
+                redis = Some(RedisDependency::Unreachable);
             }
         }
     }
-    match database.backend() {
+    let list: Arc<dyn RevocationList> = match database.backend() {
         Backend::Sqlite => Arc::new(InProcessRevocationList::new(Arc::new(SystemClock))),
         Backend::Postgres => database.session_revocations(),
-    }
+    };
+    (list, redis)
 }
 
 /// The access-token signer and verifier the configuration asks for, and the secret
@@ -221,6 +251,7 @@ fn build_state(
     settings: &Settings,
     database: Database,
     revocations: Arc<dyn RevocationList>,
+    dependencies: Dependencies,
 ) -> anyhow::Result<AppState> {
     let auth = &settings.auth;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -236,7 +267,8 @@ fn build_state(
         HashPoolSettings { workers: auth.effective_hash_workers(), queue_capacity: auth.hash_queue_capacity },
     )
     .context("auth.argon2_*: invalid hashing parameters")?;
-    let hasher: Arc<dyn PasswordHasher> = Arc::new(hasher);
+    let hash_pool = Arc::new(hasher);
+    let hasher: Arc<dyn PasswordHasher> = Arc::new(TimedHasher::new(hash_pool.clone()));
     let avatar_dir = &settings.storage.avatar_dir;
     let avatar_store = FsAvatarStore::open(avatar_dir)
         .with_context(|| format!("storage.avatar_dir: cannot use {}", avatar_dir.display()))?;
@@ -274,9 +306,26 @@ fn build_state(
         cursors: CursorSealer::new(key_material.expose_secret().as_bytes()),
         hasher,
         database,
+        dependencies,
+        metrics: crate::metrics::handle(),
+        hash_pool,
         clock,
         routes: openapi::RouteTable::from_document(&openapi::document()),
         jwks: Arc::new(jwks),
         secure_cookies: cookies::cookies_must_be_secure(&settings.public.base_url),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::smtp_address;
+
+    #[test]
+    fn the_smtp_address_leaves_credentials_out_and_defaults_the_port() {
+        assert_eq!(smtp_address("smtp://127.0.0.1:1025").as_deref(), Some("127.0.0.1:1025"));
+        assert_eq!(smtp_address("smtps://user:secret@mail.example.com").as_deref(), Some("mail.example.com:465"));
+        assert_eq!(smtp_address("smtp://mail.example.com/?tls=required").as_deref(), Some("mail.example.com:25"));
+        assert_eq!(smtp_address("http://mail.example.com"), None);
+        assert_eq!(smtp_address("smtp://"), None);
+    }
 }

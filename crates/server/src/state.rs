@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use gatehouse_cache_redis::RedisRevocationList;
 use gatehouse_domain::ports::{Clock, PasswordHasher};
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
@@ -12,8 +13,9 @@ use gatehouse_domain::services::auth::AuthService;
 use gatehouse_domain::services::avatars::AvatarService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
-use gatehouse_security::CursorSealer;
+use gatehouse_security::{Argon2Hasher, CursorSealer};
 use gatehouse_store_diesel::Database;
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 
 use crate::http::openapi::RouteTable;
@@ -41,6 +43,12 @@ pub struct AppState {
     pub hasher: Arc<dyn PasswordHasher>,
     /// For readiness checks.
     pub database: Database,
+    /// Optional dependencies that readiness reports on without failing.
+    pub dependencies: Dependencies,
+    /// Renders the Prometheus metrics.
+    pub metrics: PrometheusHandle,
+    /// The password-hashing pool itself, for its queue depth.
+    pub hash_pool: Arc<Argon2Hasher>,
     /// The time, as the use cases see it.
     pub clock: Arc<dyn Clock>,
     /// Documented routes, to answer 405 with `Allow`.
@@ -67,4 +75,24 @@ impl AppState {
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
+}
+
+/// The optional dependencies `/health/ready` checks: their failure degrades the service
+/// (shared revocations fall back to the database, mail waits in the outbox) but never stops it.
+#[derive(Clone, Default)]
+pub struct Dependencies {
+    /// Redis, when `redis.url` is set.
+    pub redis: Option<RedisDependency>,
+    /// The SMTP server's `host:port` (never the URL, which may hold credentials), when
+    /// `mail.smtp_url` is set.
+    pub smtp_addr: Option<String>,
+}
+
+/// Redis as start-up found it.
+#[derive(Clone)]
+pub enum RedisDependency {
+    /// Connected; pinged on every readiness check.
+    Connected(RedisRevocationList),
+    /// Unreachable at start-up; this instance runs without it until restarted.
+    Unreachable,
 }

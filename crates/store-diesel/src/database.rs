@@ -4,7 +4,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use diesel::RunQueryDsl;
@@ -48,6 +49,29 @@ pub enum Backend {
 pub struct Database {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
+    waits: Arc<WaitCounters>,
+}
+
+/// Checkouts that found no idle connection, and the time they waited.
+#[derive(Debug, Default)]
+struct WaitCounters {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+/// A snapshot of the connection pool, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolStats {
+    /// The most connections the pool opens.
+    pub max_size: u32,
+    /// Connections open now, idle or in use.
+    pub connections: u32,
+    /// Open connections that are checked out.
+    pub in_use: u32,
+    /// Checkouts so far that found no idle connection and had to wait.
+    pub waits: u64,
+    /// The total time those checkouts waited, in seconds.
+    pub wait_seconds: f64,
 }
 
 impl fmt::Debug for Database {
@@ -94,7 +118,22 @@ impl Database {
             .connection_customizer(Box::new(SqlitePragmas))
             .build(Manager::new(target))
             .with_context(|| format!("could not connect to the {backend:?} database"))?;
-        Ok(Database { pool, backend })
+        Ok(Database { pool, backend, waits: Arc::default() })
+    }
+
+    /// The pool's size and usage now, and its waits so far.
+    #[must_use]
+    pub fn pool_stats(&self) -> PoolStats {
+        let state = self.pool.state();
+        #[allow(clippy::cast_precision_loss)] // microseconds fit an f64 for centuries
+        let wait_seconds = self.waits.micros.load(Ordering::Relaxed) as f64 / 1e6;
+        PoolStats {
+            max_size: self.pool.max_size(),
+            connections: state.connections,
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            waits: self.waits.count.load(Ordering::Relaxed),
+            wait_seconds,
+        }
     }
 
     /// Which engine this database runs on.
@@ -143,6 +182,15 @@ impl Database {
             Ok(())
         })
         .await
+    }
+
+    /// How many outbox messages wait to be sent (pending, due or not), for metrics.
+    ///
+    /// # Errors
+    ///
+    /// No connection within the timeout, or the query fails.
+    pub async fn outbox_depth(&self) -> anyhow::Result<u64> {
+        self.run(crate::outbox::pending_count).await
     }
 
     /// The user repository on this database.
@@ -199,10 +247,19 @@ impl Database {
         E: From<anyhow::Error> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let waits = self.waits.clone();
         let span = Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let mut connection = pool.get().context("no database connection available")?;
+            let must_wait = pool.state().idle_connections == 0;
+            let started = Instant::now();
+            let connection = pool.get();
+            if must_wait {
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                waits.count.fetch_add(1, Ordering::Relaxed);
+                waits.micros.fetch_add(micros, Ordering::Relaxed);
+            }
+            let mut connection = connection.context("no database connection available")?;
             work(&mut connection)
         })
         .await

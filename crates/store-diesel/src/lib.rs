@@ -29,7 +29,7 @@ mod users;
 pub mod testing;
 
 pub use activity::DieselActivityLog;
-pub use database::{Backend, Database};
+pub use database::{Backend, Database, PoolStats};
 pub use directory::DieselUserDirectory;
 pub use outbox::DieselEmailOutbox;
 pub use revocations::SessionTableRevocations;

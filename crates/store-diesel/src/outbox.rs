@@ -169,6 +169,16 @@ impl DueRow {
     }
 }
 
+/// How many messages are still pending (for the outbox-depth metric).
+pub(crate) fn pending_count(connection: &mut AnyConnection) -> anyhow::Result<u64> {
+    let count: i64 = email_outbox::table
+        .filter(email_outbox::status.eq(PENDING))
+        .count()
+        .get_result(connection)
+        .context("counting pending outbox messages")?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 /// Selects due, unleased rows (locking them, skipping rows other claims hold, on PostgreSQL)
 /// and leases them under `claim`. Must run inside [`write_transaction`]. Returns the rows with
 /// their attempt count already raised.

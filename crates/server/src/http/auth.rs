@@ -2,7 +2,8 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use gatehouse_domain::services::auth::{LoginIdentifier, LoginRequest, RegisterRequest, TokenPair};
+use gatehouse_domain::services::auth::{LoginError, LoginIdentifier, LoginRequest, RegisterRequest, TokenPair};
+use gatehouse_domain::services::sessions::RefreshError;
 use gatehouse_domain::values::PasswordError;
 use gatehouse_domain::{DisplayName, Email, FieldError, NewPassword, Username, ValidationErrors};
 use secrecy::SecretString;
@@ -128,8 +129,22 @@ pub async fn login(
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let request = LoginRequest::try_from(body.into_inner())?;
-    let pair = state.auth.login(request, context).await?;
+    let pair = metered_login(state.auth.login(request, context).await)?;
     Ok(token_response(&state, &pair, query.cookie))
+}
+
+/// Counts a password sign-in by its outcome and passes the result on.
+fn metered_login<T>(result: Result<T, LoginError>) -> Result<T, LoginError> {
+    crate::metrics::record_login(match &result {
+        Ok(_) => "success",
+        Err(LoginError::InvalidCredentials) => "invalid_credentials",
+        Err(LoginError::AccountLocked) => "account_locked",
+        Err(LoginError::AccountDisabled) => "account_disabled",
+        Err(LoginError::EmailNotVerified) => "email_not_verified",
+        Err(LoginError::Overloaded) => "overloaded",
+        Err(LoginError::Unexpected(_)) => "error",
+    });
+    result
 }
 
 /// `POST /auth/token`: the OAuth2 password grant (RFC 6749 §4.3), so Swagger UI's
@@ -185,7 +200,7 @@ pub async fn token(
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, ApiError> {
     let request = LoginRequest::try_from(form.into_inner())?;
-    let pair = state.auth.login(request, context).await?;
+    let pair = metered_login(state.auth.login(request, context).await)?;
     Ok(token_response(&state, &pair, query.cookie))
 }
 
@@ -221,7 +236,11 @@ pub async fn refresh(
     body: OptionalJson<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (presented, source) = cookies::presented_refresh_token(&req, body.0.and_then(|b| b.refresh_token))?;
-    let pair = state.sessions.refresh(&presented, context).await?;
+    let pair = state.sessions.refresh(&presented, context).await.inspect_err(|e| {
+        if matches!(e, RefreshError::Reused) {
+            crate::metrics::record_refresh_reuse();
+        }
+    })?;
     Ok(token_response(&state, &pair, query.cookie || source == TokenSource::Cookie))
 }
 

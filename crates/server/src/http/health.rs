@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness (never touches a dependency) and readiness (checks them, each with a timeout).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -7,10 +7,11 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::state::AppState;
+use crate::state::{AppState, RedisDependency};
 
-/// How long a dependency may take to answer a readiness check.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a dependency may take to answer a readiness check (well below the usual
+/// probe timeouts of load balancers and orchestrators).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `{"status": "ok"}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,30 +52,80 @@ pub struct ReadyBody {
     checks: BTreeMap<&'static str, CheckBody>,
 }
 
-/// Checks the dependencies the service cannot serve without. 503 only when one of them is
-/// unavailable.
+/// Checks the database (required: `unavailable` and 503 when it fails), and Redis and the
+/// SMTP server when configured (optional: `degraded`, still 200, when they fail). Each check
+/// has its own short timeout, and they run concurrently.
 #[utoipa::path(
     tag = "operations",
     responses(
-        (status = 200, description = "Ready to serve.", body = ReadyBody),
-        (status = 503, description = "A required dependency is unavailable.", body = ReadyBody),
+        (status = 200, description = "Ready to serve (`ok`), or serving without an optional dependency (`degraded`).", body = ReadyBody,
+            example = json!({"status": "degraded", "checks": {"database": {"status": "ok", "latency_ms": 1.3}, "smtp": {"status": "degraded", "latency_ms": 0.4, "error": "unreachable"}}})),
+        (status = 503, description = "The database is unavailable.", body = ReadyBody,
+            example = json!({"status": "unavailable", "checks": {"database": {"status": "unavailable", "latency_ms": 2000.1, "error": "timed out"}}})),
     )
 )]
 #[get("/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let started = Instant::now();
-    let outcome = tokio::time::timeout(CHECK_TIMEOUT, state.database.ping()).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let database = match outcome {
-        Ok(Ok(())) => CheckBody { status: "ok", latency_ms, error: None },
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: the database does not answer");
-            CheckBody { status: "unavailable", latency_ms, error: Some("query failed") }
+    let deps = &state.dependencies;
+    let database = check("database", UNAVAILABLE, state.database.ping());
+    let redis = async {
+        match &deps.redis {
+            None => None,
+            Some(RedisDependency::Connected(redis)) => Some(check("redis", DEGRADED, redis.ping()).await),
+            Some(RedisDependency::Unreachable) => {
+                Some(CheckBody { status: DEGRADED, latency_ms: 0.0, error: Some("not connected since start-up") })
+            }
         }
-        Err(_) => CheckBody { status: "unavailable", latency_ms, error: Some("timed out") },
     };
-    let ok = database.status == "ok";
-    let body =
-        ReadyBody { status: if ok { "ok" } else { "unavailable" }, checks: BTreeMap::from([("database", database)]) };
-    if ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    let smtp = async {
+        match &deps.smtp_addr {
+            None => None,
+            Some(addr) => Some(check("smtp", DEGRADED, tcp_reachable(addr)).await),
+        }
+    };
+    let (database, redis, smtp) = futures::join!(database, redis, smtp);
+    let mut checks = BTreeMap::from([("database", database)]);
+    checks.extend(redis.map(|c| ("redis", c)));
+    checks.extend(smtp.map(|c| ("smtp", c)));
+    let status = if checks.values().any(|c| c.status == UNAVAILABLE) {
+        UNAVAILABLE
+    } else if checks.values().any(|c| c.status == DEGRADED) {
+        DEGRADED
+    } else {
+        OK
+    };
+    let body = ReadyBody { status, checks };
+    if status == UNAVAILABLE { HttpResponse::ServiceUnavailable().json(body) } else { HttpResponse::Ok().json(body) }
+}
+
+const OK: &str = "ok";
+const DEGRADED: &str = "degraded";
+const UNAVAILABLE: &str = "unavailable";
+
+/// Runs one check under [`CHECK_TIMEOUT`]; a failure takes the status `on_failure`.
+async fn check(
+    name: &'static str,
+    on_failure: &'static str,
+    probe: impl Future<Output = anyhow::Result<()>>,
+) -> CheckBody {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Ok(Ok(())) => CheckBody { status: OK, latency_ms, error: None },
+        Ok(Err(e)) => {
+            tracing::warn!(check = name, error = format!("{e:#}"), "readiness: a dependency does not answer");
+            CheckBody { status: on_failure, latency_ms, error: Some("unreachable") }
+        }
+        Err(_) => {
+            tracing::warn!(check = name, "readiness: a dependency timed out");
+            CheckBody { status: on_failure, latency_ms, error: Some("timed out") }
+        }
+    }
+}
+
+/// Whether a TCP connection to `addr` opens (an SMTP server that accepts connections).
+async fn tcp_reachable(addr: &str) -> anyhow::Result<()> {
+    tokio::net::TcpStream::connect(addr).await?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod pagination;
@@ -31,6 +32,7 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
     config
         .service(health::live)
         .service(health::ready)
+        .service(metrics::scrape)
         .service(wellknown::jwks)
         .service(
             scope("/api/v1/auth")

@@ -53,6 +53,18 @@ pub fn document() -> OpenApiDoc {
     doc
 }
 
+/// The document as committed in `openapi.json` at the repository root: pretty JSON with a
+/// final newline. `gatehouse openapi > openapi.json` (or `make openapi`) regenerates it.
+///
+/// # Errors
+///
+/// When the document cannot be serialised (it always can; serde's error is passed on).
+pub fn document_json() -> serde_json::Result<String> {
+    let mut json = serde_json::to_string_pretty(&document())?;
+    json.push('\n');
+    Ok(json)
+}
+
 /// Which methods each documented path template accepts.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable(Vec<(Vec<String>, Vec<Method>)>);
@@ -68,6 +80,23 @@ impl RouteTable {
             .map(|(template, item)| (template.split('/').map(str::to_owned).collect(), methods_of(item)))
             .collect();
         Self(entries)
+    }
+
+    /// The documented template `path` falls under for `method`, the most specific one when
+    /// several match (`/users/me` before `/users/{id}`), for metrics of requests the router
+    /// answered with an error before a route was recorded.
+    #[must_use]
+    pub fn template_of(&self, method: &Method, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .filter(|(template, methods)| {
+                methods.contains(method)
+                    && template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| t.starts_with('{') || t == s)
+            })
+            .max_by_key(|(template, _)| template.iter().filter(|t| !t.starts_with('{')).count())
+            .map(|(template, _)| template.join("/"))
     }
 
     /// The methods documented for the path, `{param}` segments matching anything.
@@ -136,6 +165,7 @@ mod tests {
         ("get", "/api/v1/audit-events"),
         ("get", "/health/live"),
         ("get", "/health/ready"),
+        ("get", "/metrics"),
     ];
 
     #[test]
@@ -156,6 +186,37 @@ mod tests {
         let schemes = doc.components.expect("components").security_schemes;
         assert!(schemes.contains_key("bearer"));
         assert!(schemes.contains_key("password"), "the OAuth2 password flow for Swagger UI");
+    }
+
+    #[test]
+    fn the_committed_openapi_json_matches_the_generated_document() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        let generated = document_json().expect("the document serialises");
+        assert!(
+            committed == generated,
+            "openapi.json is out of date with the code; regenerate it with `make openapi` \
+             (cargo run -p gatehouse-server --bin gatehouse -- openapi > openapi.json) and commit it"
+        );
+    }
+
+    #[test]
+    fn the_document_validates_against_the_openapi_3_1_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/openapi-3.1.schema.json")).expect("the vendored schema");
+        let validator = jsonschema::validator_for(&schema).expect("the schema compiles offline");
+        let doc = serde_json::to_value(document()).expect("the document serialises");
+        let errors: Vec<String> =
+            validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "the OpenAPI document is invalid:\n{}", errors.join("\n"));
+    }
+
+    #[test]
+    fn the_most_specific_template_names_a_path() {
+        let table = RouteTable::from_document(&document());
+        assert_eq!(table.template_of(&Method::GET, "/api/v1/users/me").as_deref(), Some("/api/v1/users/me"));
+        assert_eq!(table.template_of(&Method::GET, "/api/v1/users/42").as_deref(), Some("/api/v1/users/{id}"));
+        assert_eq!(table.template_of(&Method::GET, "/nowhere"), None);
     }
 
     #[test]

@@ -1,0 +1,39 @@
+//! `GET /metrics`: the Prometheus text exposition.
+
+use actix_web::{HttpResponse, get, web};
+
+use crate::metrics::{
+    DB_POOL_IN_USE, DB_POOL_MAX, DB_POOL_OPEN, DB_POOL_WAIT_SECONDS, DB_POOL_WAITS, HASH_QUEUE_DEPTH, OUTBOX_DEPTH,
+};
+use crate::state::AppState;
+
+/// The content type of the Prometheus text format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Metrics in the Prometheus text format: requests and latency by route pattern, method and
+/// status; database pool usage and waits; password-hashing queue depth and time; email outbox
+/// depth, sent and failed; sign-in outcomes; refresh-token reuse; build info. Expose it only
+/// to the scraper (a private port or network policy): it reveals traffic patterns.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "The metrics.", content_type = "text/plain", body = String,
+        example = "# TYPE gatehouse_http_requests_total counter\ngatehouse_http_requests_total{route=\"/health/live\",method=\"GET\",status=\"200\"} 3\n"))
+)]
+#[get("/metrics")]
+pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.database.pool_stats();
+    ::metrics::gauge!(DB_POOL_MAX).set(f64::from(pool.max_size));
+    ::metrics::gauge!(DB_POOL_OPEN).set(f64::from(pool.connections));
+    ::metrics::gauge!(DB_POOL_IN_USE).set(f64::from(pool.in_use));
+    ::metrics::counter!(DB_POOL_WAITS).absolute(pool.waits);
+    ::metrics::gauge!(DB_POOL_WAIT_SECONDS).set(pool.wait_seconds);
+    #[allow(clippy::cast_precision_loss)] // a queue depth is far below 2^52
+    ::metrics::gauge!(HASH_QUEUE_DEPTH).set(state.hash_pool.queue_depth() as f64);
+    match state.database.outbox_depth().await {
+        #[allow(clippy::cast_precision_loss)]
+        Ok(depth) => ::metrics::gauge!(OUTBOX_DEPTH).set(depth as f64),
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "metrics: cannot count the email outbox"),
+    }
+    state.metrics.run_upkeep();
+    HttpResponse::Ok().content_type(TEXT_FORMAT).body(state.metrics.render())
+}
