@@ -9,6 +9,7 @@ mod cookies;
 mod docs;
 mod email;
 mod health;
+mod limits;
 mod login;
 mod me;
 mod protocol;

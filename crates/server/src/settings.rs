@@ -251,14 +251,44 @@ pub struct MailSettings {
 pub struct RedisSettings {
     /// Redis URL, possibly with credentials.
     pub url: Option<SecretString>,
+    /// Prefix of every key, so several deployments (or test runs) can share one Redis.
+    pub key_prefix: String,
 }
 
-/// `[rate_limit]`.
+/// `[rate_limit]`: one rule per row of API.md's table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Master switch.
     pub enabled: bool,
+    /// `POST /auth/login` and `/auth/token`, per IP and separately per email.
+    pub login: RateRule,
+    /// `POST /auth/register`, per IP.
+    pub register: RateRule,
+    /// `POST /auth/password/forgot` and `/auth/verify-email/resend`, per IP and per email.
+    pub recovery: RateRule,
+    /// `POST /auth/refresh`, per IP (the refresh token changes on every use).
+    pub refresh: RateRule,
+    /// Everything else, per user when authenticated, per IP otherwise.
+    pub general: RateRule,
+}
+
+/// At most `limit` requests per `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateRule {
+    /// Requests allowed per window.
+    pub limit: u32,
+    /// The window, in seconds.
+    pub window_secs: u32,
+}
+
+impl RateRule {
+    /// The window as a duration.
+    #[must_use]
+    pub fn window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.window_secs))
+    }
 }
 
 /// `[oauth]`.
@@ -451,6 +481,18 @@ impl Settings {
                 mail.relay_lease_secs,
                 u64::from(mail.relay_batch_size) * u64::from(mail.timeout_secs)
             )));
+        }
+        let limits = &self.rate_limit;
+        if [limits.login, limits.register, limits.recovery, limits.refresh, limits.general]
+            .iter()
+            .any(|rule| rule.limit == 0 || rule.window_secs == 0)
+        {
+            return Err(SettingsError("rate_limit.*: every limit and window_secs must be positive".to_owned()));
+        }
+        if let Some(bad) =
+            self.server.trusted_proxies.iter().find(|cidr| cidr.parse::<crate::http::client_ip::Cidr>().is_err())
+        {
+            return Err(SettingsError(format!("server.trusted_proxies: {bad:?} is not an IP address or CIDR")));
         }
         if self.auth.hash_queue_capacity == 0 {
             return Err(SettingsError("auth.hash_queue_capacity must be at least 1".to_owned()));

@@ -11,9 +11,11 @@ use anyhow::Context;
 use chrono::Duration;
 use gatehouse_avatar_fs::FsAvatarStore;
 use gatehouse_avatar_image::ImageAvatarProcessor;
-use gatehouse_cache_redis::{InProcessRevocationList, RedisRevocationList};
+use gatehouse_cache_redis::{FallbackRateLimiter, InProcessRateLimiter, InProcessRevocationList, RedisRevocationList};
 use gatehouse_domain::ports::EnsureAdmin;
-use gatehouse_domain::ports::{Clock, OpaqueTokens, PasswordHasher, RevocationList, SystemClock};
+use gatehouse_domain::ports::{
+    AccessTokens, Clock, OpaqueTokens, PasswordHasher, RateLimiter, RevocationList, SystemClock,
+};
 use gatehouse_domain::services::Ports;
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
@@ -32,7 +34,8 @@ use secrecy::{ExposeSecret, SecretString};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::http::{self, cookies, extract, middleware, openapi};
+use crate::http::rate_limit::RateLimits;
+use crate::http::{self, client_ip, cookies, extract, middleware, openapi, rate_limit};
 use crate::relay::{RelayHandle, mail_relay};
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -82,6 +85,7 @@ impl Application {
                 .split_for_parts();
             app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api))
                 .default_service(web::to(http::fallback))
+                .wrap(from_fn(rate_limit::limit_requests))
                 .wrap(from_fn(middleware::request_span))
         })
         .workers(settings.server.effective_workers())
@@ -167,7 +171,7 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Database> {
 /// sessions table, so several PostgreSQL instances without Redis still agree.
 async fn revocation_list(settings: &Settings, database: &Database) -> Arc<dyn RevocationList> {
     if let Some(url) = &settings.redis.url {
-        match RedisRevocationList::connect(url.expose_secret(), "gatehouse:").await {
+        match RedisRevocationList::connect(url.expose_secret(), &settings.redis.key_prefix).await {
             Ok(list) => return Arc::new(list),
             Err(e) => {
                 tracing::error!(error = %e, "redis.url: Redis is unreachable; checking revocations in the database")
@@ -177,6 +181,20 @@ async fn revocation_list(settings: &Settings, database: &Database) -> Arc<dyn Re
     match database.backend() {
         Backend::Sqlite => Arc::new(InProcessRevocationList::new(Arc::new(SystemClock))),
         Backend::Postgres => database.session_revocations(),
+    }
+}
+
+/// The rate limiter: on Redis (falling back to this process while Redis is unreachable) when
+/// `redis.url` is set, in this process otherwise.
+fn rate_limits(settings: &Settings) -> RateLimits {
+    let limits = settings.rate_limit.clone();
+    match &settings.redis.url {
+        Some(url) => {
+            let redis = Arc::new(FallbackRateLimiter::new(url.expose_secret(), &settings.redis.key_prefix));
+            let limiter: Arc<dyn RateLimiter> = redis.clone();
+            RateLimits::new(limits, limiter, Some(redis))
+        }
+        None => RateLimits::new(limits, Arc::new(InProcessRateLimiter::new()), None),
     }
 }
 
@@ -241,12 +259,13 @@ fn build_state(
     let avatar_store = FsAvatarStore::open(avatar_dir)
         .with_context(|| format!("storage.avatar_dir: cannot use {}", avatar_dir.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let access_tokens: Arc<dyn AccessTokens> = Arc::new(access_tokens);
     let ports = Ports {
         users: database.users(),
         sessions: database.sessions(),
         tokens: database.one_time_tokens(),
         hasher: hasher.clone(),
-        access_tokens: Arc::new(access_tokens),
+        access_tokens: access_tokens.clone(),
         opaque_tokens: Arc::new(opaque_tokens),
         clock: clock.clone(),
         revocations,
@@ -277,6 +296,9 @@ fn build_state(
         clock,
         routes: openapi::RouteTable::from_document(&openapi::document()),
         jwks: Arc::new(jwks),
+        rate_limits: rate_limits(settings),
+        trusted_proxies: client_ip::parse_trusted(&settings.server.trusted_proxies).into(),
+        access_tokens,
         secure_cookies: cookies::cookies_must_be_secure(&settings.public.base_url),
     })
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use gatehouse_domain::ports::{Clock, PasswordHasher};
+use gatehouse_domain::ports::{AccessTokens, Clock, PasswordHasher};
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
@@ -16,7 +16,9 @@ use gatehouse_security::CursorSealer;
 use gatehouse_store_diesel::Database;
 use secrecy::SecretString;
 
+use crate::http::client_ip::Cidr;
 use crate::http::openapi::RouteTable;
+use crate::http::rate_limit::RateLimits;
 
 /// Shared by all workers; cheap to clone.
 #[derive(Clone)]
@@ -47,6 +49,12 @@ pub struct AppState {
     pub routes: RouteTable,
     /// The JWK Set served at `/.well-known/jwks.json`, computed once.
     pub jwks: Arc<serde_json::Value>,
+    /// Rate-limit rules and their counters.
+    pub rate_limits: RateLimits,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Arc<[Cidr]>,
+    /// Verifies access tokens (to key limits per user).
+    pub access_tokens: Arc<dyn AccessTokens>,
     /// Whether cookies carry `Secure` (everywhere but plain-HTTP loopback development).
     pub secure_cookies: bool,
 }

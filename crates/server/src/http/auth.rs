@@ -14,6 +14,7 @@ use crate::http::cookies::{self, CookieQuery, TokenSource};
 use crate::http::dto::{TokenPairBody, UserBody};
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{Client, OptionalJson};
+use crate::http::rate_limit::RuleName;
 use crate::state::AppState;
 
 /// `POST /auth/register`. Unknown fields are ignored.
@@ -105,6 +106,15 @@ impl TryFrom<LoginBody> for LoginRequest {
     }
 }
 
+/// The per-account rate-limit key of a sign-in: an email, or a username (kept apart from
+/// emails, which always contain `@`).
+fn identifier_key(identifier: &LoginIdentifier) -> String {
+    match identifier {
+        LoginIdentifier::Email(email) => email.as_ref().to_owned(),
+        LoginIdentifier::Username(username) => format!("username:{}", username.as_ref()),
+    }
+}
+
 /// Signs in with a password and starts a session.
 #[utoipa::path(
     tag = "auth",
@@ -128,6 +138,7 @@ pub async fn login(
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let request = LoginRequest::try_from(body.into_inner())?;
+    state.rate_limits.check_identifier(RuleName::Login, &identifier_key(&request.identifier)).await?;
     let pair = state.auth.login(request, context).await?;
     Ok(token_response(&state, &pair, query.cookie))
 }
@@ -185,6 +196,7 @@ pub async fn token(
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, ApiError> {
     let request = LoginRequest::try_from(form.into_inner())?;
+    state.rate_limits.check_identifier(RuleName::Login, &identifier_key(&request.identifier)).await?;
     let pair = state.auth.login(request, context).await?;
     Ok(token_response(&state, &pair, query.cookie))
 }
@@ -325,6 +337,7 @@ pub async fn resend_verification(
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&body.email).map_err(|e| ValidationErrors::from(FieldError::from(e)))?;
+    state.rate_limits.check_identifier(RuleName::Recovery, email.as_ref()).await?;
     let state = state.into_inner();
     in_background("resending a verification email", async move { state.recovery.resend_verification(&email).await });
     Ok(HttpResponse::Accepted().finish())
@@ -350,6 +363,7 @@ pub async fn forgot_password(
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&body.email).map_err(|e| ValidationErrors::from(FieldError::from(e)))?;
+    state.rate_limits.check_identifier(RuleName::Recovery, email.as_ref()).await?;
     let state = state.into_inner();
     in_background("requesting a password reset", async move { state.recovery.forgot_password(&email, context).await });
     Ok(HttpResponse::Accepted().finish())

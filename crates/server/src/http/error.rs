@@ -182,6 +182,15 @@ impl ApiError {
         }
     }
 
+    /// A 429 `rate_limited` that tells the client when to retry.
+    #[must_use]
+    pub fn rate_limited(retry_after_secs: u32) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Self::new(ErrorKind::RateLimited, "Too many requests; retry after the time in Retry-After.")
+        }
+    }
+
     /// A 401 for a missing, malformed, invalid or expired bearer token.
     #[must_use]
     pub fn unauthorized() -> Self {

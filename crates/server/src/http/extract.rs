@@ -15,6 +15,7 @@ use gatehouse_domain::services::sessions::Principal;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
+use crate::http::client_ip;
 use crate::http::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
@@ -143,7 +144,7 @@ impl FromRequest for Authenticated {
 }
 
 /// The token of an `Authorization: Bearer …` header; the scheme is case-insensitive.
-fn bearer_token(req: &HttpRequest) -> Option<&str> {
+pub(crate) fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
@@ -169,7 +170,8 @@ impl FromRequest for Admin {
     }
 }
 
-/// Where the request comes from: the peer's IP and the `User-Agent`.
+/// Where the request comes from: the client's IP (the peer, or what a trusted proxy forwarded
+/// for, see [`crate::http::client_ip`]) and the `User-Agent`.
 #[derive(Debug)]
 pub struct Client(pub RequestContext);
 
@@ -183,7 +185,12 @@ impl FromRequest for Client {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(USER_AGENT_MAX_CHARS).collect());
-        ready(Ok(Client(RequestContext { ip: req.peer_addr().map(|addr| addr.ip()), user_agent })))
+        let peer = req.peer_addr().map(|addr| addr.ip());
+        let ip = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => client_ip::resolve(peer, req.headers(), &state.trusted_proxies),
+            None => peer,
+        };
+        ready(Ok(Client(RequestContext { ip, user_agent })))
     }
 }
 

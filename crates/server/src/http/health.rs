@@ -52,7 +52,8 @@ pub struct ReadyBody {
 }
 
 /// Checks the dependencies the service cannot serve without. 503 only when one of them is
-/// unavailable.
+/// unavailable; an unreachable Redis only degrades the service (rate limits fall back to
+/// per-instance counting), so it answers 200 with `redis: degraded`.
 #[utoipa::path(
     tag = "operations",
     responses(
@@ -74,7 +75,25 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Err(_) => CheckBody { status: "unavailable", latency_ms, error: Some("timed out") },
     };
     let ok = database.status == "ok";
-    let body =
-        ReadyBody { status: if ok { "ok" } else { "unavailable" }, checks: BTreeMap::from([("database", database)]) };
+    let mut checks = BTreeMap::from([("database", database)]);
+    let mut degraded = false;
+    if let Some(redis) = state.rate_limits.redis() {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(CHECK_TIMEOUT, redis.ping()).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let check = match outcome {
+            Ok(Ok(())) => CheckBody { status: "ok", latency_ms, error: None },
+            Ok(Err(_)) => CheckBody { status: "degraded", latency_ms, error: Some("unreachable; limits per instance") },
+            Err(_) => CheckBody { status: "degraded", latency_ms, error: Some("timed out; limits per instance") },
+        };
+        degraded = check.status != "ok";
+        checks.insert("redis", check);
+    }
+    let status = match (ok, degraded) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ok",
+    };
+    let body = ReadyBody { status, checks };
     if ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
