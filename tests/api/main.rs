@@ -10,6 +10,7 @@ mod docs;
 mod email;
 mod health;
 mod limits;
+mod lockout;
 mod login;
 mod me;
 mod protocol;

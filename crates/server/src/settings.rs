@@ -203,6 +203,10 @@ pub struct AuthSettings {
     pub hash_workers: usize,
     /// Hashing requests that may wait before login/register answer 503.
     pub hash_queue_capacity: usize,
+    /// Consecutive failed sign-ins that lock an account.
+    pub lockout_threshold: u32,
+    /// How long a lockout lasts, in seconds.
+    pub lockout_secs: u32,
 }
 
 impl AuthSettings {
@@ -493,6 +497,9 @@ impl Settings {
             self.server.trusted_proxies.iter().find(|cidr| cidr.parse::<crate::http::client_ip::Cidr>().is_err())
         {
             return Err(SettingsError(format!("server.trusted_proxies: {bad:?} is not an IP address or CIDR")));
+        }
+        if self.auth.lockout_threshold == 0 || self.auth.lockout_secs == 0 {
+            return Err(SettingsError("auth.lockout_threshold and auth.lockout_secs must be positive".to_owned()));
         }
         if self.auth.hash_queue_capacity == 0 {
             return Err(SettingsError("auth.hash_queue_capacity must be at least 1".to_owned()));

@@ -281,6 +281,8 @@ fn build_state(
         refresh_reuse_grace: Duration::seconds(i64::from(auth.refresh_reuse_grace_secs)),
         verification_ttl: Duration::seconds(i64::from(auth.verification_ttl_secs)),
         password_reset_ttl: Duration::seconds(i64::from(auth.password_reset_ttl_secs)),
+        lockout_threshold: auth.lockout_threshold,
+        lockout_duration: Duration::seconds(i64::from(auth.lockout_secs)),
     };
     Ok(AppState {
         auth: AuthService::new(ports.clone(), auth_settings.clone()),
@@ -291,6 +293,7 @@ fn build_state(
         admin: AdminService::new(ports.clone(), auth_settings),
         activity: ActivityService::new(ports),
         cursors: CursorSealer::new(key_material.expose_secret().as_bytes()),
+        devices: CursorSealer::new(&[b"device cookies\0".as_slice(), key_material.expose_secret().as_bytes()].concat()),
         hasher,
         database,
         clock,

@@ -39,6 +39,8 @@ pub struct AppState {
     pub activity: ActivityService,
     /// Seals and opens list cursors.
     pub cursors: CursorSealer,
+    /// Signs and checks device cookies (a key of its own).
+    pub devices: CursorSealer,
     /// Password hashing, for the command-line tools.
     pub hasher: Arc<dyn PasswordHasher>,
     /// For readiness checks.

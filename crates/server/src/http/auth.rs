@@ -102,7 +102,7 @@ impl TryFrom<LoginBody> for LoginRequest {
             }
             (None, None) => return Err(FieldError::new("email", "required", "email or username is required").into()),
         };
-        Ok(LoginRequest { identifier, password: body.password })
+        Ok(LoginRequest { identifier, password: body.password, device: None })
     }
 }
 
@@ -132,15 +132,17 @@ fn identifier_key(identifier: &LoginIdentifier) -> String {
 )]
 #[post("/login")]
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     Client(context): Client,
     query: web::Query<CookieQuery>,
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = LoginRequest::try_from(body.into_inner())?;
+    let mut request = LoginRequest::try_from(body.into_inner())?;
+    request.device = cookies::known_device(&req, &state.devices);
     state.rate_limits.check_identifier(RuleName::Login, &identifier_key(&request.identifier)).await?;
     let pair = state.auth.login(request, context).await?;
-    Ok(token_response(&state, &pair, query.cookie))
+    Ok(signed_in_response(&state, &pair, query.cookie))
 }
 
 /// `POST /auth/token`: the OAuth2 password grant (RFC 6749 §4.3), so Swagger UI's
@@ -170,7 +172,7 @@ impl TryFrom<TokenForm> for LoginRequest {
         } else {
             LoginIdentifier::Username(Username::parse(&form.username).map_err(FieldError::from)?)
         };
-        Ok(LoginRequest { identifier, password: form.password })
+        Ok(LoginRequest { identifier, password: form.password, device: None })
     }
 }
 
@@ -190,15 +192,17 @@ impl TryFrom<TokenForm> for LoginRequest {
 )]
 #[post("/token")]
 pub async fn token(
+    req: HttpRequest,
     state: web::Data<AppState>,
     Client(context): Client,
     query: web::Query<CookieQuery>,
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = LoginRequest::try_from(form.into_inner())?;
+    let mut request = LoginRequest::try_from(form.into_inner())?;
+    request.device = cookies::known_device(&req, &state.devices);
     state.rate_limits.check_identifier(RuleName::Login, &identifier_key(&request.identifier)).await?;
     let pair = state.auth.login(request, context).await?;
-    Ok(token_response(&state, &pair, query.cookie))
+    Ok(signed_in_response(&state, &pair, query.cookie))
 }
 
 /// `POST /auth/refresh` and `/auth/logout`. The body may be left out when the refresh
@@ -403,6 +407,48 @@ pub async fn reset_password(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     state.recovery.reset_password(&body.token, body.new_password, context).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A successful password sign-in: the token pair, and a fresh device cookie that lets this
+/// browser sign in during a lockout caused by someone else's failures.
+fn signed_in_response(state: &AppState, pair: &TokenPair, cookie_mode: bool) -> HttpResponse {
+    let mut response = token_response(state, pair, cookie_mode);
+    let cookie = cookies::device_cookie(&state.devices, pair.user_id, state.secure_cookies);
+    if let Err(e) = response.add_cookie(&cookie) {
+        tracing::warn!(error = %e, "could not set the device cookie");
+    }
+    response
+}
+
+/// `POST /auth/unlock`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"token": "Xq3…"}))]
+pub struct UnlockBody {
+    /// The token from the lockout email's link.
+    #[schema(value_type = String)]
+    token: SecretString,
+}
+
+/// Ends a lock caused by repeated failed sign-ins, with the one-time token from the lockout
+/// email. The token works once and only while the lock lasts.
+#[utoipa::path(
+    tag = "auth",
+    request_body = UnlockBody,
+    responses(
+        (status = 204, description = "The account is unlocked."),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No token (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/unlock")]
+pub async fn unlock(
+    state: web::Data<AppState>,
+    Client(context): Client,
+    body: web::Json<UnlockBody>,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.unlock(&body.token, context).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -45,6 +45,7 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(auth::resend_verification)
                 .service(auth::forgot_password)
                 .service(auth::reset_password)
+                .service(auth::unlock)
                 .service(sessions::list)
                 .service(sessions::revoke)
                 .service(sessions::revoke_others),
