@@ -8,6 +8,7 @@ mod avatars;
 mod cookies;
 mod docs;
 mod email;
+mod hardening;
 mod health;
 mod limits;
 mod lockout;

@@ -165,6 +165,18 @@ pub struct CorsSettings {
     pub allowed_origins: Vec<String>,
 }
 
+impl Settings {
+    /// The CORS origins in effect: `cors.allowed_origins`, or in development when it is empty,
+    /// `public.frontend_url`.
+    #[must_use]
+    pub fn cors_origins(&self) -> Vec<String> {
+        if self.cors.allowed_origins.is_empty() && self.env == AppEnv::Development {
+            return vec![self.public.frontend_url.trim_end_matches('/').to_owned()];
+        }
+        self.cors.allowed_origins.clone()
+    }
+}
+
 /// `[auth]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -457,11 +469,16 @@ impl Settings {
                 "database.url must start with postgres://, postgresql:// or sqlite://".to_owned(),
             ));
         }
-        if self.server.tls_cert.is_some() || self.server.tls_key.is_some() {
-            return Err(SettingsError(
-                "server.tls_cert/server.tls_key: built-in TLS is not available yet; terminate TLS at a reverse proxy"
-                    .to_owned(),
-            ));
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(SettingsError("server.tls_cert and server.tls_key must be set together".to_owned()));
+        }
+        if let Some(origin) =
+            self.cors.allowed_origins.iter().find(|o| o.contains('*') || o.trim_end_matches('/') != o.as_str())
+        {
+            return Err(SettingsError(format!(
+                "cors.allowed_origins: {origin:?} must be an exact origin like https://app.example.com (no wildcard: \
+                 credentials are allowed, no trailing slash)"
+            )));
         }
         if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
             return Err(SettingsError("auth.access_ttl_secs and auth.refresh_ttl_secs must be positive".to_owned()));
@@ -602,6 +619,19 @@ mod tests {
         let error =
             load(AppEnv::Development, &[("APP__MAIL__RELAY_LEASE_SECS", "5")]).expect_err("refused").to_string();
         assert!(error.contains("mail.relay_lease_secs"), "{error}");
+    }
+
+    #[test]
+    fn a_wildcard_origin_and_half_a_tls_configuration_are_refused() {
+        let error = load(AppEnv::Development, &[("APP__CORS__ALLOWED_ORIGINS", "*")]).expect_err("refused").to_string();
+        assert!(error.contains("cors.allowed_origins"), "{error}");
+        let error =
+            load(AppEnv::Development, &[("APP__SERVER__TLS_CERT", "/etc/cert.pem")]).expect_err("refused").to_string();
+        assert!(error.contains("server.tls_key"), "{error}");
+        let error = load(AppEnv::Development, &[("APP__SERVER__TRUSTED_PROXIES", "10.0.0.0/99")])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("server.trusted_proxies"), "{error}");
     }
 
     #[test]

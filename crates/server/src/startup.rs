@@ -40,6 +40,10 @@ use crate::relay::{RelayHandle, mail_relay};
 use crate::settings::Settings;
 use crate::state::AppState;
 
+/// Slow-request defence: a client must send its request head within this time (and finish
+/// a disconnect), or the connection is closed.
+const REQUEST_HEAD_TIMEOUT_SECS: u64 = 5;
+
 /// How long in-flight requests may take to finish after a stop signal.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
 
@@ -72,6 +76,11 @@ impl Application {
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
         let json_limit = settings.server.json_limit_bytes;
+        let origins = settings.cors_origins();
+        let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let server = HttpServer::new(move || {
             let (app, api) = App::new()
                 .into_utoipa_app()
@@ -86,11 +95,18 @@ impl Application {
             app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api))
                 .default_service(web::to(http::fallback))
                 .wrap(from_fn(rate_limit::limit_requests))
+                .wrap(http::cors::cors(&origins))
+                .wrap(from_fn(middleware::security_headers))
                 .wrap(from_fn(middleware::request_span))
         })
         .workers(settings.server.effective_workers())
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        .listen(listener)?
+        .client_request_timeout(std::time::Duration::from_secs(REQUEST_HEAD_TIMEOUT_SECS))
+        .client_disconnect_timeout(std::time::Duration::from_secs(REQUEST_HEAD_TIMEOUT_SECS));
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         tracing::info!(port, env = %settings.env, "gatehouse is listening");
         Ok(Self { port, server, relay })
@@ -300,6 +316,7 @@ fn build_state(
         routes: openapi::RouteTable::from_document(&openapi::document()),
         jwks: Arc::new(jwks),
         rate_limits: rate_limits(settings),
+        hsts: settings.env == crate::settings::AppEnv::Production,
         trusted_proxies: client_ip::parse_trusted(&settings.server.trusted_proxies).into(),
         access_tokens,
         secure_cookies: cookies::cookies_must_be_secure(&settings.public.base_url),

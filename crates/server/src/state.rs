@@ -57,6 +57,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[Cidr]>,
     /// Verifies access tokens (to key limits per user).
     pub access_tokens: Arc<dyn AccessTokens>,
+    /// Whether responses carry `Strict-Transport-Security` (production).
+    pub hsts: bool,
     /// Whether cookies carry `Secure` (everywhere but plain-HTTP loopback development).
     pub secure_cookies: bool,
 }

@@ -7,7 +7,7 @@ use std::future::{Ready, ready};
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use futures::future::{Either, LocalBoxFuture, MapOk, TryFutureExt};
 use gatehouse_domain::RequestContext;
 use gatehouse_domain::services::admin::AdminPrincipal;
@@ -134,11 +134,14 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req).map(str::to_owned);
+        let req = req.clone();
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state is not configured")))?;
             let token = token.ok_or_else(ApiError::unauthorized)?;
-            Ok(Authenticated(state.sessions.authenticate(&token).await?))
+            let principal = state.sessions.authenticate(&token).await?;
+            req.extensions_mut().insert(crate::http::middleware::LoggedUser(principal.user_id));
+            Ok(Authenticated(principal))
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod avatars;
 pub mod client_ip;
 pub mod cookies;
+pub mod cors;
 pub mod dto;
 pub mod error;
 pub mod extract;
