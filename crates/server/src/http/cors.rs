@@ -6,7 +6,6 @@ use actix_web::http::{Method, header};
 
 /// The CORS middleware for `origins`. With no origins, every cross-origin request is refused
 /// (same-origin requests are unaffected).
-#[must_use]
 pub fn cors(origins: &[String]) -> Cors {
     let cors = origins.iter().fold(Cors::default(), |cors, origin| cors.allowed_origin(origin));
     cors.allowed_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
