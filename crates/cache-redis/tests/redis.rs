@@ -283,3 +283,66 @@ async fn forward(
         }
     }
 }
+
+mod rate_limits {
+    use std::time::Duration;
+
+    use gatehouse_cache_redis::{FallbackRateLimiter, RedisRateLimiter};
+    use gatehouse_domain::ports::RateLimiter;
+
+    use super::{redis_url, unique_prefix};
+
+    #[tokio::test]
+    async fn two_instances_sharing_redis_together_admit_exactly_the_limit() {
+        let prefix = unique_prefix();
+        let one = RedisRateLimiter::connect(&redis_url(), &prefix).await.expect("connects");
+        let other = RedisRateLimiter::connect(&redis_url(), &prefix).await.expect("connects");
+        let window = Duration::from_secs(60);
+        let hits = (0..30).map(|i| {
+            let limiter = if i % 2 == 0 { one.clone() } else { other.clone() };
+            async move { limiter.hit("ip:192.0.2.1", 10, window).await.expect("hit").allowed }
+        });
+        let allowed = futures_count(hits).await;
+        assert_eq!(allowed, 10, "exactly the limit is admitted across both instances");
+        let decision = one.hit("ip:192.0.2.2", 10, window).await.expect("hit");
+        assert_eq!((decision.remaining, decision.reset_after_secs), (9, 60));
+    }
+
+    async fn futures_count(
+        hits: impl Iterator<Item = impl std::future::Future<Output = bool> + Send + 'static>,
+    ) -> usize {
+        let handles: Vec<_> = hits.map(tokio::spawn).collect();
+        let mut allowed = 0;
+        for handle in handles {
+            if handle.await.expect("joined") {
+                allowed += 1;
+            }
+        }
+        allowed
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_falls_back_to_in_process_limits_and_reports_it() {
+        let limiter = FallbackRateLimiter::new("redis://127.0.0.1:1", &unique_prefix());
+        let window = Duration::from_secs(60);
+        let allowed = {
+            let mut allowed = 0;
+            for _ in 0..5 {
+                if limiter.hit("ip:a", 3, window).await.expect("never fails").allowed {
+                    allowed += 1;
+                }
+            }
+            allowed
+        };
+        assert_eq!(allowed, 3, "in-process limits still hold");
+        assert!(limiter.is_degraded());
+        assert!(limiter.ping().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reachable_redis_is_not_degraded() {
+        let limiter = FallbackRateLimiter::new(&redis_url(), &unique_prefix());
+        assert!(limiter.hit("ip:a", 3, Duration::from_secs(60)).await.expect("hit").allowed);
+        assert!(!limiter.is_degraded());
+    }
+}

@@ -9,6 +9,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 pub use settings::Settings;
 pub use startup::Application;

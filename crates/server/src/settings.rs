@@ -211,6 +211,18 @@ pub struct CorsSettings {
     pub allowed_origins: Vec<String>,
 }
 
+impl Settings {
+    /// The CORS origins in effect: `cors.allowed_origins`, or in development when it is empty,
+    /// `public.frontend_url`.
+    #[must_use]
+    pub fn cors_origins(&self) -> Vec<String> {
+        if self.cors.allowed_origins.is_empty() && self.env == AppEnv::Development {
+            return vec![self.public.frontend_url.trim_end_matches('/').to_owned()];
+        }
+        self.cors.allowed_origins.clone()
+    }
+}
+
 /// `[auth]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -250,6 +262,10 @@ pub struct AuthSettings {
     pub hash_workers: usize,
     /// Hashing requests that may wait before login/register answer 503.
     pub hash_queue_capacity: usize,
+    /// Consecutive failed sign-ins that lock an account.
+    pub lockout_threshold: u32,
+    /// How long a lockout lasts, in seconds.
+    pub lockout_secs: u32,
 }
 
 impl AuthSettings {
@@ -300,14 +316,44 @@ pub struct RedisSettings {
     /// Redis URL, possibly with credentials.
     #[serde(serialize_with = "redacted_optional_url")]
     pub url: Option<SecretString>,
+    /// Prefix of every key, so several deployments (or test runs) can share one Redis.
+    pub key_prefix: String,
 }
 
-/// `[rate_limit]`.
+/// `[rate_limit]`: one rule per row of API.md's table.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Master switch.
     pub enabled: bool,
+    /// `POST /auth/login` and `/auth/token`, per IP and separately per email.
+    pub login: RateRule,
+    /// `POST /auth/register`, per IP.
+    pub register: RateRule,
+    /// `POST /auth/password/forgot` and `/auth/verify-email/resend`, per IP and per email.
+    pub recovery: RateRule,
+    /// `POST /auth/refresh`, per IP (the refresh token changes on every use).
+    pub refresh: RateRule,
+    /// Everything else, per user when authenticated, per IP otherwise.
+    pub general: RateRule,
+}
+
+/// At most `limit` requests per `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateRule {
+    /// Requests allowed per window.
+    pub limit: u32,
+    /// The window, in seconds.
+    pub window_secs: u32,
+}
+
+impl RateRule {
+    /// The window as a duration.
+    #[must_use]
+    pub fn window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.window_secs))
+    }
 }
 
 /// `[oauth]`.
@@ -495,11 +541,16 @@ impl Settings {
                 check_secret_url(key, url.expose_secret())?;
             }
         }
-        if self.server.tls_cert.is_some() || self.server.tls_key.is_some() {
-            return Err(SettingsError(
-                "server.tls_cert/server.tls_key: built-in TLS is not available yet; terminate TLS at a reverse proxy"
-                    .to_owned(),
-            ));
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(SettingsError("server.tls_cert and server.tls_key must be set together".to_owned()));
+        }
+        if let Some(origin) =
+            self.cors.allowed_origins.iter().find(|o| o.contains('*') || o.trim_end_matches('/') != o.as_str())
+        {
+            return Err(SettingsError(format!(
+                "cors.allowed_origins: {origin:?} must be an exact origin like https://app.example.com (no wildcard: \
+                 credentials are allowed, no trailing slash)"
+            )));
         }
         if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
             return Err(SettingsError("auth.access_ttl_secs and auth.refresh_ttl_secs must be positive".to_owned()));
@@ -523,6 +574,21 @@ impl Settings {
                 mail.relay_lease_secs,
                 u64::from(mail.relay_batch_size) * u64::from(mail.timeout_secs)
             )));
+        }
+        let limits = &self.rate_limit;
+        if [limits.login, limits.register, limits.recovery, limits.refresh, limits.general]
+            .iter()
+            .any(|rule| rule.limit == 0 || rule.window_secs == 0)
+        {
+            return Err(SettingsError("rate_limit.*: every limit and window_secs must be positive".to_owned()));
+        }
+        if let Some(bad) =
+            self.server.trusted_proxies.iter().find(|cidr| cidr.parse::<crate::http::client_ip::Cidr>().is_err())
+        {
+            return Err(SettingsError(format!("server.trusted_proxies: {bad:?} is not an IP address or CIDR")));
+        }
+        if self.auth.lockout_threshold == 0 || self.auth.lockout_secs == 0 {
+            return Err(SettingsError("auth.lockout_threshold and auth.lockout_secs must be positive".to_owned()));
         }
         if self.auth.hash_queue_capacity == 0 {
             return Err(SettingsError("auth.hash_queue_capacity must be at least 1".to_owned()));
@@ -688,6 +754,19 @@ mod tests {
         }
         assert!(printed.contains("postgres://[redacted]@db.internal:5432/gatehouse"), "{printed}");
         assert!(printed.contains("\"jwt_secret\": \"[redacted]\""), "{printed}");
+    }
+
+    #[test]
+    fn a_wildcard_origin_and_half_a_tls_configuration_are_refused() {
+        let error = load(AppEnv::Development, &[("APP__CORS__ALLOWED_ORIGINS", "*")]).expect_err("refused").to_string();
+        assert!(error.contains("cors.allowed_origins"), "{error}");
+        let error =
+            load(AppEnv::Development, &[("APP__SERVER__TLS_CERT", "/etc/cert.pem")]).expect_err("refused").to_string();
+        assert!(error.contains("server.tls_key"), "{error}");
+        let error = load(AppEnv::Development, &[("APP__SERVER__TRUSTED_PROXIES", "10.0.0.0/99")])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("server.trusted_proxies"), "{error}");
     }
 
     #[test]

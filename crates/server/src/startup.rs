@@ -11,9 +11,11 @@ use anyhow::Context;
 use chrono::Duration;
 use gatehouse_avatar_fs::FsAvatarStore;
 use gatehouse_avatar_image::ImageAvatarProcessor;
-use gatehouse_cache_redis::{InProcessRevocationList, RedisRevocationList};
+use gatehouse_cache_redis::{FallbackRateLimiter, InProcessRateLimiter, InProcessRevocationList, RedisRevocationList};
 use gatehouse_domain::ports::EnsureAdmin;
-use gatehouse_domain::ports::{Clock, OpaqueTokens, PasswordHasher, RevocationList, SystemClock};
+use gatehouse_domain::ports::{
+    AccessTokens, Clock, OpaqueTokens, PasswordHasher, RateLimiter, RevocationList, SystemClock,
+};
 use gatehouse_domain::services::Ports;
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
@@ -32,11 +34,16 @@ use secrecy::{ExposeSecret, SecretString};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::http::{self, cookies, extract, middleware, openapi};
+use crate::http::rate_limit::RateLimits;
+use crate::http::{self, client_ip, cookies, extract, middleware, openapi, rate_limit};
 use crate::metrics::TimedHasher;
 use crate::relay::{RelayHandle, mail_relay};
 use crate::settings::Settings;
-use crate::state::{AppState, Dependencies, RedisDependency};
+use crate::state::{AppState, Dependencies};
+
+/// Slow-request defence: a client must send its request head within this time (and finish
+/// a disconnect), or the connection is closed.
+const REQUEST_HEAD_TIMEOUT_SECS: u64 = 5;
 
 /// How long in-flight requests may take to finish after a stop signal.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
@@ -70,6 +77,11 @@ impl Application {
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
         let json_limit = settings.server.json_limit_bytes;
+        let origins = settings.cors_origins();
+        let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let server = HttpServer::new(move || {
             let (app, api) = App::new()
                 .into_utoipa_app()
@@ -83,11 +95,19 @@ impl Application {
                 .split_for_parts();
             app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api))
                 .default_service(web::to(http::fallback))
+                .wrap(from_fn(rate_limit::limit_requests))
+                .wrap(http::cors::cors(&origins))
+                .wrap(from_fn(middleware::security_headers))
                 .wrap(from_fn(middleware::request_span))
         })
         .workers(settings.server.effective_workers())
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        .listen(listener)?
+        .client_request_timeout(std::time::Duration::from_secs(REQUEST_HEAD_TIMEOUT_SECS))
+        .client_disconnect_timeout(std::time::Duration::from_secs(REQUEST_HEAD_TIMEOUT_SECS));
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         tracing::info!(port, env = %settings.env, "gatehouse is listening");
         Ok(Self { port, server, relay })
@@ -129,11 +149,9 @@ impl Application {
 pub async fn prepare(settings: &Settings) -> anyhow::Result<AppState> {
     let database = connect_database(settings).await?;
     database.migrate().await.context("applying database migrations")?;
-    let (revocations, redis) = revocation_list(settings, &database).await;
-    let dependencies = Dependencies {
-        redis,
-        smtp_addr: settings.mail.smtp_url.as_ref().and_then(|url| smtp_address(url.expose_secret())),
-    };
+    let revocations = revocation_list(settings, &database).await;
+    let dependencies =
+        Dependencies { smtp_addr: settings.mail.smtp_url.as_ref().and_then(|url| smtp_address(url.expose_secret())) };
     build_state(settings, database, revocations, dependencies)
 }
 
@@ -189,25 +207,33 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Database> {
 /// Where revoked sessions are looked up on every request: Redis when configured (shared by
 /// all instances); the process itself for SQLite (one node by construction); otherwise the
 /// sessions table, so several PostgreSQL instances without Redis still agree.
-async fn revocation_list(
-    settings: &Settings,
-    database: &Database,
-) -> (Arc<dyn RevocationList>, Option<RedisDependency>) {
-    let mut redis = None;
+async fn revocation_list(settings: &Settings, database: &Database) -> Arc<dyn RevocationList> {
     if let Some(url) = &settings.redis.url {
-        match RedisRevocationList::connect(url.expose_secret(), "gatehouse:").await {
-            Ok(list) => return (Arc::new(list.clone()), Some(RedisDependency::Connected(list))),
+        match RedisRevocationList::connect(url.expose_secret(), &settings.redis.key_prefix).await {
+            Ok(list) => return Arc::new(list),
             Err(e) => {
-                tracing::error!(error = %e, "redis.url: Redis is unreachable; checking revocations in the database");
-                redis = Some(RedisDependency::Unreachable);
+                tracing::error!(error = %e, "redis.url: Redis is unreachable; checking revocations in the database")
             }
         }
     }
-    let list: Arc<dyn RevocationList> = match database.backend() {
+    match database.backend() {
         Backend::Sqlite => Arc::new(InProcessRevocationList::new(Arc::new(SystemClock))),
         Backend::Postgres => database.session_revocations(),
-    };
-    (list, redis)
+    }
+}
+
+/// The rate limiter: on Redis (falling back to this process while Redis is unreachable) when
+/// `redis.url` is set, in this process otherwise.
+fn rate_limits(settings: &Settings) -> RateLimits {
+    let limits = settings.rate_limit.clone();
+    match &settings.redis.url {
+        Some(url) => {
+            let redis = Arc::new(FallbackRateLimiter::new(url.expose_secret(), &settings.redis.key_prefix));
+            let limiter: Arc<dyn RateLimiter> = redis.clone();
+            RateLimits::new(limits, limiter, Some(redis))
+        }
+        None => RateLimits::new(limits, Arc::new(InProcessRateLimiter::new()), None),
+    }
 }
 
 /// The access-token signer and verifier the configuration asks for, and the secret
@@ -273,12 +299,13 @@ fn build_state(
     let avatar_store = FsAvatarStore::open(avatar_dir)
         .with_context(|| format!("storage.avatar_dir: cannot use {}", avatar_dir.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let access_tokens: Arc<dyn AccessTokens> = Arc::new(access_tokens);
     let ports = Ports {
         users: database.users(),
         sessions: database.sessions(),
         tokens: database.one_time_tokens(),
         hasher: hasher.clone(),
-        access_tokens: Arc::new(access_tokens),
+        access_tokens: access_tokens.clone(),
         opaque_tokens: Arc::new(opaque_tokens),
         clock: clock.clone(),
         revocations,
@@ -294,6 +321,8 @@ fn build_state(
         refresh_reuse_grace: Duration::seconds(i64::from(auth.refresh_reuse_grace_secs)),
         verification_ttl: Duration::seconds(i64::from(auth.verification_ttl_secs)),
         password_reset_ttl: Duration::seconds(i64::from(auth.password_reset_ttl_secs)),
+        lockout_threshold: auth.lockout_threshold,
+        lockout_duration: Duration::seconds(i64::from(auth.lockout_secs)),
     };
     Ok(AppState {
         auth: AuthService::new(ports.clone(), auth_settings.clone()),
@@ -304,6 +333,7 @@ fn build_state(
         admin: AdminService::new(ports.clone(), auth_settings),
         activity: ActivityService::new(ports),
         cursors: CursorSealer::new(key_material.expose_secret().as_bytes()),
+        devices: CursorSealer::new(&[b"device cookies\0".as_slice(), key_material.expose_secret().as_bytes()].concat()),
         hasher,
         database,
         dependencies,
@@ -312,6 +342,10 @@ fn build_state(
         clock,
         routes: openapi::RouteTable::from_document(&openapi::document()),
         jwks: Arc::new(jwks),
+        rate_limits: rate_limits(settings),
+        hsts: settings.env == crate::settings::AppEnv::Production,
+        trusted_proxies: client_ip::parse_trusted(&settings.server.trusted_proxies).into(),
+        access_tokens,
         secure_cookies: cookies::cookies_must_be_secure(&settings.public.base_url),
     })
 }

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use gatehouse_cache_redis::RedisRevocationList;
-use gatehouse_domain::ports::{Clock, PasswordHasher};
+use gatehouse_domain::ports::{AccessTokens, Clock, PasswordHasher};
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
@@ -18,7 +17,9 @@ use gatehouse_store_diesel::Database;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 
+use crate::http::client_ip::Cidr;
 use crate::http::openapi::RouteTable;
+use crate::http::rate_limit::RateLimits;
 
 /// Shared by all workers; cheap to clone.
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub struct AppState {
     pub activity: ActivityService,
     /// Seals and opens list cursors.
     pub cursors: CursorSealer,
+    /// Signs and checks device cookies (a key of its own).
+    pub devices: CursorSealer,
     /// Password hashing, for the command-line tools.
     pub hasher: Arc<dyn PasswordHasher>,
     /// For readiness checks.
@@ -55,6 +58,14 @@ pub struct AppState {
     pub routes: RouteTable,
     /// The JWK Set served at `/.well-known/jwks.json`, computed once.
     pub jwks: Arc<serde_json::Value>,
+    /// Rate-limit rules and their counters.
+    pub rate_limits: RateLimits,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Arc<[Cidr]>,
+    /// Verifies access tokens (to key limits per user).
+    pub access_tokens: Arc<dyn AccessTokens>,
+    /// Whether responses carry `Strict-Transport-Security` (production).
+    pub hsts: bool,
     /// Whether cookies carry `Secure` (everywhere but plain-HTTP loopback development).
     pub secure_cookies: bool,
 }
@@ -77,22 +88,12 @@ impl AppState {
     }
 }
 
-/// The optional dependencies `/health/ready` checks: their failure degrades the service
-/// (shared revocations fall back to the database, mail waits in the outbox) but never stops it.
+/// The optional dependencies `/health/ready` checks besides Redis (which it reaches through
+/// the rate limiter's self-healing connection): their failure degrades the service (mail
+/// waits in the outbox) but never stops it.
 #[derive(Clone, Default)]
 pub struct Dependencies {
-    /// Redis, when `redis.url` is set.
-    pub redis: Option<RedisDependency>,
     /// The SMTP server's `host:port` (never the URL, which may hold credentials), when
     /// `mail.smtp_url` is set.
     pub smtp_addr: Option<String>,
-}
-
-/// Redis as start-up found it.
-#[derive(Clone)]
-pub enum RedisDependency {
-    /// Connected; pinged on every readiness check.
-    Connected(RedisRevocationList),
-    /// Unreachable at start-up; this instance runs without it until restarted.
-    Unreachable,
 }

@@ -582,6 +582,69 @@ impl UserRepository for DieselUserRepository {
             .await
     }
 
+    #[tracing::instrument(level = "debug", skip(self, mail, event), err)]
+    async fn lock(
+        &self,
+        id: UserId,
+        until: DateTime<Utc>,
+        at: DateTime<Utc>,
+        mail: TokenMail,
+        event: NewActivity,
+    ) -> anyhow::Result<bool> {
+        let id = DbUuid(*id.as_uuid());
+        let event = NewActivityRow::new(&event)?;
+        let mail = TokenMailRows::new(&mail)?;
+        self.db
+            .run(move |connection| {
+                write_transaction(connection, |connection| {
+                    let lockable = users::status
+                        .eq(UserStatus::Active.as_str())
+                        .or(users::status.eq(UserStatus::Locked.as_str()).and(users::locked_until.lt(DbTime(at))));
+                    let locked =
+                        diesel::update(users::table.find(id).filter(users::deleted_at.is_null()).filter(lockable))
+                            .set((
+                                users::status.eq(UserStatus::Locked.as_str()),
+                                users::locked_until.eq(Some(DbTime(until))),
+                                users::updated_at.eq(DbTime(at)),
+                            ))
+                            .execute(connection)?;
+                    if locked == 0 {
+                        return Ok(false);
+                    }
+                    insert_token_mail(connection, &mail)?;
+                    insert_activity(connection, &event)?;
+                    Ok(true)
+                })
+                .map_err(|error: DieselError| anyhow::Error::new(error).context("could not lock the account"))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, token, event), err)]
+    async fn unlock(
+        &self,
+        token: TokenHash,
+        user_id: UserId,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<(), UseTokenError> {
+        let id = DbUuid(*user_id.as_uuid());
+        let event = NewActivityRow::new(&event)?;
+        self.db
+            .run(move |connection| {
+                write_transaction(connection, |connection| {
+                    spend_and_touch(connection, TokenKind::AccountUnlock, &token, id, at)?;
+                    diesel::update(users::table.find(id).filter(users::status.eq(UserStatus::Locked.as_str())))
+                        .set((users::status.eq(UserStatus::Active.as_str()), users::locked_until.eq(None::<DbTime>)))
+                        .execute(connection)?;
+                    insert_activity(connection, &event)?;
+                    Ok(())
+                })
+                .map_err(|failure: TokenFailure| failure.into_error("unlock the account"))
+            })
+            .await
+    }
+
     #[tracing::instrument(level = "debug", skip(self, avatar, event), err)]
     async fn set_avatar(
         &self,

@@ -1726,6 +1726,41 @@ async fn verifying_spends_the_token_once_and_marks_the_email_verified(test_db: T
     );
 }
 
+async fn a_lock_stores_its_token_mail_and_event_and_the_unlock_link_ends_it_once(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
+    let users = db.users();
+    let at = Utc::now();
+    let until = at + Duration::minutes(15);
+    let locked_event = || NewActivity {
+        actor_id: None,
+        ..NewActivity::by_user(user.id, ActivityAction::AccountLocked, &RequestContext::default(), at)
+    };
+    let mail = || token_mail(user.id, "ada@example.com", TokenKind::AccountUnlock, "h-u", at, Duration::minutes(15));
+
+    let first = users.lock(user.id, until, at, mail(), locked_event()).await.expect("locks");
+    let again = users.lock(user.id, until, at, mail(), locked_event()).await.expect("answers");
+
+    assert!(first, "an active account is locked");
+    assert!(!again, "a locked account is not locked again");
+    let found = users.find_by_id(user.id).await.expect("lookup").expect("found");
+    assert_eq!((found.status, found.locked_until), (UserStatus::Locked, Some(stored(until))));
+    assert_eq!(db.outbox_rows().await.expect("outbox").len(), 2, "the verification and the lock email");
+    let unlocked_event = NewActivity::by_user(user.id, ActivityAction::AccountUnlocked, &RequestContext::default(), at);
+    let wrong_kind = users.unlock(token("h-v"), user.id, at, unlocked_event.clone()).await;
+    let unlocked = users.unlock(token("h-u"), user.id, at, unlocked_event.clone()).await;
+    let replayed = users.unlock(token("h-u"), user.id, at, unlocked_event).await;
+    assert!(matches!(wrong_kind, Err(UseTokenError::Invalid)), "{wrong_kind:?}");
+    assert!(unlocked.is_ok(), "{unlocked:?}");
+    assert!(matches!(replayed, Err(UseTokenError::Invalid)), "{replayed:?}");
+    let found = users.find_by_id(user.id).await.expect("lookup").expect("found");
+    assert_eq!((found.status, found.locked_until), (UserStatus::Active, None));
+    assert_eq!(
+        events_of(&db, user.id).await,
+        vec![ActivityAction::UserRegistered, ActivityAction::AccountLocked, ActivityAction::AccountUnlocked]
+    );
+}
+
 async fn expired_tokens_and_tokens_of_another_kind_or_a_deleted_user_are_invalid(test_db: TestDatabase) {
     let db = migrated(&test_db).await;
     let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
@@ -2124,6 +2159,7 @@ contract!(
     an_avatar_cannot_be_set_on_an_unknown_or_deleted_user_and_records_nothing,
     soft_delete_clears_the_avatar_and_hands_it_back,
     concurrent_avatar_changes_each_see_the_one_they_replaced,
+    a_lock_stores_its_token_mail_and_event_and_the_unlock_link_ends_it_once,
 );
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod directory;
 mod mail;
 mod one_time_tokens;
 mod password;
+mod rate_limits;
 mod revocations;
 mod sessions;
 mod tokens;
@@ -28,6 +29,7 @@ pub use one_time_tokens::{
     NewOneTimeToken, OneTimeToken, OneTimeTokenRepository, TokenKind, TokenMail, UnknownTokenKind, UseTokenError,
 };
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
+pub use rate_limits::{RateDecision, RateLimiter};
 pub use revocations::RevocationList;
 pub use sessions::{Rotation, SessionRepository};
 pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, TokenHash};
@@ -47,6 +49,8 @@ pub use mail::{MockEmailOutbox, MockEmailSender};
 pub use one_time_tokens::MockOneTimeTokenRepository;
 #[cfg(any(test, feature = "mocks"))]
 pub use password::MockPasswordHasher;
+#[cfg(any(test, feature = "mocks"))]
+pub use rate_limits::MockRateLimiter;
 #[cfg(any(test, feature = "mocks"))]
 pub use revocations::MockRevocationList;
 #[cfg(any(test, feature = "mocks"))]

@@ -222,6 +222,39 @@ pub trait UserRepository: Send + Sync {
         notice: OutgoingEmail,
     ) -> Result<Vec<SessionId>, UseTokenError>;
 
+    /// Locks an active account (or one whose earlier lock has run out) until `until`, stores
+    /// the unlock token and queues its email (`mail`), and records `event`, in one
+    /// transaction. Returns `false`, writing nothing, when the account is already locked at
+    /// `at`, disabled, deleted or unknown.
+    ///
+    /// # Errors
+    ///
+    /// Only infrastructure failures; nothing is written then.
+    async fn lock(
+        &self,
+        id: UserId,
+        until: DateTime<Utc>,
+        at: DateTime<Utc>,
+        mail: TokenMail,
+        event: NewActivity,
+    ) -> anyhow::Result<bool>;
+
+    /// Spends the unlock token with hash `token` of `user_id`, makes a locked account active
+    /// again (clearing `locked_until`) and records `event`, in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// MUST return [`UseTokenError::Invalid`], writing nothing, unless the token is an unused
+    /// [`crate::ports::TokenKind::AccountUnlock`] token of this non-deleted user with
+    /// `expires_at > at`; of two racing calls with one token, exactly one succeeds.
+    async fn unlock(
+        &self,
+        token: TokenHash,
+        user_id: UserId,
+        at: DateTime<Utc>,
+        event: NewActivity,
+    ) -> Result<(), UseTokenError>;
+
     /// Points the user at `avatar` (or at none), sets `updated_at`, and records `event`, in
     /// one transaction. Returns the user as stored and the avatar replaced, read under the
     /// row's write lock.

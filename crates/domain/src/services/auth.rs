@@ -1,12 +1,13 @@
 //! Sign-up, sign-in and access-token authentication.
 
 use chrono::Duration;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::activity::{ActivityAction, NewActivity};
 use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::{EmailId, SessionId, UserId};
-use crate::ports::{CreateUserError, HashError, PasswordCheck, TokenKind, TokenMail};
+use crate::pagination::PageLimit;
+use crate::ports::{ActivityQuery, CreateUserError, HashError, PasswordCheck, TokenKind, TokenMail, UseTokenError};
 use crate::services::{AccountDraft, Ports, create_account, issue_access_token, new_token, recipient_name};
 use crate::session::{NewSession, RequestContext};
 use crate::user::{NewUser, Role, User, UserStatus};
@@ -28,7 +29,39 @@ pub struct AuthSettings {
     pub verification_ttl: Duration,
     /// Lifetime of password-reset tokens.
     pub password_reset_ttl: Duration,
+    /// Consecutive failed sign-ins that lock an account (and, counted apart, that make a
+    /// device cookie stop counting as a known device).
+    pub lockout_threshold: u32,
+    /// How long such a lock lasts (and how long its unlock link works).
+    pub lockout_duration: Duration,
 }
+
+/// A device that signed in to an account before, as its signed device cookie says (OWASP
+/// "device cookies"). The HTTP layer checks the signature; the service checks the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownDevice {
+    /// The account the device signed in to.
+    pub user_id: UserId,
+    /// The cookie's random nonce, which names the device in the audit trail.
+    pub nonce: String,
+}
+
+/// Why an unlock link did not work.
+#[derive(Debug, thiserror::Error)]
+pub enum UnlockError {
+    /// Unknown, used or expired token.
+    #[error("the unlock token is invalid, expired or already used")]
+    InvalidToken,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// The `auth.login_failed` detail naming the known device an attempt came from.
+const DEVICE_DETAIL: &str = "device";
+
+/// How many of a user's latest events are read to count consecutive failures.
+const FAILURE_WINDOW: i64 = 100;
 
 /// A valid registration.
 #[derive(Debug)]
@@ -85,6 +118,8 @@ pub struct LoginRequest {
     pub identifier: LoginIdentifier,
     /// The password as typed; not policy-checked (policies change).
     pub password: SecretString,
+    /// The device cookie the browser presented, if any (signature already checked).
+    pub device: Option<KnownDevice>,
 }
 
 /// Why sign-in failed. `InvalidCredentials` covers unknown accounts and wrong passwords
@@ -133,6 +168,8 @@ pub struct TokenPair {
     pub refresh_expires_in: i64,
     /// The session the pair belongs to.
     pub session_id: SessionId,
+    /// The account signed in.
+    pub user_id: UserId,
 }
 
 /// Sign-up, sign-in and token verification.
@@ -218,10 +255,31 @@ impl AuthService {
         let user = credentials.user;
         tracing::Span::current().record("user_id", tracing::field::display(user.id));
         let now = self.ports.clock.now();
-        let needs_rehash = match self.judge(&user, check, now) {
+        // The history is read only when needed: a known device, or a refusal to count.
+        let mut history = None;
+        let device = match request.device.filter(|device| device.user_id == user.id) {
+            Some(device) => {
+                let events = history.insert(self.recent_activity(user.id).await);
+                (consecutive_failures(events, Some(&device.nonce)) < self.settings.lockout_threshold)
+                    .then_some(device.nonce)
+            }
+            None => None,
+        };
+        let needs_rehash = match self.judge(&user, check, now, device.is_some()) {
             Ok(needs_rehash) => needs_rehash,
             Err(refusal) => {
-                self.record_failure(&user, &refusal, &context, now).await;
+                let counted = matches!(refusal, LoginError::InvalidCredentials) && device.is_none();
+                if counted && history.is_none() {
+                    history = Some(self.recent_activity(user.id).await);
+                }
+                self.record_failure(&user, &refusal, device.as_deref(), &context, now).await;
+                let failures = history.as_deref().map_or(0, |events| consecutive_failures(events, None));
+                if counted
+                    && failures + 1 >= self.settings.lockout_threshold
+                    && user.status_at(now) == UserStatus::Active
+                {
+                    self.lock(&user, &context, now).await;
+                }
                 return Err(refusal);
             }
         };
@@ -233,8 +291,16 @@ impl AuthService {
 
     /// Whether a user whose password checked as `check` may sign in at `now`; `Ok` says
     /// whether the stored hash needs an upgrade.
-    fn judge(&self, user: &User, check: PasswordCheck, now: chrono::DateTime<chrono::Utc>) -> Result<bool, LoginError> {
-        if user.status_at(now) == UserStatus::Locked {
+    /// A lock from failed sign-ins (one with an end) does not stop a known device.
+    fn judge(
+        &self,
+        user: &User,
+        check: PasswordCheck,
+        now: chrono::DateTime<chrono::Utc>,
+        known_device: bool,
+    ) -> Result<bool, LoginError> {
+        let lockout = user.locked_until.is_some();
+        if user.status_at(now) == UserStatus::Locked && !(known_device && lockout) {
             return Err(LoginError::AccountLocked);
         }
         let PasswordCheck::Valid { needs_rehash } = check else {
@@ -255,6 +321,7 @@ impl AuthService {
         &self,
         user: &User,
         refusal: &LoginError,
+        device: Option<&str>,
         context: &RequestContext,
         now: chrono::DateTime<chrono::Utc>,
     ) {
@@ -265,12 +332,85 @@ impl AuthService {
             LoginError::EmailNotVerified => "email_not_verified",
             LoginError::Overloaded | LoginError::Unexpected(_) => return,
         };
-        let event =
+        let mut event =
             NewActivity { actor_id: None, ..NewActivity::by_user(user.id, ActivityAction::LoginFailed, context, now) }
                 .with_detail("reason", reason);
+        if let Some(device) = device {
+            event = event.with_detail(DEVICE_DETAIL, device);
+        }
         if let Err(e) = self.ports.activity.record(event).await {
             tracing::warn!(error = %e, "a failed sign-in could not be recorded");
         }
+    }
+
+    /// The user's latest events, newest first, from which consecutive failures are counted. A
+    /// failure to read them is logged and counts as no failures: the answer stays the same.
+    async fn recent_activity(&self, user_id: UserId) -> Vec<NewActivity> {
+        let query = ActivityQuery {
+            user_id: Some(user_id),
+            action: None,
+            since: None,
+            until: None,
+            limit: PageLimit::new(FAILURE_WINDOW).unwrap_or_default(),
+            after: None,
+        };
+        match self.ports.activity.list(query).await {
+            Ok(page) => page.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read recent sign-in failures");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Locks the account for the configured time, records `auth.account_locked` and emails the
+    /// owner a one-time unlock link, in one transaction. A failure is logged: the failed
+    /// sign-in still answers `InvalidCredentials`.
+    async fn lock(&self, user: &User, context: &RequestContext, now: chrono::DateTime<chrono::Utc>) {
+        let until = now + self.settings.lockout_duration;
+        let unlock = self.ports.opaque_tokens.generate();
+        let token = new_token(TokenKind::AccountUnlock, user.id, &unlock, now, self.settings.lockout_duration);
+        let email = OutgoingEmail {
+            id: EmailId::generate(),
+            to: user.email.clone(),
+            recipient_name: recipient_name(user.display_name.as_ref(), &user.username),
+            content: EmailContent::AccountLocked { token: unlock.secret.clone(), locked_until: until },
+            created_at: now,
+        };
+        let event = NewActivity {
+            actor_id: None,
+            ..NewActivity::by_user(user.id, ActivityAction::AccountLocked, context, now)
+        }
+        .with_detail("locked_until", until.to_rfc3339());
+        match self.ports.users.lock(user.id, until, now, TokenMail { token, email }, event).await {
+            Ok(true) => tracing::info!(user_id = %user.id, "account locked after repeated failed sign-ins"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not lock the account after repeated failed sign-ins"),
+        }
+    }
+
+    /// Ends a lock with the token from the lockout email and records `auth.account_unlocked`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidToken` for an unknown, used or expired token.
+    #[tracing::instrument(skip_all, fields(user_id))]
+    pub async fn unlock(&self, token: &SecretString, context: RequestContext) -> Result<(), UnlockError> {
+        let hash = self.ports.opaque_tokens.hash(token.expose_secret());
+        let now = self.ports.clock.now();
+        let Some(live) = self.ports.tokens.find_live(TokenKind::AccountUnlock, &hash, now).await? else {
+            return Err(UnlockError::InvalidToken);
+        };
+        tracing::Span::current().record("user_id", tracing::field::display(live.user_id));
+        let event = NewActivity {
+            actor_id: None,
+            ..NewActivity::by_user(live.user_id, ActivityAction::AccountUnlocked, &context, now)
+        }
+        .with_detail("via", "unlock_link");
+        self.ports.users.unlock(hash, live.user_id, now, event).await.map_err(|e| match e {
+            UseTokenError::Invalid => UnlockError::InvalidToken,
+            UseTokenError::Unexpected(e) => UnlockError::Unexpected(e),
+        })
     }
 
     /// Replaces a hash made with outdated parameters. A failure only delays the upgrade to
@@ -313,8 +453,29 @@ impl AuthService {
             refresh_token: refresh.secret,
             refresh_expires_in: self.settings.refresh_ttl.num_seconds(),
             session_id: session.id,
+            user_id: user.id,
         })
     }
+}
+
+/// Failed sign-ins with a wrong password since the last success, lock or unlock, newest first
+/// in `history`: those from the known device `device`, or (with `None`) those from no known
+/// device. Each device has its own count, so an attacker cannot spend the owner's.
+fn consecutive_failures(history: &[NewActivity], device: Option<&str>) -> u32 {
+    let mut count = 0;
+    for event in history {
+        match event.action {
+            ActivityAction::LoginSucceeded | ActivityAction::AccountLocked | ActivityAction::AccountUnlocked => break,
+            ActivityAction::LoginFailed
+                if event.details.get("reason").map(String::as_str) == Some("wrong_password")
+                    && event.details.get(DEVICE_DETAIL).map(String::as_str) == device =>
+            {
+                count += 1;
+            }
+            _ => {}
+        }
+    }
+    count
 }
 
 #[cfg(test)]
@@ -377,7 +538,121 @@ mod tests {
     }
 
     fn service(users: MockUserRepository, sessions: MockSessionRepository, mocks: Mocks) -> AuthService {
+        service_with_history(users, sessions, mocks, Vec::new())
+    }
+
+    /// A service whose activity log holds `history` (newest first) for every user.
+    fn service_with_history(
+        users: MockUserRepository,
+        sessions: MockSessionRepository,
+        mut mocks: Mocks,
+        history: Vec<NewActivity>,
+    ) -> AuthService {
+        mocks
+            .activity
+            .expect_list()
+            .returning(move |_| Ok(crate::pagination::Page { items: history.clone(), next: None }));
         AuthService::new(ports_with_mocks(users, sessions, mocks), settings())
+    }
+
+    fn failure(user: &User, device: Option<&str>) -> NewActivity {
+        let event = NewActivity::by_user(user.id, ActivityAction::LoginFailed, &RequestContext::default(), now())
+            .with_detail("reason", "wrong_password");
+        match device {
+            Some(device) => event.with_detail(DEVICE_DETAIL, device),
+            None => event,
+        }
+    }
+
+    fn finding(user: &User) -> MockUserRepository {
+        let mut users = MockUserRepository::new();
+        let found = user.clone();
+        users.expect_find_credentials_by_email().returning(move |_| {
+            Ok(Some(Credentials {
+                user: found.clone(),
+                password_hash: Some(PasswordHash::new("$argon2id$stored".to_owned())),
+            }))
+        });
+        users
+    }
+
+    #[tokio::test]
+    async fn the_fifth_consecutive_failure_locks_the_account_and_still_answers_invalid_credentials() {
+        let user = sample_user();
+        let mut users = finding(&user);
+        let until = now() + Duration::minutes(15);
+        users
+            .expect_lock()
+            .withf(move |_, locked_until, at, mail, event| {
+                *locked_until == until
+                    && *at == now()
+                    && mail.token.kind == TokenKind::AccountUnlock
+                    && matches!(mail.email.content, EmailContent::AccountLocked { .. })
+                    && event.action == ActivityAction::AccountLocked
+            })
+            .times(1)
+            .returning(|_, _, _, _, _| Ok(true));
+        let mut mocks = Mocks::default();
+        mocks.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Invalid));
+        mocks.activity.expect_record().times(1).returning(|_| Ok(()));
+        mocks.opaque_tokens.expect_generate().times(1).returning(|| OpaqueToken {
+            secret: secret("unlock-secret"),
+            hash: TokenHash::new("unlock-hash".to_owned()),
+        });
+        let mut history: Vec<NewActivity> = (0..4).map(|_| failure(&user, None)).collect();
+        history.push(NewActivity::by_user(user.id, ActivityAction::LoginSucceeded, &RequestContext::default(), now()));
+        history.push(failure(&user, None));
+        let service = service_with_history(users, MockSessionRepository::new(), mocks, history);
+
+        let result = service.login(login_request("wrong"), RequestContext::default()).await;
+
+        assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn failures_from_a_known_device_neither_count_towards_the_lock_nor_lock() {
+        let user = sample_user();
+        let users = finding(&user);
+        let mut mocks = Mocks::default();
+        mocks.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Invalid));
+        mocks
+            .activity
+            .expect_record()
+            .withf(|event| event.details.get(DEVICE_DETAIL).map(String::as_str) == Some("nonce-1"))
+            .times(1)
+            .returning(|_| Ok(()));
+        let history: Vec<NewActivity> = (0..4).map(|_| failure(&user, None)).collect();
+        let service = service_with_history(users, MockSessionRepository::new(), mocks, history);
+        let request = LoginRequest {
+            device: Some(KnownDevice { user_id: user.id, nonce: "nonce-1".to_owned() }),
+            ..login_request("wrong")
+        };
+
+        let result = service.login(request, RequestContext::default()).await;
+
+        assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_known_device_signs_in_during_a_lockout_but_not_after_its_own_failures() {
+        let mut user = sample_user();
+        user.status = UserStatus::Locked;
+        user.locked_until = Some(now() + Duration::minutes(10));
+        let ok = AuthService::new(
+            ports_with_mocks(MockUserRepository::new(), MockSessionRepository::new(), Mocks::default()),
+            settings(),
+        );
+        let check = PasswordCheck::Valid { needs_rehash: false };
+        assert!(ok.judge(&user, check, now(), true).is_ok(), "a known device passes a lockout");
+        assert!(matches!(ok.judge(&user, check, now(), false), Err(LoginError::AccountLocked)));
+        let exhausted: Vec<NewActivity> = (0..5).map(|_| failure(&user, Some("nonce-1"))).collect();
+        assert_eq!(consecutive_failures(&exhausted, Some("nonce-1")), 5, "its own failures count");
+        assert_eq!(consecutive_failures(&exhausted, None), 0, "they are not the account's");
+        user.locked_until = None;
+        assert!(
+            matches!(ok.judge(&user, check, now(), true), Err(LoginError::AccountLocked)),
+            "an admin lock (no end) stops known devices too"
+        );
     }
 
     #[tokio::test]
@@ -526,7 +801,7 @@ mod tests {
     }
 
     fn login_request(password: &str) -> LoginRequest {
-        LoginRequest { identifier: LoginIdentifier::Email(email()), password: secret(password) }
+        LoginRequest { identifier: LoginIdentifier::Email(email()), password: secret(password), device: None }
     }
 
     fn users_finding(user: Option<User>) -> MockUserRepository {
@@ -609,7 +884,8 @@ mod tests {
             .with(eq(username.clone()))
             .times(1)
             .returning(|_| Ok(Some(Credentials { user: sample_user(), password_hash: Some(hash()) })));
-        let request = LoginRequest { identifier: LoginIdentifier::Username(username), password: secret("pw") };
+        let request =
+            LoginRequest { identifier: LoginIdentifier::Username(username), password: secret("pw"), device: None };
 
         let result = service(users, sessions, mocks).login(request, RequestContext::default()).await;
 

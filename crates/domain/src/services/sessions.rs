@@ -157,6 +157,7 @@ impl SessionService {
             refresh_token: successor.secret,
             refresh_expires_in: (session.expires_at - now).num_seconds().max(0),
             session_id: session.id,
+            user_id: user.id,
         })
     }
 

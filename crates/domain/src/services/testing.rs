@@ -89,5 +89,7 @@ pub(crate) fn settings() -> AuthSettings {
         refresh_reuse_grace: Duration::zero(),
         verification_ttl: Duration::hours(24),
         password_reset_ttl: Duration::hours(1),
+        lockout_threshold: 5,
+        lockout_duration: Duration::minutes(15),
     }
 }

@@ -15,6 +15,7 @@ use crate::http::cookies::{self, CookieQuery, TokenSource};
 use crate::http::dto::{TokenPairBody, UserBody};
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{Client, OptionalJson};
+use crate::http::rate_limit::RuleName;
 use crate::state::AppState;
 
 /// `POST /auth/register`. Unknown fields are ignored.
@@ -102,7 +103,16 @@ impl TryFrom<LoginBody> for LoginRequest {
             }
             (None, None) => return Err(FieldError::new("email", "required", "email or username is required").into()),
         };
-        Ok(LoginRequest { identifier, password: body.password })
+        Ok(LoginRequest { identifier, password: body.password, device: None })
+    }
+}
+
+/// The per-account rate-limit key of a sign-in: an email, or a username (kept apart from
+/// emails, which always contain `@`).
+fn identifier_key(identifier: &LoginIdentifier) -> String {
+    match identifier {
+        LoginIdentifier::Email(email) => email.as_ref().to_owned(),
+        LoginIdentifier::Username(username) => format!("username:{}", username.as_ref()),
     }
 }
 
@@ -123,14 +133,17 @@ impl TryFrom<LoginBody> for LoginRequest {
 )]
 #[post("/login")]
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     Client(context): Client,
     query: web::Query<CookieQuery>,
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = LoginRequest::try_from(body.into_inner())?;
+    let mut request = LoginRequest::try_from(body.into_inner())?;
+    request.device = cookies::known_device(&req, &state.devices);
+    state.rate_limits.check_identifier(RuleName::Login, &identifier_key(&request.identifier)).await?;
     let pair = metered_login(state.auth.login(request, context).await)?;
-    Ok(token_response(&state, &pair, query.cookie))
+    Ok(signed_in_response(&state, &pair, query.cookie))
 }
 
 /// Counts a password sign-in by its outcome and passes the result on.
@@ -174,7 +187,7 @@ impl TryFrom<TokenForm> for LoginRequest {
         } else {
             LoginIdentifier::Username(Username::parse(&form.username).map_err(FieldError::from)?)
         };
-        Ok(LoginRequest { identifier, password: form.password })
+        Ok(LoginRequest { identifier, password: form.password, device: None })
     }
 }
 
@@ -194,14 +207,17 @@ impl TryFrom<TokenForm> for LoginRequest {
 )]
 #[post("/token")]
 pub async fn token(
+    req: HttpRequest,
     state: web::Data<AppState>,
     Client(context): Client,
     query: web::Query<CookieQuery>,
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = LoginRequest::try_from(form.into_inner())?;
+    let mut request = LoginRequest::try_from(form.into_inner())?;
+    request.device = cookies::known_device(&req, &state.devices);
+    state.rate_limits.check_identifier(RuleName::Login, &identifier_key(&request.identifier)).await?;
     let pair = metered_login(state.auth.login(request, context).await)?;
-    Ok(token_response(&state, &pair, query.cookie))
+    Ok(signed_in_response(&state, &pair, query.cookie))
 }
 
 /// `POST /auth/refresh` and `/auth/logout`. The body may be left out when the refresh
@@ -344,6 +360,7 @@ pub async fn resend_verification(
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&body.email).map_err(|e| ValidationErrors::from(FieldError::from(e)))?;
+    state.rate_limits.check_identifier(RuleName::Recovery, email.as_ref()).await?;
     let state = state.into_inner();
     in_background("resending a verification email", async move { state.recovery.resend_verification(&email).await });
     Ok(HttpResponse::Accepted().finish())
@@ -369,6 +386,7 @@ pub async fn forgot_password(
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&body.email).map_err(|e| ValidationErrors::from(FieldError::from(e)))?;
+    state.rate_limits.check_identifier(RuleName::Recovery, email.as_ref()).await?;
     let state = state.into_inner();
     in_background("requesting a password reset", async move { state.recovery.forgot_password(&email, context).await });
     Ok(HttpResponse::Accepted().finish())
@@ -408,6 +426,48 @@ pub async fn reset_password(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     state.recovery.reset_password(&body.token, body.new_password, context).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A successful password sign-in: the token pair, and a fresh device cookie that lets this
+/// browser sign in during a lockout caused by someone else's failures.
+fn signed_in_response(state: &AppState, pair: &TokenPair, cookie_mode: bool) -> HttpResponse {
+    let mut response = token_response(state, pair, cookie_mode);
+    let cookie = cookies::device_cookie(&state.devices, pair.user_id, state.secure_cookies);
+    if let Err(e) = response.add_cookie(&cookie) {
+        tracing::warn!(error = %e, "could not set the device cookie");
+    }
+    response
+}
+
+/// `POST /auth/unlock`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"token": "Xq3…"}))]
+pub struct UnlockBody {
+    /// The token from the lockout email's link.
+    #[schema(value_type = String)]
+    token: SecretString,
+}
+
+/// Ends a lock caused by repeated failed sign-ins, with the one-time token from the lockout
+/// email. The token works once and only while the lock lasts.
+#[utoipa::path(
+    tag = "auth",
+    request_body = UnlockBody,
+    responses(
+        (status = 204, description = "The account is unlocked."),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No token (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/unlock")]
+pub async fn unlock(
+    state: web::Data<AppState>,
+    Client(context): Client,
+    body: web::Json<UnlockBody>,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.unlock(&body.token, context).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -6,6 +6,9 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header::HeaderName;
 use actix_web::{HttpRequest, HttpResponseBuilder};
+use gatehouse_domain::UserId;
+use gatehouse_domain::services::auth::KnownDevice;
+use gatehouse_security::CursorSealer;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -91,6 +94,37 @@ pub fn clear_refresh_cookie(response: &mut HttpResponseBuilder, secure: bool) {
         .max_age(CookieDuration::ZERO)
         .finish();
     response.cookie(cookie);
+}
+
+/// The device cookie: a browser that signed in successfully before (OWASP "device cookies").
+pub const DEVICE_COOKIE: &str = "gatehouse_device";
+
+/// How long a device stays known without signing in again.
+const DEVICE_COOKIE_DAYS: i64 = 365;
+
+/// The known device the request's device cookie names, if its signature checks. Which account
+/// it belongs to is for the sign-in use case to compare.
+#[must_use]
+pub fn known_device(req: &HttpRequest, sealer: &CursorSealer) -> Option<KnownDevice> {
+    let cookie = req.cookie(DEVICE_COOKIE)?;
+    let payload = String::from_utf8(sealer.open(cookie.value())?).ok()?;
+    let (user_id, nonce) = payload.split_once(':')?;
+    let user_id = UserId::from_uuid(uuid::Uuid::parse_str(user_id).ok()?);
+    Some(KnownDevice { user_id, nonce: nonce.to_owned() })
+}
+
+/// A fresh device cookie for `user_id`: a new nonce and an HMAC over the user id and it.
+#[must_use]
+pub fn device_cookie(sealer: &CursorSealer, user_id: UserId, secure: bool) -> Cookie<'static> {
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    let value = sealer.seal(format!("{}:{nonce}", user_id.as_uuid()).as_bytes());
+    Cookie::build(DEVICE_COOKIE, value)
+        .path(COOKIE_PATH)
+        .http_only(true)
+        .secure(secure)
+        .same_site(SameSite::Strict)
+        .max_age(CookieDuration::days(DEVICE_COOKIE_DAYS))
+        .finish()
 }
 
 /// Whether cookies must be `Secure` for this public URL: always, except for plain-HTTP

@@ -12,7 +12,7 @@ use gatehouse_domain::ImageRejected;
 use gatehouse_domain::ValidationErrors;
 use gatehouse_domain::services::account::{AccountSecurityError, GetMeError, UpdateMeError};
 use gatehouse_domain::services::admin::{AdminError, Forbidden};
-use gatehouse_domain::services::auth::{LoginError, RegisterError};
+use gatehouse_domain::services::auth::{LoginError, RegisterError, UnlockError};
 use gatehouse_domain::services::avatars::{GetAvatarError, RemoveAvatarError, SetAvatarError};
 use gatehouse_domain::services::recovery::{ResetPasswordError, VerifyEmailError};
 use gatehouse_domain::services::sessions::{AuthenticateError, RefreshError, RevokeSessionError};
@@ -179,6 +179,15 @@ impl ApiError {
         Self {
             retry_after_secs: Some(1),
             ..Self::new(ErrorKind::ServiceUnavailable, "The server is busy; retry shortly.")
+        }
+    }
+
+    /// A 429 `rate_limited` that tells the client when to retry.
+    #[must_use]
+    pub fn rate_limited(retry_after_secs: u32) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Self::new(ErrorKind::RateLimited, "Too many requests; retry after the time in Retry-After.")
         }
     }
 
@@ -408,6 +417,17 @@ impl From<VerifyEmailError> for ApiError {
                 Self::new(ErrorKind::InvalidToken, "The verification link is invalid, expired or already used.")
             }
             VerifyEmailError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<UnlockError> for ApiError {
+    fn from(e: UnlockError) -> Self {
+        match e {
+            UnlockError::InvalidToken => {
+                Self::new(ErrorKind::InvalidToken, "The unlock link is invalid, expired or already used.")
+            }
+            UnlockError::Unexpected(cause) => Self::internal(cause),
         }
     }
 }

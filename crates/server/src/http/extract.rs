@@ -7,7 +7,7 @@ use std::future::{Ready, ready};
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use futures::future::{Either, LocalBoxFuture, MapOk, TryFutureExt};
 use gatehouse_domain::RequestContext;
 use gatehouse_domain::services::admin::AdminPrincipal;
@@ -15,6 +15,7 @@ use gatehouse_domain::services::sessions::Principal;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
+use crate::http::client_ip;
 use crate::http::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
@@ -133,17 +134,20 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req).map(str::to_owned);
+        let req = req.clone();
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state is not configured")))?;
             let token = token.ok_or_else(ApiError::unauthorized)?;
-            Ok(Authenticated(state.sessions.authenticate(&token).await?))
+            let principal = state.sessions.authenticate(&token).await?;
+            req.extensions_mut().insert(crate::http::middleware::LoggedUser(principal.user_id));
+            Ok(Authenticated(principal))
         })
     }
 }
 
 /// The token of an `Authorization: Bearer …` header; the scheme is case-insensitive.
-fn bearer_token(req: &HttpRequest) -> Option<&str> {
+pub(crate) fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
@@ -169,7 +173,8 @@ impl FromRequest for Admin {
     }
 }
 
-/// Where the request comes from: the peer's IP and the `User-Agent`.
+/// Where the request comes from: the client's IP (the peer, or what a trusted proxy forwarded
+/// for, see [`crate::http::client_ip`]) and the `User-Agent`.
 #[derive(Debug)]
 pub struct Client(pub RequestContext);
 
@@ -183,7 +188,12 @@ impl FromRequest for Client {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(USER_AGENT_MAX_CHARS).collect());
-        ready(Ok(Client(RequestContext { ip: req.peer_addr().map(|addr| addr.ip()), user_agent })))
+        let peer = req.peer_addr().map(|addr| addr.ip());
+        let ip = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => client_ip::resolve(peer, req.headers(), &state.trusted_proxies),
+            None => peer,
+        };
+        ready(Ok(Client(RequestContext { ip, user_agent })))
     }
 }
 

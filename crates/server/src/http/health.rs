@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::state::{AppState, RedisDependency};
+use crate::state::AppState;
 
 /// How long a dependency may take to answer a readiness check (well below the usual
 /// probe timeouts of load balancers and orchestrators).
@@ -68,13 +68,11 @@ pub struct ReadyBody {
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let deps = &state.dependencies;
     let database = check("database", UNAVAILABLE, state.database.ping());
+    // The rate limiter's connection reconnects by itself, so readiness recovers with Redis.
     let redis = async {
-        match &deps.redis {
+        match state.rate_limits.redis() {
             None => None,
-            Some(RedisDependency::Connected(redis)) => Some(check("redis", DEGRADED, redis.ping()).await),
-            Some(RedisDependency::Unreachable) => {
-                Some(CheckBody { status: DEGRADED, latency_ms: 0.0, error: Some("not connected since start-up") })
-            }
+            Some(redis) => Some(check("redis", DEGRADED, redis.ping()).await),
         }
     };
     let smtp = async {

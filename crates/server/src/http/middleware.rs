@@ -1,17 +1,26 @@
-//! Request ids, one log line and the request metrics per request.
+//! Request ids, one log line and the request metrics per request, and the security
+//! headers of every response.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{HttpMessage as _, web};
+use gatehouse_domain::UserId;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::http::client_ip;
 use crate::state::AppState;
+
+/// The authenticated user of a request, left in its extensions by the `Authenticated`
+/// extractor for the request log line.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedUser(pub UserId);
 
 /// The request-id header, echoed when the client sent a sane one, generated otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,8 +37,10 @@ fn client_request_id(req: &ServiceRequest) -> Option<String> {
 }
 
 /// Gives every request an id and a span carrying it, sets `X-Request-Id` on the response,
-/// and logs one line when the response is ready: method, route pattern, status, latency.
-/// Never logs headers, bodies or query strings, where secrets live.
+/// records the request metrics, and logs one line when the response is ready: method, route
+/// pattern, status, latency, client IP and, when authenticated, the user id. Never logs
+/// headers, bodies or query strings, where secrets live (the route is the pattern, not the
+/// path).
 ///
 /// # Errors
 ///
@@ -43,6 +54,10 @@ pub async fn request_span(
     let span = tracing::info_span!("request", request_id = %request_id, method = %method);
     let started = Instant::now();
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    let client_ip = match &state {
+        Some(state) => client_ip::resolve(req.peer_addr().map(|a| a.ip()), req.headers(), &state.trusted_proxies),
+        None => req.peer_addr().map(|a| a.ip()),
+    };
     let path = req.path().to_owned();
     let mut response = match next.call(req).instrument(span.clone()).await {
         Ok(response) => response,
@@ -53,7 +68,7 @@ pub async fn request_span(
                 .and_then(|state| state.routes.template_of(&method, &path))
                 .unwrap_or_else(|| UNMATCHED.to_owned());
             let status = e.as_response_error().status_code().as_u16();
-            finish(&span, &route, &method, status, started);
+            finish(&span, &Outcome { route: &route, method: &method, status, client_ip, user_id: None }, started);
             return Err(e);
         }
     };
@@ -61,17 +76,68 @@ pub async fn request_span(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     let route = response.request().match_pattern().unwrap_or_else(|| UNMATCHED.to_owned());
-    finish(&span, &route, &method, response.status().as_u16(), started);
+    let user_id = response.request().extensions().get::<LoggedUser>().map(|user| user.0);
+    let status = response.status().as_u16();
+    finish(&span, &Outcome { route: &route, method: &method, status, client_ip, user_id }, started);
     Ok(response)
 }
 
 /// The route label of requests no route matched.
 const UNMATCHED: &str = "<unmatched>";
 
+/// What the request log line and metrics say about a finished request.
+struct Outcome<'a> {
+    route: &'a str,
+    method: &'a Method,
+    status: u16,
+    client_ip: Option<IpAddr>,
+    user_id: Option<UserId>,
+}
+
 /// Records the request's metrics and logs its one line.
-fn finish(span: &tracing::Span, route: &str, method: &Method, status: u16, started: Instant) {
+fn finish(span: &tracing::Span, outcome: &Outcome<'_>, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
-    crate::metrics::record_request(route, method.as_str(), status, seconds);
+    crate::metrics::record_request(outcome.route, outcome.method.as_str(), outcome.status, seconds);
     let latency_ms = seconds * 1000.0;
-    span.in_scope(|| tracing::info!(route, status, latency_ms, "request completed"));
+    let (route, status) = (outcome.route, outcome.status);
+    let client_ip = outcome.client_ip.map(|ip| ip.to_string());
+    let user_id = outcome.user_id.map(|id| id.to_string());
+    span.in_scope(|| tracing::info!(route, status, latency_ms, client_ip, user_id, "request completed"));
+}
+
+/// The Content-Security-Policy of Swagger UI at `/docs`: its own scripts and styles only (it
+/// needs inline ones), no framing, no plugins.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
+                        img-src 'self' data:; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; \
+                        base-uri 'none'; form-action 'self'";
+
+/// `Strict-Transport-Security` in production: two years, subdomains included.
+const HSTS: &str = "max-age=63072000; includeSubDomains";
+
+/// Security headers on every response: `X-Content-Type-Options: nosniff`, `Referrer-Policy:
+/// no-referrer`, `X-Frame-Options: DENY` (a restrictive `Content-Security-Policy` on `/docs`
+/// instead), and `Strict-Transport-Security` when `hsts` is on in the application state.
+///
+/// # Errors
+///
+/// Passes through errors of the inner services.
+pub async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let hsts = req.app_data::<web::Data<AppState>>().is_some_and(|state| state.hsts);
+    let docs = req.path().starts_with("/docs");
+    let mut response = next.call(req).await?;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if docs {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DOCS_CSP));
+    } else {
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    if hsts {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
+    Ok(response)
 }

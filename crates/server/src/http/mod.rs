@@ -4,7 +4,9 @@ pub mod activity;
 pub mod admin;
 pub mod auth;
 pub mod avatars;
+pub mod client_ip;
 pub mod cookies;
+pub mod cors;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -13,6 +15,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod pagination;
+pub mod rate_limit;
 pub mod sessions;
 pub mod users;
 pub mod wellknown;
@@ -45,6 +48,7 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(auth::resend_verification)
                 .service(auth::forgot_password)
                 .service(auth::reset_password)
+                .service(auth::unlock)
                 .service(sessions::list)
                 .service(sessions::revoke)
                 .service(sessions::revoke_others),

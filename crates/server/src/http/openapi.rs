@@ -144,6 +144,7 @@ mod tests {
         ("post", "/api/v1/auth/verify-email/resend"),
         ("post", "/api/v1/auth/password/forgot"),
         ("post", "/api/v1/auth/password/reset"),
+        ("post", "/api/v1/auth/unlock"),
         ("get", "/api/v1/auth/sessions"),
         ("delete", "/api/v1/auth/sessions/{id}"),
         ("delete", "/api/v1/auth/sessions"),

@@ -1,0 +1,93 @@
+//! HTTP hardening: security headers, CORS preflights, the JSON body limit, built-in TLS.
+
+use gatehouse_tests::{Backend, assert_problem, spawn_app_with};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+const FRONTEND: &str = "https://app.example.com";
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_docs_a_restrictive_csp() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+
+    for path in ["/health/live", "/api/v1/users/me", "/no/such/route"] {
+        let response = app.get(path, None).await;
+        assert_eq!(header(&response, "x-content-type-options").as_deref(), Some("nosniff"), "{path}");
+        assert_eq!(header(&response, "x-frame-options").as_deref(), Some("DENY"), "{path}");
+        assert_eq!(header(&response, "referrer-policy").as_deref(), Some("no-referrer"), "{path}");
+        assert!(header(&response, "strict-transport-security").is_none(), "HSTS only in production: {path}");
+    }
+    let docs = app.get("/docs/", None).await;
+    let csp = header(&docs, "content-security-policy").expect("a CSP on /docs");
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(header(&docs, "x-content-type-options").as_deref(), Some("nosniff"));
+}
+
+async fn preflight(app: &gatehouse_tests::TestApp, origin: &str) -> reqwest::Response {
+    app.client
+        .request(Method::OPTIONS, app.url("/api/v1/auth/login"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .expect("request sent")
+}
+
+#[tokio::test]
+async fn cors_preflights_from_allowed_origins_pass_and_others_are_refused() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.cors.allowed_origins = vec![FRONTEND.to_owned()]).await;
+
+    let allowed = preflight(&app, FRONTEND).await;
+    let refused = preflight(&app, "https://evil.example").await;
+
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(header(&allowed, "access-control-allow-origin").as_deref(), Some(FRONTEND));
+    assert_eq!(header(&allowed, "access-control-allow-credentials").as_deref(), Some("true"));
+    assert!(!refused.status().is_success(), "{}", refused.status());
+    assert!(header(&refused, "access-control-allow-origin").is_none());
+    let simple = app.client.get(app.url("/health/live")).header("Origin", FRONTEND).send().await.expect("sent");
+    assert_eq!(header(&simple, "access-control-allow-origin").as_deref(), Some(FRONTEND));
+}
+
+#[tokio::test]
+async fn a_json_body_over_the_limit_answers_413() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let big = "x".repeat(70 * 1024);
+
+    let response = app.post_json("/api/v1/auth/login", &json!({"email": "a@example.com", "password": big})).await;
+
+    assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn tls_is_served_with_the_configured_certificate() {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("a self-signed certificate");
+    let dir = std::env::temp_dir().join(format!("gatehouse-tls-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, certified.cert.pem()).expect("cert written");
+    std::fs::write(&key_path, certified.key_pair.serialize_pem()).expect("key written");
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.tls_cert = Some(cert_path.clone());
+        s.server.tls_key = Some(key_path.clone());
+    })
+    .await;
+    let port = app.address.rsplit(':').next().expect("a port").to_owned();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("PEM"))
+        .build()
+        .expect("a client");
+
+    let response = client.get(format!("https://127.0.0.1:{port}/health/live")).send().await.expect("TLS handshake");
+    let plain = app.client.get(format!("http://127.0.0.1:{port}/health/live")).send().await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(plain.map_or(true, |r| !r.status().is_success()), "plain HTTP is not served on the TLS port");
+    let _ = std::fs::remove_dir_all(dir);
+}
