@@ -96,6 +96,12 @@ impl OAuthService {
         Self { ports, settings, identities, providers }
     }
 
+    /// Whether `provider` is configured.
+    #[must_use]
+    pub fn has_provider(&self, provider: &str) -> bool {
+        self.providers.iter().any(|p| p.name() == provider)
+    }
+
     fn provider(&self, name: &str) -> Result<&Arc<dyn OAuthProvider>, OAuthError> {
         self.providers.iter().find(|p| p.name() == name).ok_or(OAuthError::UnknownProvider)
     }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod oauth;
 pub mod openapi;
 pub mod pagination;
 pub mod sessions;
@@ -43,6 +44,9 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(auth::resend_verification)
                 .service(auth::forgot_password)
                 .service(auth::reset_password)
+                .service(oauth::authorize)
+                .service(oauth::callback)
+                .service(oauth::exchange)
                 .service(sessions::list)
                 .service(sessions::revoke)
                 .service(sessions::revoke_others),
@@ -53,6 +57,8 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(users::update_me)
                 .service(users::change_password)
                 .service(users::delete_me)
+                .service(oauth::identities)
+                .service(oauth::unlink)
                 .service(activity::mine)
                 .service(admin::list)
                 .service(admin::create)

@@ -134,6 +134,11 @@ mod tests {
         ("delete", "/api/v1/users/{id}"),
         ("post", "/api/v1/users/{id}/restore"),
         ("get", "/api/v1/audit-events"),
+        ("get", "/api/v1/auth/oauth/{provider}/authorize"),
+        ("get", "/api/v1/auth/oauth/{provider}/callback"),
+        ("post", "/api/v1/auth/oauth/exchange"),
+        ("get", "/api/v1/users/me/identities"),
+        ("delete", "/api/v1/users/me/identities/{provider}"),
         ("get", "/health/live"),
         ("get", "/health/ready"),
     ];
