@@ -11,6 +11,7 @@ mod email;
 mod health;
 mod login;
 mod me;
+mod oauth;
 mod protocol;
 mod register;
 mod sessions;
