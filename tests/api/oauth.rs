@@ -288,6 +288,23 @@ async fn an_unreachable_provider_answers_bad_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_times_out_answers_bad_gateway() {
+    let fake = FakeProvider::start().await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.public.base_url = BASE.to_owned();
+        let mut github = fake.github_settings();
+        github.token_url = Some(format!("{}/github/slow-token", fake.address));
+        github.timeout_secs = Some(1);
+        s.oauth.github = Some(github);
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    assert_problem(sign_in(&app, "github").await, StatusCode::BAD_GATEWAY, "bad_gateway").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "the timeout cut the call short");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfigured_providers_are_not_found() {
     let fake = FakeProvider::start().await;
     let app = spawn_app_with(Backend::Sqlite, |s| s.oauth.github = Some(fake.github_settings())).await;

@@ -103,6 +103,7 @@ impl FakeProvider {
                 .route("/google/userinfo", web::get().to(userinfo))
                 .route("/github/authorize", web::get().to(authorize_github))
                 .route("/github/token", web::post().to(token))
+                .route("/github/slow-token", web::post().to(slow_token))
                 .route("/github/api/user", web::get().to(github_user))
                 .route("/github/api/user/emails", web::get().to(github_emails))
         })
@@ -157,6 +158,7 @@ impl FakeProvider {
             issuer_url: Some(self.issuer()),
             jwks_url: Some(format!("{base}/jwks")),
             api_url: Some(format!("{base}/api")),
+            timeout_secs: None,
         }
     }
 
@@ -258,6 +260,12 @@ fn id_token(script: &Script, nonce: Option<&str>, issuer: &str) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("fake-1".to_owned());
     jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+}
+
+/// A token endpoint that answers too late.
+async fn slow_token() -> HttpResponse {
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    HttpResponse::ServiceUnavailable().finish()
 }
 
 async fn jwks() -> HttpResponse {

@@ -15,9 +15,6 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-/// How long any call to a provider may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
 /// One provider's OAuth client registration and endpoints.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
@@ -31,6 +28,8 @@ pub struct ClientSettings {
     pub token_url: String,
     /// Where the provider sends the browser back (`…/auth/oauth/{provider}/callback`).
     pub redirect_url: String,
+    /// How long any one call to the provider may take.
+    pub timeout: Duration,
 }
 
 /// The id token next to the access token, for OpenID Connect.
@@ -75,7 +74,7 @@ impl OAuthClient {
             .set_redirect_uri(RedirectUrl::new(settings.redirect_url.clone())?);
         let http = oauth2::reqwest::Client::builder()
             .redirect(oauth2::reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
+            .timeout(settings.timeout)
             .user_agent("gatehouse")
             .build()?;
         Ok(Self { client, http, scopes })

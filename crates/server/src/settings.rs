@@ -293,6 +293,8 @@ pub struct OAuthProviderSettings {
     pub jwks_url: Option<String>,
     /// API base override (GitHub, GitHub Enterprise).
     pub api_url: Option<String>,
+    /// How long one call to the provider may take, in seconds (default 10).
+    pub timeout_secs: Option<u64>,
 }
 
 /// `[storage]`.

@@ -228,6 +228,7 @@ fn oauth_providers(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn OAuthProvi
         auth_url: provider.auth_url.clone().unwrap_or_else(|| auth_url.to_owned()),
         token_url: provider.token_url.clone().unwrap_or_else(|| token_url.to_owned()),
         redirect_url: format!("{base}/api/v1/auth/oauth/{name}/callback"),
+        timeout: std::time::Duration::from_secs(provider.timeout_secs.unwrap_or(10)),
     };
     let mut providers: Vec<Arc<dyn OAuthProvider>> = Vec::new();
     if let Some(google) = &settings.oauth.google {
