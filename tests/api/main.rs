@@ -15,6 +15,7 @@ mod lockout;
 mod login;
 mod me;
 mod metrics;
+mod oauth;
 mod protocol;
 mod register;
 mod sessions;

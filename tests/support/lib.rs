@@ -5,6 +5,7 @@
 //! later features add their fakes here too (a fake OAuth provider, Redis), so every test keeps
 //! starting with one call.
 
+pub mod oauth;
 pub mod smtp;
 
 use std::collections::HashMap;

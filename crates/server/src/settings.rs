@@ -383,10 +383,14 @@ pub struct OAuthProviderSettings {
     pub token_url: Option<String>,
     /// Userinfo endpoint override (Google).
     pub userinfo_url: Option<String>,
-    /// Issuer override (Google).
+    /// Issuer override (Google): the id token's expected `iss`.
     pub issuer_url: Option<String>,
+    /// Signing-key (JWKS) endpoint override (Google).
+    pub jwks_url: Option<String>,
     /// API base override (GitHub, GitHub Enterprise).
     pub api_url: Option<String>,
+    /// How long one call to the provider may take, in seconds (default 10).
+    pub timeout_secs: Option<u64>,
 }
 
 /// `[storage]`.

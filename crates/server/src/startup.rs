@@ -14,7 +14,7 @@ use gatehouse_avatar_image::ImageAvatarProcessor;
 use gatehouse_cache_redis::{FallbackRateLimiter, InProcessRateLimiter, InProcessRevocationList, RedisRevocationList};
 use gatehouse_domain::ports::EnsureAdmin;
 use gatehouse_domain::ports::{
-    AccessTokens, Clock, OpaqueTokens, PasswordHasher, RateLimiter, RevocationList, SystemClock,
+    AccessTokens, Clock, OAuthProvider, OpaqueTokens, PasswordHasher, RateLimiter, RevocationList, SystemClock,
 };
 use gatehouse_domain::services::Ports;
 use gatehouse_domain::services::account::AccountService;
@@ -22,9 +22,11 @@ use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::{AuthService, AuthSettings};
 use gatehouse_domain::services::avatars::AvatarService;
+use gatehouse_domain::services::oauth::OAuthService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_domain::{Email, NewPassword};
+use gatehouse_oauth_providers::{ClientSettings, GitHubProvider, GoogleEndpoints, GoogleProvider};
 use gatehouse_security::{
     Argon2Hasher, Argon2Params, CursorSealer, HashPoolSettings, JwtAccessTokens, JwtAlgorithm, RandomTokens,
     SigningKeyPem, VerificationKeyPem,
@@ -38,7 +40,7 @@ use crate::http::rate_limit::RateLimits;
 use crate::http::{self, client_ip, cookies, extract, middleware, openapi, rate_limit};
 use crate::metrics::TimedHasher;
 use crate::relay::{RelayHandle, mail_relay};
-use crate::settings::Settings;
+use crate::settings::{OAuthProviderSettings, Settings};
 use crate::state::{AppState, Dependencies};
 
 /// Slow-request defence: a client must send its request head within this time (and finish
@@ -273,6 +275,47 @@ fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(
     Ok((tokens, private_pem))
 }
 
+/// The configured OAuth providers; a provider without settings is off.
+fn oauth_providers(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn OAuthProvider>>> {
+    let base = settings.public.base_url.trim_end_matches('/');
+    let client = |name: &str, provider: &OAuthProviderSettings, auth_url: &str, token_url: &str| ClientSettings {
+        client_id: provider.client_id.clone(),
+        client_secret: provider.client_secret.clone(),
+        auth_url: provider.auth_url.clone().unwrap_or_else(|| auth_url.to_owned()),
+        token_url: provider.token_url.clone().unwrap_or_else(|| token_url.to_owned()),
+        redirect_url: format!("{base}/api/v1/auth/oauth/{name}/callback"),
+        timeout: std::time::Duration::from_secs(provider.timeout_secs.unwrap_or(10)),
+    };
+    let mut providers: Vec<Arc<dyn OAuthProvider>> = Vec::new();
+    if let Some(google) = &settings.oauth.google {
+        let endpoints = GoogleEndpoints {
+            issuer: google.issuer_url.clone().unwrap_or_else(|| "https://accounts.google.com".to_owned()),
+            jwks_url: google
+                .jwks_url
+                .clone()
+                .unwrap_or_else(|| "https://www.googleapis.com/oauth2/v3/certs".to_owned()),
+        };
+        let client = client(
+            "google",
+            google,
+            "https://accounts.google.com/o/oauth2/v2/auth",
+            "https://oauth2.googleapis.com/token",
+        );
+        providers.push(Arc::new(GoogleProvider::new(&client, endpoints).context("google")?));
+    }
+    if let Some(github) = &settings.oauth.github {
+        let client = client(
+            "github",
+            github,
+            "https://github.com/login/oauth/authorize",
+            "https://github.com/login/oauth/access_token",
+        );
+        let api_url = github.api_url.as_deref().unwrap_or("https://api.github.com");
+        providers.push(Arc::new(GitHubProvider::new(&client, api_url).context("github")?));
+    }
+    Ok(providers)
+}
+
 fn build_state(
     settings: &Settings,
     database: Database,
@@ -324,7 +367,11 @@ fn build_state(
         lockout_threshold: auth.lockout_threshold,
         lockout_duration: Duration::seconds(i64::from(auth.lockout_secs)),
     };
+    let providers = oauth_providers(settings).context("oauth")?;
     Ok(AppState {
+        oauth: OAuthService::new(ports.clone(), auth_settings.clone(), database.identities(), providers),
+        oauth_states: CursorSealer::new(format!("oauth state\0{}", key_material.expose_secret()).as_bytes()),
+        oauth_success_redirect: settings.oauth.success_redirect.clone(),
         auth: AuthService::new(ports.clone(), auth_settings.clone()),
         account: AccountService::new(ports.clone(), auth_settings.clone()),
         recovery: RecoveryService::new(ports.clone(), auth_settings.clone()),

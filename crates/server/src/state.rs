@@ -10,6 +10,7 @@ use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::AuthService;
 use gatehouse_domain::services::avatars::AvatarService;
+use gatehouse_domain::services::oauth::OAuthService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_security::{Argon2Hasher, CursorSealer};
@@ -38,6 +39,12 @@ pub struct AppState {
     pub admin: AdminService,
     /// The audit trail.
     pub activity: ActivityService,
+    /// Sign-in with OAuth providers and linked identities.
+    pub oauth: OAuthService,
+    /// Seals and opens the OAuth state cookie.
+    pub oauth_states: CursorSealer,
+    /// `oauth.success_redirect`: where the callback sends the browser with a one-time code.
+    pub oauth_success_redirect: Option<String>,
     /// Seals and opens list cursors.
     pub cursors: CursorSealer,
     /// Signs and checks device cookies (a key of its own).

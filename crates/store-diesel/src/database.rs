@@ -224,6 +224,12 @@ impl Database {
         Arc::new(DieselOneTimeTokenRepository::new(self.clone()))
     }
 
+    /// The linked OAuth identities (and OAuth login codes and spent states) on this database.
+    #[must_use]
+    pub fn identities(&self) -> Arc<dyn gatehouse_domain::ports::IdentityRepository> {
+        Arc::new(crate::identities::DieselIdentityRepository::new(self.clone()))
+    }
+
     /// The email outbox on this database, as relays use it.
     #[must_use]
     pub fn email_outbox(&self) -> Arc<dyn EmailOutbox> {

@@ -126,6 +126,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::{Nullable, Text};
+    use crate::types::sql::{PortableTimestamp, PortableUuid};
+
+    oauth_identities (provider, provider_user_id) {
+        provider -> Text,
+        provider_user_id -> Text,
+        user_id -> PortableUuid,
+        email -> Nullable<Text>,
+        linked_at -> PortableTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::Text;
+    use crate::types::sql::PortableTimestamp;
+
+    oauth_spent_states (state_hash) {
+        state_hash -> Text,
+        expires_at -> PortableTimestamp,
+    }
+}
+
+diesel::joinable!(oauth_identities -> users (user_id));
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(one_time_tokens -> users (user_id));
 diesel::joinable!(user_roles -> roles (role));
@@ -143,4 +167,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     activity_events,
     one_time_tokens,
     email_outbox,
+    oauth_identities,
+    oauth_spent_states,
 );

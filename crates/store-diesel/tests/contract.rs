@@ -13,9 +13,9 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use futures::future::join_all;
 use gatehouse_domain::pagination::PageLimit;
 use gatehouse_domain::ports::{
-    ActivityQuery, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, NewOneTimeToken, PasswordHash,
-    ProfileChanges, Rotation, SessionRepository, TokenHash, TokenKind, TokenMail, UpdateUserError, UseTokenError,
-    UserCursor, UserQuery, UserRepository, UserSort,
+    ActivityQuery, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, Identity, LinkIdentityError,
+    NewOneTimeToken, PasswordHash, ProfileChanges, Rotation, SessionRepository, TokenHash, TokenKind, TokenMail,
+    UnlinkIdentityError, UpdateUserError, UseTokenError, UserCursor, UserQuery, UserRepository, UserSort,
 };
 use gatehouse_domain::{
     ActivityAction, Avatar, AvatarFormat, AvatarKey, DisplayName, Email, EmailContent, EmailId, NewActivity,
@@ -2067,6 +2067,79 @@ async fn concurrent_avatar_changes_each_see_the_one_they_replaced(test_db: TestD
     assert_eq!(seen, avatars, "every avatar is either replaced by exactly one change or the current one");
 }
 
+fn identity(provider: &str, provider_user_id: &str, user_id: UserId) -> Identity {
+    Identity {
+        provider: provider.to_owned(),
+        provider_user_id: provider_user_id.to_owned(),
+        user_id,
+        email: Some(email("ada@example.com")),
+        linked_at: Utc::now().trunc_subsecs(6),
+    }
+}
+
+fn linked(user_id: UserId, action: ActivityAction) -> NewActivity {
+    NewActivity::by_user(user_id, action, &RequestContext::default(), Utc::now())
+}
+
+async fn identities_link_once_and_unlink_only_while_another_way_to_sign_in_remains(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let mut user = new_user("ada@example.com", "ada");
+    user.password_hash = None;
+    let id = user.id;
+    db.users().register(user).await.expect("created");
+    let other = db.users().register(new_user("bob@example.com", "bob")).await.expect("created");
+    let identities = db.identities();
+
+    let github = identity("github", "42", id);
+    identities.link(github.clone(), linked(id, ActivityAction::OAuthLinked)).await.expect("linked");
+    let again =
+        identities.link(identity("github", "42", other.id), linked(other.id, ActivityAction::OAuthLinked)).await;
+    let second_of_provider =
+        identities.link(identity("github", "43", id), linked(id, ActivityAction::OAuthLinked)).await;
+
+    assert!(matches!(again, Err(LinkIdentityError::AlreadyLinked)), "a provider account links once: {again:?}");
+    assert!(matches!(second_of_provider, Err(LinkIdentityError::AlreadyLinked)), "{second_of_provider:?}");
+    assert_eq!(identities.find("github", "42").await.expect("found"), Some(github.clone()));
+    assert_eq!(identities.list(id).await.expect("listed"), vec![github]);
+
+    let last = identities.unlink(id, "github", linked(id, ActivityAction::OAuthUnlinked)).await;
+    assert!(matches!(last, Err(UnlinkIdentityError::LastSignInMethod)), "{last:?}");
+    identities.link(identity("google", "g-1", id), linked(id, ActivityAction::OAuthLinked)).await.expect("linked");
+    identities.unlink(id, "github", linked(id, ActivityAction::OAuthUnlinked)).await.expect("another way remains");
+    let gone = identities.unlink(id, "github", linked(id, ActivityAction::OAuthUnlinked)).await;
+    assert!(matches!(gone, Err(UnlinkIdentityError::NotFound)), "{gone:?}");
+    assert_eq!(identities.list(id).await.expect("listed").len(), 1);
+}
+
+async fn oauth_states_and_login_codes_are_single_use(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = db.users().register(new_user("ada@example.com", "ada")).await.expect("created");
+    let identities = db.identities();
+    let state = TokenHash::new("state-hash".to_owned());
+    let later = Utc::now() + Duration::minutes(10);
+
+    assert!(identities.spend_state(&state, later).await.expect("spent"), "a fresh state");
+    assert!(!identities.spend_state(&state, later).await.expect("checked"), "a replayed state");
+
+    let code = TokenHash::new("code-hash".to_owned());
+    let now = Utc::now();
+    identities
+        .issue_login_code(NewOneTimeToken {
+            kind: TokenKind::OAuthLoginCode,
+            user_id: user.id,
+            hash: code.clone(),
+            created_at: now,
+            expires_at: now + Duration::seconds(60),
+        })
+        .await
+        .expect("issued");
+    assert_eq!(identities.spend_login_code(&code, now).await.expect("spent"), user.id);
+    let replay = identities.spend_login_code(&code, now).await;
+    assert!(matches!(replay, Err(UseTokenError::Invalid)), "{replay:?}");
+    let unknown = identities.spend_login_code(&TokenHash::new("nope".to_owned()), now).await;
+    assert!(matches!(unknown, Err(UseTokenError::Invalid)), "{unknown:?}");
+}
+
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -2090,6 +2163,8 @@ macro_rules! contract {
 }
 
 contract!(
+    identities_link_once_and_unlink_only_while_another_way_to_sign_in_remains,
+    oauth_states_and_login_codes_are_single_use,
     a_created_user_is_found_again_with_every_field,
     a_user_created_without_roles_or_password_gets_the_user_role,
     an_email_is_taken_regardless_of_case_and_surrounding_whitespace,

@@ -9,6 +9,7 @@ mod avatars;
 mod clock;
 mod directory;
 mod mail;
+mod oauth;
 mod one_time_tokens;
 mod password;
 mod rate_limits;
@@ -25,6 +26,10 @@ pub use directory::{
     UserSortKey,
 };
 pub use mail::{ClaimedEmail, EmailOutbox, EmailSender, SendError};
+pub use oauth::{
+    AuthorizationRequest, Identity, IdentityRepository, LinkIdentityError, OAuthProvider, ProviderError,
+    ProviderIdentity, UnlinkIdentityError,
+};
 pub use one_time_tokens::{
     NewOneTimeToken, OneTimeToken, OneTimeTokenRepository, TokenKind, TokenMail, UnknownTokenKind, UseTokenError,
 };
@@ -45,6 +50,8 @@ pub use clock::MockClock;
 pub use directory::MockUserDirectory;
 #[cfg(any(test, feature = "mocks"))]
 pub use mail::{MockEmailOutbox, MockEmailSender};
+#[cfg(any(test, feature = "mocks"))]
+pub use oauth::{MockIdentityRepository, MockOAuthProvider};
 #[cfg(any(test, feature = "mocks"))]
 pub use one_time_tokens::MockOneTimeTokenRepository;
 #[cfg(any(test, feature = "mocks"))]

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod avatars;
 pub mod mail_relay;
+pub mod oauth;
 pub mod recovery;
 pub mod sessions;
 #[cfg(test)]

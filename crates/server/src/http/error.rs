@@ -10,10 +10,12 @@ use actix_web::{HttpResponse, ResponseError};
 use gatehouse_domain::FieldError;
 use gatehouse_domain::ImageRejected;
 use gatehouse_domain::ValidationErrors;
+use gatehouse_domain::ports::UnlinkIdentityError;
 use gatehouse_domain::services::account::{AccountSecurityError, GetMeError, UpdateMeError};
 use gatehouse_domain::services::admin::{AdminError, Forbidden};
 use gatehouse_domain::services::auth::{LoginError, RegisterError, UnlockError};
 use gatehouse_domain::services::avatars::{GetAvatarError, RemoveAvatarError, SetAvatarError};
+use gatehouse_domain::services::oauth::OAuthError;
 use gatehouse_domain::services::recovery::{ResetPasswordError, VerifyEmailError};
 use gatehouse_domain::services::sessions::{AuthenticateError, RefreshError, RevokeSessionError};
 use serde::Serialize;
@@ -100,6 +102,8 @@ pub enum ErrorKind {
     RateLimited,
     /// 503 `service_unavailable`.
     ServiceUnavailable,
+    /// 502 `bad_gateway`: an upstream (an OAuth provider) failed or timed out.
+    BadGateway,
     /// 500 `internal`.
     Internal,
 }
@@ -130,6 +134,7 @@ impl ErrorKind {
             }
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
             Self::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable"),
+            Self::BadGateway => (StatusCode::BAD_GATEWAY, "bad_gateway", "Bad gateway"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
     }
@@ -201,6 +206,16 @@ impl ApiError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The stable code (`invalid_token`…), for redirects that carry `?error=<code>`. Logs the
+    /// cause of a server-side failure, as rendering the problem would.
+    #[must_use]
+    pub fn code_for_redirect(&self) -> &'static str {
+        if let Some(cause) = &self.cause {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        self.kind.parts().1
     }
 }
 
@@ -480,6 +495,47 @@ impl From<GetAvatarError> for ApiError {
         match e {
             GetAvatarError::NotFound => Self::new(ErrorKind::NotFound, "This user has no avatar."),
             GetAvatarError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(e: OAuthError) -> Self {
+        match e {
+            OAuthError::UnknownProvider => Self::new(ErrorKind::NotFound, "No such sign-in provider is configured."),
+            OAuthError::InvalidState => Self::new(
+                ErrorKind::InvalidToken,
+                "The sign-in state or code is invalid, expired or already used; start again.",
+            ),
+            OAuthError::Rejected(why) => {
+                Self::new(ErrorKind::InvalidToken, format!("The provider's answer could not be accepted: {why}."))
+            }
+            OAuthError::ProviderUnavailable(cause) => Self {
+                cause: Some(cause),
+                ..Self::new(ErrorKind::BadGateway, "The sign-in provider is unavailable; try again later.")
+            },
+            OAuthError::UnverifiedEmail => Self::new(
+                ErrorKind::Conflict,
+                "The provider does not vouch for this email address, so it cannot be linked to an account.",
+            ),
+            OAuthError::AccountLocked => {
+                Self::new(ErrorKind::AccountLocked, "The account is temporarily locked; try again later.")
+            }
+            OAuthError::AccountDisabled => Self::new(ErrorKind::AccountDisabled, "The account is disabled."),
+            OAuthError::Unexpected(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<UnlinkIdentityError> for ApiError {
+    fn from(e: UnlinkIdentityError) -> Self {
+        match e {
+            UnlinkIdentityError::NotFound => Self::new(ErrorKind::NotFound, "No identity of this provider is linked."),
+            UnlinkIdentityError::LastSignInMethod => Self::new(
+                ErrorKind::Conflict,
+                "This is your last way to sign in; set a password or link another provider first.",
+            ),
+            UnlinkIdentityError::Unexpected(cause) => Self::internal(cause),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod oauth;
 pub mod openapi;
 pub mod pagination;
 pub mod rate_limit;
@@ -49,6 +50,9 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(auth::forgot_password)
                 .service(auth::reset_password)
                 .service(auth::unlock)
+                .service(oauth::authorize)
+                .service(oauth::callback)
+                .service(oauth::exchange)
                 .service(sessions::list)
                 .service(sessions::revoke)
                 .service(sessions::revoke_others),
@@ -59,6 +63,8 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(users::update_me)
                 .service(users::change_password)
                 .service(users::delete_me)
+                .service(oauth::identities)
+                .service(oauth::unlink)
                 .service(activity::mine)
                 .service(admin::list)
                 .service(admin::create)
