@@ -14,5 +14,6 @@ mod me;
 mod metrics;
 mod protocol;
 mod register;
+mod replica;
 mod sessions;
 mod tokens;

@@ -83,6 +83,8 @@ impl AppState {
 pub struct Dependencies {
     /// Redis, when `redis.url` is set.
     pub redis: Option<RedisDependency>,
+    /// The read replica, when `database.read_replica_url` is set.
+    pub replica: Option<Database>,
     /// The SMTP server's `host:port` (never the URL, which may hold credentials), when
     /// `mail.smtp_url` is set.
     pub smtp_addr: Option<String>,
