@@ -18,5 +18,6 @@ mod metrics;
 mod oauth;
 mod protocol;
 mod register;
+mod replica;
 mod sessions;
 mod tokens;

@@ -5,6 +5,7 @@
 pub mod http;
 pub mod metrics;
 pub mod relay;
+pub mod replica;
 pub mod settings;
 pub mod startup;
 pub mod state;

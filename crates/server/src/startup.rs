@@ -40,6 +40,7 @@ use crate::http::rate_limit::RateLimits;
 use crate::http::{self, client_ip, cookies, extract, middleware, openapi, rate_limit};
 use crate::metrics::TimedHasher;
 use crate::relay::{RelayHandle, mail_relay};
+use crate::replica::{ReplicaActivityLog, ReplicaUserDirectory};
 use crate::settings::{OAuthProviderSettings, Settings};
 use crate::state::{AppState, Dependencies};
 
@@ -151,9 +152,12 @@ impl Application {
 pub async fn prepare(settings: &Settings) -> anyhow::Result<AppState> {
     let database = connect_database(settings).await?;
     database.migrate().await.context("applying database migrations")?;
+    let replica = connect_replica(settings).await?;
     let revocations = revocation_list(settings, &database).await;
-    let dependencies =
-        Dependencies { smtp_addr: settings.mail.smtp_url.as_ref().and_then(|url| smtp_address(url.expose_secret())) };
+    let dependencies = Dependencies {
+        replica,
+        smtp_addr: settings.mail.smtp_url.as_ref().and_then(|url| smtp_address(url.expose_secret())),
+    };
     build_state(settings, database, revocations, dependencies)
 }
 
@@ -204,6 +208,24 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Database> {
         .await
         .context("the database connection task failed")?
         .context("connecting to the database")
+}
+
+/// Opens the read-replica pool when `database.read_replica_url` is set. Migrations are not
+/// run on it: a replica receives them from the primary.
+///
+/// # Errors
+///
+/// When the replica cannot be reached.
+pub async fn connect_replica(settings: &Settings) -> anyhow::Result<Option<Database>> {
+    let Some(url) = settings.database.read_replica_url.clone() else {
+        return Ok(None);
+    };
+    let pool_size = settings.database.effective_pool_size();
+    let replica = tokio::task::spawn_blocking(move || Database::connect(url.expose_secret(), pool_size))
+        .await
+        .context("the replica connection task failed")?
+        .context("database.read_replica_url: connecting to the read replica")?;
+    Ok(Some(replica))
 }
 
 /// Where revoked sessions are looked up on every request: Redis when configured (shared by
@@ -352,8 +374,14 @@ fn build_state(
         opaque_tokens: Arc::new(opaque_tokens),
         clock: clock.clone(),
         revocations,
-        directory: database.directory(),
-        activity: database.activity(),
+        directory: match &dependencies.replica {
+            Some(replica) => Arc::new(ReplicaUserDirectory::new(database.directory(), replica.directory())),
+            None => database.directory(),
+        },
+        activity: match &dependencies.replica {
+            Some(replica) => Arc::new(ReplicaActivityLog::new(database.activity(), replica.activity())),
+            None => database.activity(),
+        },
         avatar_processor: Arc::new(ImageAvatarProcessor::new(gatehouse_avatar_image::Limits::default(), cores)),
         avatar_store: Arc::new(avatar_store),
     };

@@ -100,6 +100,8 @@ impl AppState {
 /// waits in the outbox) but never stops it.
 #[derive(Clone, Default)]
 pub struct Dependencies {
+    /// The read replica, when `database.read_replica_url` is set.
+    pub replica: Option<Database>,
     /// The SMTP server's `host:port` (never the URL, which may hold credentials), when
     /// `mail.smtp_url` is set.
     pub smtp_addr: Option<String>,

@@ -52,8 +52,8 @@ pub struct ReadyBody {
     checks: BTreeMap<&'static str, CheckBody>,
 }
 
-/// Checks the database (required: `unavailable` and 503 when it fails), and Redis and the
-/// SMTP server when configured (optional: `degraded`, still 200, when they fail). Each check
+/// Checks the database (required: `unavailable` and 503 when it fails), and the read
+/// replica, Redis and the SMTP server when configured (optional: `degraded`, still 200, when they fail). Each check
 /// has its own short timeout, and they run concurrently.
 #[utoipa::path(
     tag = "operations",
@@ -81,8 +81,15 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             Some(addr) => Some(check("smtp", DEGRADED, tcp_reachable(addr)).await),
         }
     };
-    let (database, redis, smtp) = futures::join!(database, redis, smtp);
+    let replica = async {
+        match &deps.replica {
+            None => None,
+            Some(replica) => Some(check("replica", DEGRADED, replica.ping()).await),
+        }
+    };
+    let (database, redis, smtp, replica) = futures::join!(database, redis, smtp, replica);
     let mut checks = BTreeMap::from([("database", database)]);
+    checks.extend(replica.map(|c| ("replica", c)));
     checks.extend(redis.map(|c| ("redis", c)));
     checks.extend(smtp.map(|c| ("smtp", c)));
     let status = if checks.values().any(|c| c.status == UNAVAILABLE) {

@@ -115,7 +115,12 @@ impl RateLimits {
         let rule = self.rule(name);
         let key = format!("{}:{key}", name.as_str());
         match self.limiter.hit(&key, rule.limit, rule.window()).await {
-            Ok(decision) => Some(decision),
+            Ok(decision) => {
+                if !decision.allowed {
+                    crate::metrics::record_rate_limit_rejection(name.as_str());
+                }
+                Some(decision)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter failed; request let through");
                 None
