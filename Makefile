@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run worker test lint fmt migrate docker deps bench seed openapi config-check
+.PHONY: help run worker test lint fmt migrate docker deps bench bench-flood seed openapi config-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,9 +27,13 @@ lint: ## rustfmt and clippy, as CI runs them
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmarks on PostgreSQL (seeds 1,000,000 users once); results in bench-results/
+bench: ## Benchmarks (admin list on PostgreSQL, seeds 1,000,000 users once; login flood); results in bench-results/
 	@scripts/ensure-services.sh
 	$(CARGO) bench -p gatehouse-tests --bench admin_list
+	$(CARGO) bench -p gatehouse-tests --bench login_flood
+
+bench-flood: ## Only the login-flood backpressure benchmark; results in bench-results/login-flood.md
+	$(CARGO) bench -p gatehouse-tests --bench login_flood
 
 seed: ## Add 10,000 realistic users to DATABASE_URL (SEED_USERS=n for more)
 	$(CARGO) run -p gatehouse-server --bin gatehouse -- seed --users $${SEED_USERS:-10000}

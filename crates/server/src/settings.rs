@@ -258,7 +258,7 @@ pub struct AuthSettings {
     pub argon2_iterations: u32,
     /// argon2id lanes.
     pub argon2_parallelism: u32,
-    /// Hashing threads; 0 means one per core.
+    /// Hashing threads; 0 means one per core but one (at least one).
     pub hash_workers: usize,
     /// Hashing requests that may wait before login/register answer 503.
     pub hash_queue_capacity: usize,
@@ -269,10 +269,11 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
-    /// The hashing thread count with 0 resolved to the number of cores.
+    /// The hashing thread count with 0 resolved to one less than the number of cores (at least
+    /// one), so a sign-in flood always leaves a core to cheap requests.
     #[must_use]
     pub fn effective_hash_workers(&self) -> usize {
-        if self.hash_workers > 0 { self.hash_workers } else { cores() }
+        if self.hash_workers > 0 { self.hash_workers } else { cores().saturating_sub(1).max(1) }
     }
 }
 
