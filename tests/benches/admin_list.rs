@@ -146,9 +146,9 @@ async fn main() -> anyhow::Result<()> {
     report.push_str(&verdict);
     let _ = write!(report, "\nLoad average while measuring: {}\n", load_average());
     println!("{report}");
-    std::fs::create_dir_all("bench-results").context("bench-results/")?;
-    std::fs::write("bench-results/admin-list.md", format!("{report}\n## Plans\n{plans}"))
-        .context("writing the report")?;
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench-results"));
+    std::fs::create_dir_all(dir).context("bench-results/")?;
+    std::fs::write(dir.join("admin-list.md"), format!("{report}\n## Plans\n{plans}")).context("writing the report")?;
     println!("written to bench-results/admin-list.md");
     anyhow::ensure!(failures.is_empty(), "targets missed");
     Ok(())
