@@ -110,9 +110,9 @@ async fn main() -> anyhow::Result<()> {
         100.0 * stormy.rps / calm.rps
     );
     print!("{report}");
-    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench-results"));
-    std::fs::create_dir_all(dir).context("bench-results/")?;
-    std::fs::write(dir.join("login-flood.md"), &report).context("bench-results/login-flood.md")?;
+    let results = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench-results"));
+    std::fs::create_dir_all(results).context("bench-results/")?;
+    std::fs::write(results.join("login-flood.md"), &report).context("bench-results/login-flood.md")?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
