@@ -8,8 +8,8 @@ use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::{EmailId, SessionId, UserId};
 use crate::pagination::PageLimit;
 use crate::ports::{ActivityQuery, CreateUserError, HashError, PasswordCheck, TokenKind, TokenMail, UseTokenError};
-use crate::services::{AccountDraft, Ports, create_account, issue_access_token, new_token, recipient_name};
-use crate::session::{NewSession, RequestContext};
+use crate::services::{AccountDraft, Ports, create_account, new_token, recipient_name, start_session};
+use crate::session::RequestContext;
 use crate::user::{NewUser, Role, User, UserStatus};
 use crate::values::{DisplayName, Email, NewPassword, Username};
 
@@ -426,35 +426,7 @@ impl AuthService {
     }
 
     async fn start_session(&self, user: &User, context: RequestContext) -> Result<TokenPair, LoginError> {
-        let now = self.ports.clock.now();
-        let refresh = self.ports.opaque_tokens.generate();
-        let session_id = SessionId::generate();
-        let event = NewActivity::by_user(user.id, ActivityAction::LoginSucceeded, &context, now)
-            .with_detail("session_id", session_id);
-        let session = self
-            .ports
-            .sessions
-            .start(
-                NewSession {
-                    id: session_id,
-                    user_id: user.id,
-                    refresh_token_hash: refresh.hash,
-                    context,
-                    created_at: now,
-                    expires_at: now + self.settings.refresh_ttl,
-                },
-                event,
-            )
-            .await?;
-        let access_token = issue_access_token(&self.ports, &self.settings, user, session.id, now)?;
-        Ok(TokenPair {
-            access_token,
-            expires_in: self.settings.access_ttl.num_seconds(),
-            refresh_token: refresh.secret,
-            refresh_expires_in: self.settings.refresh_ttl.num_seconds(),
-            session_id: session.id,
-            user_id: user.id,
-        })
+        Ok(start_session(&self.ports, &self.settings, user, context, "password").await?)
     }
 }
 

@@ -28,6 +28,7 @@ use crate::ports::{
     TokenKind, TokenMail, UserDirectory, UserRepository,
 };
 use crate::services::auth::AuthSettings;
+use crate::session::RequestContext;
 use crate::user::{NewUser, Role, User};
 use crate::values::{DisplayName, Email, Username};
 
@@ -117,6 +118,41 @@ async fn create_account(
 fn random_suffix() -> String {
     let random_bits = Uuid::now_v7().as_u128() & u128::from(u64::MAX);
     format!("{:04}", random_bits % 10_000)
+}
+
+/// Starts a session for `user` who just proved who they are (`method`: `password`,
+/// `oauth`), recording `auth.login_succeeded` with it, and returns its first token pair.
+async fn start_session(
+    ports: &Ports,
+    settings: &AuthSettings,
+    user: &User,
+    context: RequestContext,
+    method: &str,
+) -> anyhow::Result<crate::services::auth::TokenPair> {
+    let now = ports.clock.now();
+    let refresh = ports.opaque_tokens.generate();
+    let session_id = SessionId::generate();
+    let event = NewActivity::by_user(user.id, crate::activity::ActivityAction::LoginSucceeded, &context, now)
+        .with_detail("session_id", session_id)
+        .with_detail("method", method);
+    let new_session = crate::session::NewSession {
+        id: session_id,
+        user_id: user.id,
+        refresh_token_hash: refresh.hash,
+        context,
+        created_at: now,
+        expires_at: now + settings.refresh_ttl,
+    };
+    let session = ports.sessions.start(new_session, event).await?;
+    let access_token = issue_access_token(ports, settings, user, session.id, now)?;
+    Ok(crate::services::auth::TokenPair {
+        access_token,
+        expires_in: settings.access_ttl.num_seconds(),
+        refresh_token: refresh.secret,
+        refresh_expires_in: settings.refresh_ttl.num_seconds(),
+        session_id: session.id,
+        user_id: user.id,
+    })
 }
 
 /// Signs an access token for `user` in `session`, valid from `now` for the configured

@@ -7,14 +7,14 @@ use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::activity::{ActivityAction, NewActivity};
-use crate::ids::{SessionId, UserId};
+use crate::ids::UserId;
 use crate::ports::{
     AuthorizationRequest, CreateUserError, Identity, IdentityRepository, LinkIdentityError, OAuthProvider,
     ProviderError, ProviderIdentity, TokenKind, UnlinkIdentityError, UseTokenError,
 };
 use crate::services::auth::{AuthSettings, TokenPair};
-use crate::services::{AccountDraft, Ports, create_account, issue_access_token, new_token};
-use crate::session::{NewSession, RequestContext};
+use crate::services::{AccountDraft, Ports, create_account, new_token, start_session};
+use crate::session::RequestContext;
 use crate::user::{Role, User, UserStatus};
 use crate::values::Username;
 
@@ -230,36 +230,7 @@ impl OAuthService {
     ///
     /// Only infrastructure failures.
     pub async fn sign_in(&self, user: &User, context: RequestContext) -> anyhow::Result<TokenPair> {
-        let now = self.ports.clock.now();
-        let refresh = self.ports.opaque_tokens.generate();
-        let session_id = SessionId::generate();
-        let event = NewActivity::by_user(user.id, ActivityAction::LoginSucceeded, &context, now)
-            .with_detail("session_id", session_id)
-            .with_detail("method", "oauth");
-        let session = self
-            .ports
-            .sessions
-            .start(
-                NewSession {
-                    id: session_id,
-                    user_id: user.id,
-                    refresh_token_hash: refresh.hash,
-                    context,
-                    created_at: now,
-                    expires_at: now + self.settings.refresh_ttl,
-                },
-                event,
-            )
-            .await?;
-        let access_token = issue_access_token(&self.ports, &self.settings, user, session.id, now)?;
-        Ok(TokenPair {
-            access_token,
-            expires_in: self.settings.access_ttl.num_seconds(),
-            refresh_token: refresh.secret,
-            refresh_expires_in: self.settings.refresh_ttl.num_seconds(),
-            session_id: session.id,
-            user_id: user.id,
-        })
+        start_session(&self.ports, &self.settings, user, context, "oauth").await
     }
 
     /// A one-time code (valid [`LOGIN_CODE_TTL_SECS`], stored hashed) that
