@@ -91,3 +91,60 @@ async fn tls_is_served_with_the_configured_certificate() {
     assert!(plain.map_or(true, |r| !r.status().is_success()), "plain HTTP is not served on the TLS port");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+async fn via_proxy(app: &gatehouse_tests::TestApp, headers: &[(&str, &str)]) -> reqwest::Response {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a client");
+    let mut request = client.get(app.url("/api/v1/users/me?fields=all"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("request sent")
+}
+
+#[tokio::test]
+async fn plain_http_behind_a_trusted_proxy_is_refused_when_configured() {
+    use gatehouse_server::settings::PlainHttp;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.trusted_proxies = vec!["127.0.0.1".to_owned()];
+        s.server.plain_http = PlainHttp::Refuse;
+    })
+    .await;
+
+    let refused = via_proxy(&app, &[("X-Forwarded-Proto", "http")]).await;
+    let problem = assert_problem(refused, StatusCode::FORBIDDEN, "forbidden").await;
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("HTTPS")), "{problem}");
+    let forwarded = via_proxy(&app, &[("Forwarded", "for=203.0.113.9;proto=http")]).await;
+    assert_eq!(forwarded.status(), StatusCode::FORBIDDEN, "the standard header counts too");
+
+    for served in [vec![("X-Forwarded-Proto", "https")], vec![]] {
+        let response = via_proxy(&app, &served).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "served (no token): {served:?}");
+    }
+}
+
+#[tokio::test]
+async fn plain_http_behind_a_trusted_proxy_is_redirected_to_the_public_https_url() {
+    use gatehouse_server::settings::PlainHttp;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.trusted_proxies = vec!["127.0.0.1".to_owned()];
+        s.server.plain_http = PlainHttp::Redirect;
+        s.public.base_url = "https://id.example.com".to_owned();
+    })
+    .await;
+
+    let response = via_proxy(&app, &[("X-Forwarded-Proto", "http"), ("Host", "evil.example.net")]).await;
+
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(header(&response, "location").as_deref(), Some("https://id.example.com/api/v1/users/me?fields=all"));
+    assert_eq!(header(&response, "x-content-type-options").as_deref(), Some("nosniff"), "still hardened");
+}
+
+#[tokio::test]
+async fn the_forwarded_protocol_of_an_untrusted_peer_is_ignored() {
+    use gatehouse_server::settings::PlainHttp;
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.plain_http = PlainHttp::Refuse).await;
+
+    let response = via_proxy(&app, &[("X-Forwarded-Proto", "http")]).await;
+
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "not a trusted proxy: served as usual");
+}

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     logins_over_the_per_ip_limit_answer_429_with_retry_after,
     the_per_email_limit_holds_whatever_ip_the_attacker_uses,
+    refreshes_are_limited_per_session_not_per_ip,
     forwarded_for_is_believed_only_from_a_trusted_proxy,
     two_instances_sharing_redis_together_admit_exactly_the_limit,
     an_unreachable_redis_degrades_readiness_and_limits_still_hold_then_recover,
@@ -82,6 +83,39 @@ async fn the_per_email_limit_holds_whatever_ip_the_attacker_uses(backend: Backen
     assert_problem(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     let response = login_from(&app, "someone-else@example.com", Some("203.0.113.78")).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "other emails are not affected");
+}
+
+async fn refreshes_are_limited_per_session_not_per_ip(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.refresh = RateRule { limit: 2, window_secs: 60 };
+    })
+    .await;
+    app.register_user("busy@example.com").await;
+    let first = app.token_pair("busy@example.com").await;
+    let second = app.token_pair("busy@example.com").await;
+
+    let mut refresh_token = first["refresh_token"].as_str().expect("a refresh token").to_owned();
+    for i in 0..2 {
+        let response = app.refresh(&refresh_token).await;
+        assert_eq!(response.status(), StatusCode::OK, "refresh {i} is within the limit");
+        let pair: Value = response.json().await.expect("a token pair");
+        refresh_token = pair["refresh_token"].as_str().expect("a refresh token").to_owned();
+    }
+    let response = app.refresh(&refresh_token).await;
+    assert!(header(&response, "retry-after").is_some(), "a 429 says when to retry");
+    assert_problem(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let spent = app.refresh(first["refresh_token"].as_str().expect("a refresh token")).await;
+    assert_problem(spent, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+
+    let other_session = app.refresh(second["refresh_token"].as_str().expect("a refresh token")).await;
+    assert_eq!(other_session.status(), StatusCode::OK, "another session from the same IP has its own budget");
+    let still_refused = app.refresh(&refresh_token).await;
+    assert_eq!(still_refused.status(), StatusCode::TOO_MANY_REQUESTS, "the limited token was not spent");
+    for _ in 0..3 {
+        let unknown = app.refresh("made-up-token").await;
+        assert_problem(unknown, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
 }
 
 async fn register_from(app: &gatehouse_tests::TestApp, email: &str, forwarded_for: &str) -> StatusCode {

@@ -16,7 +16,7 @@ use gatehouse_domain::ports::{HashError, PasswordCheck, PasswordHash, PasswordHa
 use rand::RngExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::pool::{PoolError, WorkerPool};
+use crate::pool::{PoolError, Scheduling, WorkerPool};
 
 /// Argon2id cost parameters. The defaults are OWASP's recommendation (m = 19 MiB, t = 2, p = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +47,18 @@ pub struct HashPoolSettings {
     /// Jobs that may wait for a worker before callers get [`HashError::Overloaded`]; defaults
     /// to 64. At least 1.
     pub queue_capacity: usize,
+    /// Whether hashing runs below every normal thread (the default), so that a sign-in flood
+    /// only slows sign-ins, not cheap requests.
+    pub background: bool,
 }
 
 impl Default for HashPoolSettings {
     fn default() -> Self {
-        Self { workers: std::thread::available_parallelism().map_or(1, usize::from), queue_capacity: 64 }
+        Self {
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            queue_capacity: 64,
+            background: true,
+        }
     }
 }
 
@@ -88,7 +95,8 @@ impl Argon2Hasher {
         let dummy_password: [u8; 32] = rand::rng().random();
         let dummy =
             argon2.hash_password(&dummy_password).map_err(|e| anyhow::anyhow!("hashing the dummy password: {e}"))?;
-        let pool = WorkerPool::start("argon2", settings.workers, settings.queue_capacity)
+        let scheduling = if settings.background { Scheduling::Background } else { Scheduling::Normal };
+        let pool = WorkerPool::start("argon2", settings.workers, settings.queue_capacity, scheduling)
             .context("starting the password hashing pool")?;
         let shared = Arc::new(Shared { argon2, params, dummy, dummy_verifications: AtomicU64::new(0) });
         Ok(Self { shared, pool })
@@ -197,7 +205,7 @@ mod tests {
     use super::*;
 
     const CHEAP: Argon2Params = Argon2Params { memory_kib: 64, iterations: 1, parallelism: 1 };
-    const SMALL_POOL: HashPoolSettings = HashPoolSettings { workers: 2, queue_capacity: 16 };
+    const SMALL_POOL: HashPoolSettings = HashPoolSettings { workers: 2, queue_capacity: 16, background: false };
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_owned())
@@ -311,8 +319,8 @@ mod tests {
             (Argon2Params { memory_kib: 4, ..CHEAP }, SMALL_POOL),
             (Argon2Params { iterations: 0, ..CHEAP }, SMALL_POOL),
             (Argon2Params { parallelism: 0, ..CHEAP }, SMALL_POOL),
-            (CHEAP, HashPoolSettings { workers: 0, queue_capacity: 1 }),
-            (CHEAP, HashPoolSettings { workers: 1, queue_capacity: 0 }),
+            (CHEAP, HashPoolSettings { workers: 0, queue_capacity: 1, background: false }),
+            (CHEAP, HashPoolSettings { workers: 1, queue_capacity: 0, background: false }),
         ] {
             assert!(Argon2Hasher::new(params, settings).is_err(), "{params:?} {settings:?}");
         }
@@ -328,8 +336,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_answers_overloaded_at_once() {
-        let hasher = Argon2Hasher::new(Argon2Params::default(), HashPoolSettings { workers: 1, queue_capacity: 1 })
-            .expect("valid parameters");
+        let hasher = Argon2Hasher::new(
+            Argon2Params::default(),
+            HashPoolSettings { workers: 1, queue_capacity: 1, background: false },
+        )
+        .expect("valid parameters");
         let password = secret("pw");
 
         let results = futures::future::join_all((0..8).map(|_| hasher.hash(&password))).await;

@@ -3,6 +3,10 @@
 //! Jobs go through a bounded queue with `try_send`, so a flood is refused at once instead of
 //! piling up; results come back through a `tokio::sync::oneshot`, so the async executor never
 //! blocks. Knows nothing about passwords: it runs closures.
+//!
+//! A [`Scheduling::Background`] pool asks the OS to run its threads below every normal thread,
+//! so its work only gets the CPU time that request handling leaves over: a flood of expensive
+//! jobs then slows itself (and is refused once the queue is full), not cheap requests.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +31,16 @@ pub(crate) enum PoolError {
     Crashed,
 }
 
+/// How a pool's threads are scheduled against the rest of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheduling {
+    /// Like every other thread.
+    Normal,
+    /// Below every normal thread: Linux `SCHED_IDLE`, the lowest priority elsewhere. If the OS
+    /// refuses, the thread runs normally and a warning is logged.
+    Background,
+}
+
 /// Fixed worker threads fed by a bounded queue.
 #[derive(Debug)]
 pub(crate) struct WorkerPool {
@@ -36,9 +50,9 @@ pub(crate) struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts `workers` threads named `{name}-{n}` behind a queue of `capacity` jobs. The
-    /// threads stop when the pool is dropped and the queue has drained.
-    pub(crate) fn start(name: &str, workers: usize, capacity: usize) -> anyhow::Result<Self> {
+    /// Starts `workers` threads named `{name}-{n}`, scheduled as `scheduling`, behind a queue
+    /// of `capacity` jobs. The threads stop when the pool is dropped and the queue has drained.
+    pub(crate) fn start(name: &str, workers: usize, capacity: usize, scheduling: Scheduling) -> anyhow::Result<Self> {
         anyhow::ensure!(workers > 0, "a worker pool needs at least one worker");
         anyhow::ensure!(capacity > 0, "a worker pool needs a queue of at least one job");
         let (sender, receiver) = mpsc::sync_channel::<Job>(capacity);
@@ -47,7 +61,12 @@ impl WorkerPool {
             let receiver = Arc::clone(&receiver);
             thread::Builder::new()
                 .name(format!("{name}-{n}"))
-                .spawn(move || work(&receiver))
+                .spawn(move || {
+                    if scheduling == Scheduling::Background {
+                        lower_priority();
+                    }
+                    work(&receiver);
+                })
                 .with_context(|| format!("starting worker thread {name}-{n}"))?;
         }
         Ok(Self { sender, depth: Arc::new(AtomicUsize::new(0)) })
@@ -99,6 +118,27 @@ impl WorkerPool {
     }
 }
 
+/// Moves the calling thread below every normal thread.
+fn lower_priority() {
+    use thread_priority::ThreadPriority;
+    #[cfg(target_os = "linux")]
+    let lowered = {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+    };
+    #[cfg(not(target_os = "linux"))]
+    let lowered = thread_priority::set_current_thread_priority(ThreadPriority::Min);
+    if let Err(e) = lowered {
+        tracing::warn!(error = ?e, "could not lower the priority of a worker thread; it runs at normal priority");
+    }
+}
+
 /// A worker's loop: take a job, run it, survive its panic.
 fn work(receiver: &Mutex<Receiver<Job>>) {
     loop {
@@ -134,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_runs_and_returns_its_result() {
-        let pool = WorkerPool::start("test", 1, 1).expect("pool");
+        let pool = WorkerPool::start("test", 1, 1, Scheduling::Normal).expect("pool");
         let answer = pool.run(|| 6 * 7).await.expect("result");
         assert_eq!(answer, 42);
         assert_eq!(pool.depth(), 0, "the finished job is no longer counted");
@@ -142,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_is_reported_as_crashed_and_the_worker_survives() {
-        let pool = WorkerPool::start("test", 1, 1).expect("pool");
+        let pool = WorkerPool::start("test", 1, 1, Scheduling::Normal).expect("pool");
         let crashed = pool.run(|| -> u8 { panic!("boom") }).await;
         assert!(matches!(crashed, Err(PoolError::Crashed)), "got {crashed:?}");
         let after = pool.run(|| 1).await;
@@ -150,9 +190,22 @@ mod tests {
         assert_eq!(pool.depth(), 0, "the panicked job is no longer counted");
     }
 
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn background_workers_run_below_normal_threads() {
+        use thread_priority::unix::{NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let background = WorkerPool::start("test", 1, 1, Scheduling::Background).expect("pool");
+        let policy = background.run(thread_schedule_policy).await.expect("result").expect("policy");
+        assert_eq!(policy, idle);
+        let normal = WorkerPool::start("test", 1, 1, Scheduling::Normal).expect("pool");
+        let policy = normal.run(thread_schedule_policy).await.expect("result").expect("policy");
+        assert_ne!(policy, idle, "a normal pool keeps the default policy");
+    }
+
     #[test]
     fn a_pool_without_workers_or_queue_is_refused() {
-        assert!(WorkerPool::start("test", 0, 1).is_err());
-        assert!(WorkerPool::start("test", 1, 0).is_err());
+        assert!(WorkerPool::start("test", 0, 1, Scheduling::Normal).is_err());
+        assert!(WorkerPool::start("test", 1, 0, Scheduling::Normal).is_err());
     }
 }

@@ -183,6 +183,22 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<String>,
     /// Largest JSON body accepted, in bytes.
     pub json_limit_bytes: usize,
+    /// What to do with a request a trusted proxy says it received over plain HTTP.
+    pub plain_http: PlainHttp,
+}
+
+/// `server.plain_http`: the answer to a request that a trusted proxy received over plain HTTP
+/// (`X-Forwarded-Proto: http`, or `proto=http` in `Forwarded`). Requests from other peers are
+/// never affected: their forwarding headers are not believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlainHttp {
+    /// Serve it.
+    Allow,
+    /// 308 to the same path and query under `public.base_url` (which must be `https://`).
+    Redirect,
+    /// 403 `forbidden`: credentials sent in clear text are better refused than redirected.
+    Refuse,
 }
 
 impl ServerSettings {
@@ -262,6 +278,9 @@ pub struct AuthSettings {
     pub hash_workers: usize,
     /// Hashing requests that may wait before login/register answer 503.
     pub hash_queue_capacity: usize,
+    /// Hashing threads run below request threads (Linux `SCHED_IDLE`), so a sign-in flood
+    /// cannot slow cheap requests.
+    pub hash_background: bool,
     /// Consecutive failed sign-ins that lock an account.
     pub lockout_threshold: u32,
     /// How long a lockout lasts, in seconds.
@@ -333,7 +352,7 @@ pub struct RateLimitSettings {
     pub register: RateRule,
     /// `POST /auth/password/forgot` and `/auth/verify-email/resend`, per IP and per email.
     pub recovery: RateRule,
-    /// `POST /auth/refresh`, per IP (the refresh token changes on every use).
+    /// `POST /auth/refresh`, per session (the session the presented token belongs to).
     pub refresh: RateRule,
     /// Everything else, per user when authenticated, per IP otherwise.
     pub general: RateRule,
@@ -595,6 +614,11 @@ impl Settings {
         if self.auth.lockout_threshold == 0 || self.auth.lockout_secs == 0 {
             return Err(SettingsError("auth.lockout_threshold and auth.lockout_secs must be positive".to_owned()));
         }
+        if self.server.plain_http == PlainHttp::Redirect && !self.public.base_url.starts_with("https://") {
+            return Err(SettingsError(
+                "server.plain_http = \"redirect\" needs public.base_url to be an https:// URL".to_owned(),
+            ));
+        }
         if self.auth.hash_queue_capacity == 0 {
             return Err(SettingsError("auth.hash_queue_capacity must be at least 1".to_owned()));
         }
@@ -721,6 +745,18 @@ mod tests {
         let error =
             load(AppEnv::Development, &[("APP__MAIL__RELAY_LEASE_SECS", "5")]).expect_err("refused").to_string();
         assert!(error.contains("mail.relay_lease_secs"), "{error}");
+    }
+
+    #[test]
+    fn redirecting_plain_http_needs_an_https_base_url() {
+        let redirect = ("APP__SERVER__PLAIN_HTTP", "redirect");
+        let error = load(AppEnv::Development, &[redirect]).expect_err("refused").to_string();
+        assert!(error.contains("server.plain_http") && error.contains("public.base_url"), "{error}");
+        let settings = load(AppEnv::Development, &[redirect, ("APP__PUBLIC__BASE_URL", "https://id.example.com")])
+            .expect("accepted");
+        assert_eq!(settings.server.plain_http, PlainHttp::Redirect);
+        let error = load(AppEnv::Development, &[("APP__SERVER__PLAIN_HTTP", "sometimes")]).expect_err("refused");
+        assert!(error.to_string().contains("plain_http"), "{error}");
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl Application {
             app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api))
                 .default_service(web::to(http::fallback))
                 .wrap(from_fn(rate_limit::limit_requests))
+                .wrap(from_fn(middleware::require_https))
                 .wrap(http::cors::cors(&origins))
                 .wrap(from_fn(middleware::security_headers))
                 .wrap(from_fn(middleware::request_span))
@@ -355,7 +356,11 @@ fn build_state(
             iterations: auth.argon2_iterations,
             parallelism: auth.argon2_parallelism,
         },
-        HashPoolSettings { workers: auth.effective_hash_workers(), queue_capacity: auth.hash_queue_capacity },
+        HashPoolSettings {
+            workers: auth.effective_hash_workers(),
+            queue_capacity: auth.hash_queue_capacity,
+            background: auth.hash_background,
+        },
     )
     .context("auth.argon2_*: invalid hashing parameters")?;
     let hash_pool = Arc::new(hasher);
@@ -422,6 +427,8 @@ fn build_state(
         trusted_proxies: client_ip::parse_trusted(&settings.server.trusted_proxies).into(),
         access_tokens,
         secure_cookies: cookies::cookies_must_be_secure(&settings.public.base_url),
+        plain_http: settings.server.plain_http,
+        public_base_url: settings.public.base_url.trim_end_matches('/').into(),
     })
 }
 

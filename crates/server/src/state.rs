@@ -21,6 +21,7 @@ use secrecy::SecretString;
 use crate::http::client_ip::Cidr;
 use crate::http::openapi::RouteTable;
 use crate::http::rate_limit::RateLimits;
+use crate::settings::PlainHttp;
 
 /// Shared by all workers; cheap to clone.
 #[derive(Clone)]
@@ -75,6 +76,10 @@ pub struct AppState {
     pub hsts: bool,
     /// Whether cookies carry `Secure` (everywhere but plain-HTTP loopback development).
     pub secure_cookies: bool,
+    /// `server.plain_http`: what happens to requests a trusted proxy received over HTTP.
+    pub plain_http: PlainHttp,
+    /// `public.base_url`, where `plain_http = "redirect"` sends such requests.
+    pub public_base_url: Arc<str>,
 }
 
 impl AppState {

@@ -161,6 +161,16 @@ impl SessionService {
         })
     }
 
+    /// The session a refresh token (spent or not) belongs to, for per-session rate limits.
+    ///
+    /// # Errors
+    ///
+    /// Only storage failures; an unknown token is `Ok(None)`.
+    pub async fn session_of(&self, presented: &SecretString) -> anyhow::Result<Option<SessionId>> {
+        let hash = self.ports.opaque_tokens.hash(presented.expose_secret());
+        Ok(self.ports.sessions.find_by_refresh_token(&hash).await?.map(|session| session.id))
+    }
+
     /// Ends the session a refresh token belongs to. Unknown or already ended sessions are
     /// not an error: signing out twice is harmless, and the answer reveals nothing.
     ///

@@ -252,6 +252,9 @@ pub async fn refresh(
     body: OptionalJson<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (presented, source) = cookies::presented_refresh_token(&req, body.0.and_then(|b| b.refresh_token))?;
+    if let Some(session) = state.sessions.session_of(&presented).await.map_err(ApiError::internal)? {
+        state.rate_limits.check_session(session).await?;
+    }
     let pair = state.sessions.refresh(&presented, context).await.inspect_err(|e| {
         if matches!(e, RefreshError::Reused) {
             crate::metrics::record_refresh_reuse();

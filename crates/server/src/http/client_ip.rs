@@ -88,6 +88,29 @@ pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> O
     Some(client.unwrap_or(peer))
 }
 
+/// Whether a trusted proxy says the request reached it over plain HTTP: the first (client-side)
+/// `proto=` of `Forwarded` or, without it, the first value of `X-Forwarded-Proto`. From a peer
+/// that is not a trusted proxy the headers mean nothing and the answer is `false`.
+#[must_use]
+pub fn forwarded_over_plain_http(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> bool {
+    let Some(peer) = peer.map(canonical) else { return false };
+    if !trusted.iter().any(|cidr| cidr.contains(peer)) {
+        return false;
+    }
+    let forwarded =
+        headers.get_all("forwarded").filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|element| {
+            element.split(';').find_map(|pair| {
+                let (name, value) = pair.trim().split_once('=')?;
+                name.trim().eq_ignore_ascii_case("proto").then(|| value.trim().trim_matches('"').to_owned())
+            })
+        });
+    let proto = forwarded.or_else(|| {
+        let value = headers.get("x-forwarded-proto")?.to_str().ok()?;
+        value.split(',').next().map(|first| first.trim().to_owned())
+    });
+    proto.is_some_and(|proto| proto.eq_ignore_ascii_case("http"))
+}
+
 /// The addresses of `Forwarded` (`for=`) or, without it, `X-Forwarded-For`, left to right.
 /// An unparsable entry ends the chain there: what lies left of it cannot be trusted either.
 fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
@@ -178,6 +201,22 @@ mod tests {
         let h = headers(&[("forwarded", "for=192.0.2.60;proto=https, for=\"[2001:db8::7]:443\"")]);
         assert_eq!(resolve(Some(ip("10.0.0.1")), &h, &trusted), Some(ip("2001:db8::7")));
         assert_eq!(resolve(Some(ip("10.0.0.1")), &HeaderMap::new(), &trusted), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn the_forwarded_protocol_is_believed_only_from_a_trusted_proxy() {
+        let trusted = parse_trusted(&["10.0.0.0/8".to_owned()]);
+        let proxy = Some(ip("10.0.0.1"));
+        let plain = headers(&[("x-forwarded-proto", "http")]);
+        assert!(forwarded_over_plain_http(proxy, &plain, &trusted));
+        assert!(!forwarded_over_plain_http(Some(ip("203.0.113.9")), &plain, &trusted), "untrusted peer");
+        assert!(!forwarded_over_plain_http(proxy, &headers(&[("x-forwarded-proto", "https")]), &trusted));
+        assert!(forwarded_over_plain_http(proxy, &headers(&[("x-forwarded-proto", "HTTP, https")]), &trusted));
+        let forwarded = headers(&[("forwarded", "for=192.0.2.60;proto=http;by=10.0.0.1")]);
+        assert!(forwarded_over_plain_http(proxy, &forwarded, &trusted));
+        let both = headers(&[("forwarded", "for=192.0.2.60;proto=https"), ("x-forwarded-proto", "http")]);
+        assert!(!forwarded_over_plain_http(proxy, &both, &trusted), "Forwarded wins over X-Forwarded-Proto");
+        assert!(!forwarded_over_plain_http(proxy, &HeaderMap::new(), &trusted), "no header: not known to be plain");
     }
 
     #[test]

@@ -1,20 +1,22 @@
-//! Request ids, one log line and the request metrics per request, and the security
-//! headers of every response.
+//! Request ids, one log line and the request metrics per request, the security headers of
+//! every response, and the plain-HTTP policy behind a proxy.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage as _, web};
+use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _, web};
 use gatehouse_domain::UserId;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::http::client_ip;
+use crate::http::error::{ApiError, ErrorKind};
+use crate::settings::PlainHttp;
 use crate::state::AppState;
 
 /// The authenticated user of a request, left in its extensions by the `Authenticated`
@@ -140,4 +142,37 @@ pub async fn security_headers(
         headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     }
     Ok(response)
+}
+
+/// `server.plain_http`: redirects (308, to the same path and query under `public.base_url`) or
+/// refuses (403 `forbidden`) a request that a trusted proxy says it received over plain HTTP.
+///
+/// # Errors
+///
+/// Passes through errors of the inner services.
+pub async fn require_https<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    let plain = state.plain_http != PlainHttp::Allow
+        && client_ip::forwarded_over_plain_http(req.peer_addr().map(|a| a.ip()), req.headers(), &state.trusted_proxies);
+    if !plain {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    }
+    let response = match state.plain_http {
+        PlainHttp::Redirect => {
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            HttpResponse::PermanentRedirect()
+                .insert_header((header::LOCATION, format!("{}{target}", state.public_base_url)))
+                .finish()
+        }
+        PlainHttp::Allow | PlainHttp::Refuse => {
+            ApiError::new(ErrorKind::Forbidden, "This service is served over HTTPS only; retry with https://.")
+                .error_response()
+        }
+    };
+    Ok(req.into_response(response).map_into_right_body())
 }

@@ -1,6 +1,6 @@
 //! Rate limits per API.md's table: a middleware for the per-IP and per-user rules, and
-//! [`RateLimits::check_identifier`] for the per-email rules the handlers apply once they have
-//! read the body. Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining` and
+//! [`RateLimits::check_identifier`] and [`RateLimits::check_session`] for the per-email and
+//! per-session rules the handlers apply once they have read the body. Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset`; a 429 `rate_limited` also carries `Retry-After`.
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{ResponseError as _, web};
 use gatehouse_cache_redis::FallbackRateLimiter;
+use gatehouse_domain::SessionId;
 use gatehouse_domain::ports::{RateDecision, RateLimiter};
 
 use crate::http::client_ip;
@@ -70,7 +71,8 @@ impl RuleName {
             Some("/login" | "/token") => Self::Login,
             Some("/register") => Self::Register,
             Some("/password/forgot" | "/verify-email/resend") => Self::Recovery,
-            Some("/refresh") => Self::Refresh,
+            // `Refresh` is per session, which only the token names: the handler applies it.
+            // Until then the per-IP general rule guards against floods of made-up tokens.
             _ => Self::General,
         })
     }
@@ -135,8 +137,21 @@ impl RateLimits {
     ///
     /// 429 `rate_limited` with `Retry-After` once the identifier is over the limit.
     pub async fn check_identifier(&self, name: RuleName, identifier: &str) -> Result<(), ApiError> {
-        let key = format!("id:{}", identifier.trim().to_lowercase());
-        match self.hit(name, &key).await {
+        self.check(name, &format!("id:{}", identifier.trim().to_lowercase())).await
+    }
+
+    /// The per-session refresh rule, applied once the presented refresh token has named its
+    /// session (spent tokens included: replaying old tokens counts against the session too).
+    ///
+    /// # Errors
+    ///
+    /// 429 `rate_limited` with `Retry-After` once the session is over the limit.
+    pub async fn check_session(&self, session: SessionId) -> Result<(), ApiError> {
+        self.check(RuleName::Refresh, &format!("session:{session}")).await
+    }
+
+    async fn check(&self, name: RuleName, key: &str) -> Result<(), ApiError> {
+        match self.hit(name, key).await {
             Some(decision) if !decision.allowed => Err(ApiError::rate_limited(decision.reset_after_secs)),
             _ => Ok(()),
         }
@@ -194,7 +209,11 @@ mod tests {
         assert_eq!(RuleName::of(&Method::POST, "/api/v1/auth/token"), Some(RuleName::Login));
         assert_eq!(RuleName::of(&Method::POST, "/api/v1/auth/register"), Some(RuleName::Register));
         assert_eq!(RuleName::of(&Method::POST, "/api/v1/auth/password/forgot"), Some(RuleName::Recovery));
-        assert_eq!(RuleName::of(&Method::POST, "/api/v1/auth/refresh"), Some(RuleName::Refresh));
+        assert_eq!(
+            RuleName::of(&Method::POST, "/api/v1/auth/refresh"),
+            Some(RuleName::General),
+            "per session in the handler"
+        );
         assert_eq!(RuleName::of(&Method::GET, "/api/v1/users/me"), Some(RuleName::General));
         assert_eq!(RuleName::of(&Method::GET, "/health/ready"), None);
     }
