@@ -33,6 +33,7 @@ pub use oauth::{
 pub use one_time_tokens::{
     NewOneTimeToken, OneTimeToken, OneTimeTokenRepository, TokenKind, TokenMail, UnknownTokenKind, UseTokenError,
 };
+pub(crate) use password::from_hash_error;
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use rate_limits::{RateDecision, RateLimiter};
 pub use revocations::RevocationList;

@@ -54,6 +54,22 @@ pub enum HashError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// `impl From<HashError>` for use-case errors that have an `Overloaded` and an
+/// `Unexpected(anyhow::Error)` variant, the two ways hashing can fail.
+macro_rules! from_hash_error {
+    ($($error:ty),+ $(,)?) => {$(
+        impl From<$crate::ports::HashError> for $error {
+            fn from(e: $crate::ports::HashError) -> Self {
+                match e {
+                    $crate::ports::HashError::Overloaded => Self::Overloaded,
+                    $crate::ports::HashError::Unexpected(e) => Self::Unexpected(e),
+                }
+            }
+        }
+    )+};
+}
+pub(crate) use from_hash_error;
+
 /// Hashes and verifies passwords. CPU-heavy: implementations MUST NOT block the async
 /// executor and MUST bound their queue.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]

@@ -4,7 +4,7 @@ use secrecy::SecretString;
 
 use crate::activity::{ActivityAction, NewActivity};
 use crate::ids::UserId;
-use crate::ports::{HashError, PasswordCheck, ProfileChanges, UpdateUserError};
+use crate::ports::{PasswordCheck, ProfileChanges, UpdateUserError, from_hash_error};
 use crate::services::auth::AuthSettings;
 use crate::services::sessions::Principal;
 use crate::services::{Ports, discard_avatar, publish_revocations};
@@ -63,14 +63,7 @@ pub enum AccountSecurityError {
     Unexpected(#[from] anyhow::Error),
 }
 
-impl From<HashError> for AccountSecurityError {
-    fn from(e: HashError) -> Self {
-        match e {
-            HashError::Overloaded => Self::Overloaded,
-            HashError::Unexpected(e) => Self::Unexpected(e),
-        }
-    }
-}
+from_hash_error!(AccountSecurityError);
 
 impl From<UpdateUserError> for AccountSecurityError {
     fn from(e: UpdateUserError) -> Self {

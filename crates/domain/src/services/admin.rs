@@ -8,7 +8,7 @@ use crate::activity::{ActivityAction, NewActivity};
 use crate::ids::UserId;
 use crate::pagination::Page;
 use crate::ports::{
-    AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, HashError, PasswordHash, UserCursor, UserQuery,
+    AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, PasswordHash, UserCursor, UserQuery, from_hash_error,
 };
 use crate::services::auth::AuthSettings;
 use crate::services::sessions::Principal;
@@ -89,14 +89,7 @@ impl From<CreateUserError> for AdminError {
     }
 }
 
-impl From<HashError> for AdminError {
-    fn from(e: HashError) -> Self {
-        match e {
-            HashError::Overloaded => Self::Overloaded,
-            HashError::Unexpected(e) => Self::Unexpected(e),
-        }
-    }
-}
+from_hash_error!(AdminError);
 
 /// An account an administrator creates.
 #[derive(Debug)]

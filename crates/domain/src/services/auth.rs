@@ -7,7 +7,9 @@ use crate::activity::{ActivityAction, NewActivity};
 use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::{EmailId, SessionId, UserId};
 use crate::pagination::PageLimit;
-use crate::ports::{ActivityQuery, CreateUserError, HashError, PasswordCheck, TokenKind, TokenMail, UseTokenError};
+use crate::ports::{
+    ActivityQuery, CreateUserError, PasswordCheck, TokenKind, TokenMail, UseTokenError, from_hash_error,
+};
 use crate::services::{AccountDraft, Ports, create_account, new_token, recipient_name, start_session};
 use crate::session::RequestContext;
 use crate::user::{NewUser, Role, User, UserStatus};
@@ -93,14 +95,7 @@ pub enum RegisterError {
     Unexpected(#[from] anyhow::Error),
 }
 
-impl From<HashError> for RegisterError {
-    fn from(e: HashError) -> Self {
-        match e {
-            HashError::Overloaded => Self::Overloaded,
-            HashError::Unexpected(e) => Self::Unexpected(e),
-        }
-    }
-}
+from_hash_error!(RegisterError);
 
 /// How a user names their account at sign-in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,14 +141,7 @@ pub enum LoginError {
     Unexpected(#[from] anyhow::Error),
 }
 
-impl From<HashError> for LoginError {
-    fn from(e: HashError) -> Self {
-        match e {
-            HashError::Overloaded => Self::Overloaded,
-            HashError::Unexpected(e) => Self::Unexpected(e),
-        }
-    }
-}
+from_hash_error!(LoginError);
 
 /// The tokens a successful sign-in hands out.
 #[derive(Debug)]
@@ -746,7 +734,7 @@ mod tests {
     #[tokio::test]
     async fn register_answers_overloaded_without_touching_storage_when_hashing_is_saturated() {
         let mut mocks = Mocks::default();
-        mocks.hasher.expect_hash().times(1).returning(|_| Err(HashError::Overloaded));
+        mocks.hasher.expect_hash().times(1).returning(|_| Err(crate::ports::HashError::Overloaded));
         let mut users = MockUserRepository::new();
         users.expect_create().never();
 
@@ -1059,7 +1047,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_hash_upgrade_does_not_fail_the_sign_in() {
         let mut mocks = verifying(PasswordCheck::Valid { needs_rehash: true });
-        mocks.hasher.expect_hash().times(1).returning(|_| Err(HashError::Overloaded));
+        mocks.hasher.expect_hash().times(1).returning(|_| Err(crate::ports::HashError::Overloaded));
         let (sessions, mocks) = signing_in(mocks);
 
         let result = service(users_finding(Some(sample_user())), sessions, mocks)
@@ -1072,7 +1060,7 @@ mod tests {
     #[tokio::test]
     async fn login_answers_overloaded_when_hashing_is_saturated() {
         let mut mocks = Mocks::default();
-        mocks.hasher.expect_verify().times(1).returning(|_, _| Err(HashError::Overloaded));
+        mocks.hasher.expect_verify().times(1).returning(|_, _| Err(crate::ports::HashError::Overloaded));
 
         let result = service(users_finding(Some(sample_user())), MockSessionRepository::new(), mocks)
             .login(login_request("pw"), RequestContext::default())

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::activity::{ActivityAction, NewActivity};
 use crate::email::EmailContent;
-use crate::ports::{HashError, TokenKind, TokenMail, UseTokenError};
+use crate::ports::{TokenKind, TokenMail, UseTokenError, from_hash_error};
 use crate::services::auth::AuthSettings;
 use crate::services::{Ports, email_to, new_token, publish_revocations};
 use crate::session::RequestContext;
@@ -44,14 +44,7 @@ pub enum ResetPasswordError {
     Unexpected(#[from] anyhow::Error),
 }
 
-impl From<HashError> for ResetPasswordError {
-    fn from(e: HashError) -> Self {
-        match e {
-            HashError::Overloaded => Self::Overloaded,
-            HashError::Unexpected(e) => Self::Unexpected(e),
-        }
-    }
-}
+from_hash_error!(ResetPasswordError);
 
 /// Email verification and password reset.
 #[derive(Clone)]
@@ -501,7 +494,7 @@ mod tests {
     async fn a_reset_answers_overloaded_when_hashing_is_saturated() {
         let user = sample_user();
         let mut mocks = finding(TokenKind::PasswordReset, Some(user.id));
-        mocks.hasher.expect_hash().times(1).returning(|_| Err(HashError::Overloaded));
+        mocks.hasher.expect_hash().times(1).returning(|_| Err(crate::ports::HashError::Overloaded));
 
         let result = service(users_for_reset(&user), mocks)
             .reset_password(&secret("presented"), secret("a brand new passphrase"), RequestContext::default())
