@@ -64,12 +64,16 @@ async fn the_password_grant_refuses_bad_forms(backend: Backend) {
 }
 
 async fn an_expired_access_token_is_refused(backend: Backend) {
-    let app = spawn_app_with(backend, |s| s.auth.access_ttl_secs = 1).await;
+    let app = spawn_app_with(backend, |s| s.auth.access_ttl_secs = 3).await;
     app.register_user("ada@example.com").await;
     let access = app.access_token("ada@example.com").await;
     assert_eq!(app.get("/api/v1/users/me", Some(&access)).await.status(), StatusCode::OK);
 
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // Wait past `exp` itself (a fixed sleep after a slow sign-in on a busy machine could
+    // start the clock late or early).
+    let expires = claims_of(&access)["exp"].as_i64().expect("exp");
+    let left_ms = (expires * 1000 - chrono::Utc::now().timestamp_millis()).max(0);
+    tokio::time::sleep(Duration::from_millis(u64::try_from(left_ms).expect("non-negative") + 1_100)).await;
 
     assert_problem(app.get("/api/v1/users/me", Some(&access)).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
