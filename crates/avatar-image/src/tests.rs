@@ -353,3 +353,26 @@ fn centre_pixel(bytes: &[u8]) -> [u8; 3] {
     let decoded = image::load_from_memory(bytes).expect("decodes").to_rgb8();
     decoded.get_pixel(decoded.width() / 2, decoded.height() / 2).0
 }
+
+#[test]
+fn a_6000_by_4000_wide_gamut_photo_is_converted_and_processed() {
+    let photo = rgb_pattern(6000, 4000);
+    let p3 = icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2);
+    let mut upload = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut upload, 80);
+    encoder.set_icc_profile(p3).expect("JPEG carries ICC profiles");
+    encoder.write_image(photo.as_raw(), 6000, 4000, ExtendedColorType::Rgb8).expect("encodes");
+    let decoded = image::load_from_memory(&upload).expect("decodes");
+
+    let started = Instant::now();
+    let (_, conversion) = colour::to_srgb(decoded, Some(&icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2))).expect("ok");
+    let converting = started.elapsed();
+    let started = Instant::now();
+    let out = processed(&upload);
+    let whole = started.elapsed();
+
+    assert_eq!(conversion, colour::Conversion::Converted);
+    assert_eq!(out.width, 512);
+    assert!(!carries_icc_profile(&out.bytes));
+    eprintln!("6000x4000 Display P3 JPEG: colour conversion {converting:?}, whole processing {whole:?}");
+}
