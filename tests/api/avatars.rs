@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use gatehouse_avatar_fs::FsAvatarStore;
-use gatehouse_domain::ports::{AvatarStore as _, UserRepository as _};
+use gatehouse_domain::ports::AvatarStore as _;
 use gatehouse_domain::services::avatars::SweepReport;
 use gatehouse_domain::{ActivityAction, Avatar, AvatarFormat, AvatarKey, NewActivity, RequestContext, UserId};
 use gatehouse_server::startup::prepare;
