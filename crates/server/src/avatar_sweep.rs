@@ -43,6 +43,7 @@ async fn run(avatars: AvatarService, interval: Duration, mut stopped: watch::Rec
         }
         match avatars.sweep().await {
             Ok(report) => {
+                crate::metrics::record_avatar_sweep(report.removed);
                 tracing::debug!(?report, "avatar sweep done");
             }
             Err(e) => tracing::error!(error = format!("{e:#}"), "the avatar sweep failed; retrying next time"),
