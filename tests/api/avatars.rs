@@ -36,6 +36,7 @@ on_both_backends!(
     avatars_need_a_token_and_an_existing_avatar,
     re_uploading_the_current_image_while_another_upload_replaces_it_keeps_its_file,
     the_sweep_removes_old_unreferenced_files_and_keeps_fresh_and_referenced_ones,
+    the_server_sweeps_in_the_background,
 );
 
 const PNG: &str = "image/png";
@@ -522,4 +523,29 @@ async fn the_sweep_removes_old_unreferenced_files_and_keeps_fresh_and_referenced
     assert_eq!(content_type, JPEG);
     let again = sweeper.avatars.sweep().await.expect("a concurrent or repeated sweep is harmless");
     assert_eq!(again.removed, 0);
+}
+
+async fn the_server_sweeps_in_the_background(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| {
+        settings.storage.avatar_sweep_grace_secs = GRACE_SECS;
+        settings.storage.avatar_sweep_interval_secs = 1;
+    })
+    .await;
+    let (user, token) = signed_in(&app).await;
+    upload_ok(&app, &token, &png_with_alpha(20, 20)).await;
+    let [current]: [PathBuf; 1] = app.avatar_files().try_into().expect("one file");
+    let orphan = app.settings.storage.avatar_dir.join(format!("{}-{}.png", user_id(&user), "e".repeat(64)));
+    std::fs::write(&orphan, b"orphan").expect("written");
+    for file in [&orphan, &current] {
+        backdate(file, Duration::from_secs(u64::from(GRACE_SECS) + 60));
+    }
+
+    let mut waited = Duration::ZERO;
+    while orphan.exists() && waited < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+
+    assert!(!orphan.exists(), "the periodic sweep removed the old orphan within {waited:?}");
+    assert!(current.exists(), "and kept the referenced image");
 }
