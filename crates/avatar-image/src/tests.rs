@@ -376,3 +376,20 @@ fn a_6000_by_4000_wide_gamut_photo_is_converted_and_processed() {
     assert!(!carries_icc_profile(&out.bytes));
     eprintln!("6000x4000 Display P3 JPEG: colour conversion {converting:?}, whole processing {whole:?}");
 }
+
+#[test]
+fn an_icc_v4_display_p3_profile_is_honoured_in_every_format() {
+    let p3_v4 = moxcms::ColorProfile::new_display_p3().encode().expect("encodes");
+    assert_eq!(p3_v4.get(8), Some(&4), "an ICC v4 profile");
+    let colour = uniform_rgb(16, 16, [200, 60, 60]);
+    for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP] {
+        let tagged =
+            encode_with_profile(format, colour.as_raw(), (16, 16), ExtendedColorType::Rgb8, Some(p3_v4.clone()));
+
+        let [r, g, b] = centre_pixel(&processed(&tagged).bytes);
+        eprintln!("{format:?}: Display P3 (200, 60, 60) tagged v4 -> sRGB ({r}, {g}, {b})");
+
+        assert!(r >= 212, "{format:?}: Display P3 (200, 60, 60) is a more saturated red in sRGB: ({r}, {g}, {b})");
+        assert!(!carries_icc_profile(&processed(&tagged).bytes), "{format:?}");
+    }
+}
