@@ -75,23 +75,41 @@ fn convert(image: DynamicImage, icc: &[u8]) -> Result<(DynamicImage, Conversion)
             return Ok((image, Conversion::Ignored));
         }
     };
-    let transform: std::sync::Arc<Transform> = match source.create_transform_8bit(
-        source_layout,
-        &ColorProfile::new_srgb(),
-        target_layout,
-        TransformOptions::default(),
-    ) {
-        Ok(transform) => transform,
-        Err(e) => {
-            tracing::info!(error = ?e, "ignoring an embedded ICC profile no transform can be built from");
-            return Ok((image, Conversion::Ignored));
-        }
-    };
+    let srgb = ColorProfile::new_srgb();
+    let transform: std::sync::Arc<Transform> =
+        match source.create_transform_8bit(source_layout, &srgb, target_layout, TransformOptions::default()) {
+            Ok(transform) => transform,
+            Err(e) => {
+                tracing::info!(error = ?e, "ignoring an embedded ICC profile no transform can be built from");
+                return Ok((image, Conversion::Ignored));
+            }
+        };
     match is_identity(transform.as_ref(), source_layout) {
         Some(true) => return Ok((image, Conversion::AlreadySrgb)),
         Some(false) => {}
         None => return Ok((image, Conversion::Ignored)),
     }
+    // 16-bit RGB(A) (PNG) is converted in its own buffer at full depth: going through 8 bits
+    // would need a second full-size image, and the 40-megapixel bound counts on one.
+    let image = match image {
+        DynamicImage::ImageRgb16(pixels) if source_layout == Layout::Rgb => {
+            match source.create_transform_16bit(Layout::Rgb, &srgb, Layout::Rgb, TransformOptions::default()) {
+                Ok(wide) => {
+                    return Ok((DynamicImage::ImageRgb16(in_place(pixels, 3, wide.as_ref())?), Conversion::Converted));
+                }
+                Err(_) => DynamicImage::ImageRgb16(pixels),
+            }
+        }
+        DynamicImage::ImageRgba16(pixels) if source_layout == Layout::Rgba => {
+            match source.create_transform_16bit(Layout::Rgba, &srgb, Layout::Rgba, TransformOptions::default()) {
+                Ok(wide) => {
+                    return Ok((DynamicImage::ImageRgba16(in_place(pixels, 4, wide.as_ref())?), Conversion::Converted));
+                }
+                Err(_) => DynamicImage::ImageRgba16(pixels),
+            }
+        }
+        other => other,
+    };
     let transform = transform.as_ref();
     let converted = match source_layout {
         Layout::Rgb => DynamicImage::ImageRgb8(in_place(image.into_rgb8(), 3, transform)?),
@@ -156,13 +174,14 @@ fn is_identity(transform: &Transform, layout: Layout) -> Option<bool> {
     Some(output.iter().zip(&expected).all(|(a, b)| a.abs_diff(*b) <= IDENTITY_TOLERANCE))
 }
 
-/// Converts RGB(A) pixels in place, a chunk at a time through a small scratch buffer.
-fn in_place<P: image::Pixel<Subpixel = u8>>(
-    mut image: image::ImageBuffer<P, Vec<u8>>,
+/// Converts RGB(A) pixels (8 or 16 bits a channel) in place, a chunk at a time through a
+/// small scratch buffer.
+fn in_place<T: Copy + Default, P: image::Pixel<Subpixel = T>>(
+    mut image: image::ImageBuffer<P, Vec<T>>,
     channels: usize,
-    transform: &Transform,
-) -> Result<image::ImageBuffer<P, Vec<u8>>, ConversionFailed> {
-    let mut scratch = vec![0u8; CHUNK_PIXELS * channels];
+    transform: &(dyn TransformExecutor<T> + Send + Sync),
+) -> Result<image::ImageBuffer<P, Vec<T>>, ConversionFailed> {
+    let mut scratch = vec![T::default(); CHUNK_PIXELS * channels];
     for chunk in image.chunks_mut(CHUNK_PIXELS * channels) {
         let source = &mut scratch[..chunk.len()];
         source.copy_from_slice(chunk);

@@ -393,3 +393,21 @@ fn an_icc_v4_display_p3_profile_is_honoured_in_every_format() {
         assert!(!carries_icc_profile(&processed(&tagged).bytes), "{format:?}");
     }
 }
+
+#[test]
+fn a_16_bit_png_is_converted_at_full_depth() {
+    let level: u16 = 32_896; // 128.5 of 255
+    let samples: Vec<u8> = std::iter::repeat_n(level, 16 * 16 * 3).flat_map(u16::to_ne_bytes).collect();
+    let linear = icc_rgb_profile(SRGB_COLOURANTS, 1.0);
+    let tagged = encode_with_profile(ImageFormat::Png, &samples, (16, 16), ExtendedColorType::Rgb16, Some(linear));
+    let decoded = image::load_from_memory(&tagged).expect("decodes");
+    assert_eq!(decoded.color(), image::ColorType::Rgb16, "the fixture is 16-bit");
+
+    let (converted, conversion) =
+        colour::to_srgb(decoded, Some(&icc_rgb_profile(SRGB_COLOURANTS, 1.0))).expect("converts");
+    let out = centre_pixel(&processed(&tagged).bytes);
+
+    assert_eq!(conversion, colour::Conversion::Converted);
+    assert_eq!(converted.color(), image::ColorType::Rgb16, "converted in its own 16-bit buffer");
+    assert!(out.iter().all(|c| c.abs_diff(188) <= 2), "linear 0.502 is sRGB ~188: {out:?}");
+}
