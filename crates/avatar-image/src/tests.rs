@@ -411,3 +411,44 @@ fn a_16_bit_png_is_converted_at_full_depth() {
     assert_eq!(converted.color(), image::ColorType::Rgb16, "converted in its own 16-bit buffer");
     assert!(out.iter().all(|c| c.abs_diff(188) <= 2), "linear 0.502 is sRGB ~188: {out:?}");
 }
+
+#[test]
+fn mutated_icc_profiles_never_panic_or_refuse_the_image() {
+    let grey = uniform_rgb(8, 8, [128, 128, 128]);
+    let seeds = [
+        icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2),
+        icc_grey_profile(1.0),
+        moxcms::ColorProfile::new_adobe_rgb().encode().expect("encodes"),
+        moxcms::ColorProfile::new_bt2020().encode().expect("encodes"),
+    ];
+    let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+    let mut conversions = [0usize; 2];
+    for round in 0..1500 {
+        let mut profile = seeds[round % seeds.len()].clone();
+        match rng.below(3) {
+            0 => {
+                for _ in 0..=rng.below(16) {
+                    let at = rng.below(profile.len());
+                    profile[at] = rng.byte();
+                }
+            }
+            1 => profile.truncate(rng.below(profile.len())),
+            _ => {
+                // Tag offsets and sizes live in the table right after the 128-byte header.
+                let at = 128 + rng.below(profile.len().saturating_sub(128).clamp(1, 96));
+                let end = (at + 4).min(profile.len());
+                for byte in &mut profile[at..end] {
+                    *byte = rng.byte();
+                }
+            }
+        }
+        let upload =
+            encode_with_profile(ImageFormat::Png, grey.as_raw(), (8, 8), ExtendedColorType::Rgb8, Some(profile));
+        let outcome = std::panic::catch_unwind(|| process(&upload, Limits::default()));
+        let outcome = outcome.unwrap_or_else(|_| panic!("round {round} panicked"));
+        let out = outcome.unwrap_or_else(|e| panic!("round {round}: a bad profile refused the image: {e:?}"));
+        let pixel = centre_pixel(&out.bytes);
+        conversions[usize::from(pixel.iter().any(|c| c.abs_diff(128) > 2))] += 1;
+    }
+    eprintln!("mutated profiles: {} ignored or sRGB-like, {} converted", conversions[0], conversions[1]);
+}
