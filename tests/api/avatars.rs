@@ -1,15 +1,23 @@
 //! Avatars end to end: real images generated here, hostile uploads, limits, caching, cleanup
 //! and a replace racing reads.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use gatehouse_avatar_fs::FsAvatarStore;
+use gatehouse_domain::ports::AvatarStore as _;
+use gatehouse_domain::services::avatars::SweepReport;
+use gatehouse_domain::{ActivityAction, Avatar, AvatarFormat, AvatarKey, NewActivity, RequestContext, UserId};
+use gatehouse_server::startup::prepare;
 
 use gatehouse_avatar_image::testing::{
     EXIF_MARKER, contains, dimensions, jpeg, jpeg_with_exif, png, png_bomb, png_header_then_html, png_then_html,
     png_with_alpha, webp,
 };
 use gatehouse_avatar_image::{MAX_SIDE, sniff};
-use gatehouse_tests::{Backend, PASSWORD, Part, TestApp, assert_problem, on_both_backends, spawn_app};
+use gatehouse_tests::{Backend, PASSWORD, Part, TestApp, assert_problem, on_both_backends, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,6 +34,9 @@ on_both_backends!(
     deleting_the_account_removes_its_avatar_file,
     reads_during_concurrent_replacement_always_get_a_whole_image,
     avatars_need_a_token_and_an_existing_avatar,
+    re_uploading_the_current_image_while_another_upload_replaces_it_keeps_its_file,
+    the_sweep_removes_old_unreferenced_files_and_keeps_fresh_and_referenced_ones,
+    the_server_sweeps_in_the_background,
 );
 
 const PNG: &str = "image/png";
@@ -411,4 +422,130 @@ async fn avatars_need_a_token_and_an_existing_avatar(backend: Backend) {
         .expect("sent");
     assert_problem(anonymous, StatusCode::UNAUTHORIZED, "unauthorized").await;
     assert!(app.avatar_files().is_empty());
+}
+
+/// The grace the tests of the sweep run with, as in production.
+const GRACE_SECS: u32 = 600;
+
+/// The avatar a stored file's name denotes.
+fn avatar_of_file(path: &Path) -> Avatar {
+    let name = path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 name");
+    let (key, extension) = name.rsplit_once('.').expect("an extension");
+    let format = match extension {
+        "png" => AvatarFormat::Png,
+        "jpg" => AvatarFormat::Jpeg,
+        other => panic!("unexpected extension {other}"),
+    };
+    Avatar { key: AvatarKey::parse(key).expect("a content-addressed name"), format }
+}
+
+/// Makes a file look last written `by` ago.
+fn backdate(path: &Path, by: Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(SystemTime::now() - by))
+        .expect("backdated");
+}
+
+fn user_id(user: &Value) -> UserId {
+    user["id"].as_str().expect("an id").parse().expect("a user id")
+}
+
+/// The race of issue 8, step by step: the user has image A; request 1 uploads A again and has
+/// stored its file (same name: it already existed) but not yet committed; request 2 uploads B,
+/// commits, and discards A; request 1 commits A. Before the grace period, request 2 removed A's
+/// file and the user ended up pointing at a missing file (404).
+async fn re_uploading_the_current_image_while_another_upload_replaces_it_keeps_its_file(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| settings.storage.avatar_sweep_grace_secs = GRACE_SECS).await;
+    let (user, token) = signed_in(&app).await;
+    upload_ok(&app, &token, &png_with_alpha(20, 20)).await;
+    let [a_file]: [PathBuf; 1] = app.avatar_files().try_into().expect("one file");
+    let a = avatar_of_file(&a_file);
+    let a_bytes = std::fs::read(&a_file).expect("A's bytes");
+    // Uploaded a while ago, as a current avatar usually is.
+    backdate(&a_file, Duration::from_secs(3600));
+
+    // Request 1, first step: the same adapter call the upload makes before committing.
+    let store = FsAvatarStore::open(&app.settings.storage.avatar_dir).expect("the avatar directory");
+    store.put(&a, a_bytes.clone()).await.expect("request 1 stores A again");
+    // Request 2, whole: B replaces A and discards it.
+    upload_ok(&app, &token, &jpeg(40, 40, 90)).await;
+    assert!(a_file.exists(), "A was stored again just now, so it is not removed");
+    // Request 1, second step: the commit the upload makes after storing.
+    let at = chrono::Utc::now();
+    let event = NewActivity::by_user(user_id(&user), ActivityAction::AvatarChanged, &RequestContext::default(), at);
+    let change =
+        app.database().await.users().set_avatar(user_id(&user), Some(a.clone()), at, event).await.expect("committed");
+    assert_eq!(change.user.avatar, Some(a.clone()));
+
+    let path = format!("/api/v1/users/{}/avatar", user["id"].as_str().expect("an id"));
+    let (content_type, bytes) = fetch(&app, &token, &path).await;
+    assert_eq!(content_type, PNG);
+    assert_eq!(bytes, a_bytes, "the user's avatar is A, and its file is there");
+}
+
+async fn the_sweep_removes_old_unreferenced_files_and_keeps_fresh_and_referenced_ones(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| settings.storage.avatar_sweep_grace_secs = GRACE_SECS).await;
+    let (user, token) = signed_in(&app).await;
+    upload_ok(&app, &token, &png_with_alpha(20, 20)).await;
+    let [replaced]: [PathBuf; 1] = app.avatar_files().try_into().expect("one file");
+    upload_ok(&app, &token, &jpeg(40, 40, 90)).await;
+    assert!(replaced.exists(), "replaced within the grace: left for the sweep");
+    let current = app.avatar_files().into_iter().find(|f| *f != replaced).expect("the current file");
+    // A crash between storing and committing leaves files nobody references.
+    let dir = &app.settings.storage.avatar_dir;
+    let owner = user_id(&user);
+    let crashed_long_ago = dir.join(format!("{owner}-{}.jpg", "e".repeat(64)));
+    let crashed_just_now = dir.join(format!("{owner}-{}.jpg", "f".repeat(64)));
+    std::fs::write(&crashed_long_ago, b"orphan").expect("written");
+    std::fs::write(&crashed_just_now, b"orphan").expect("written");
+    let foreign = dir.join("notes.txt");
+    std::fs::write(&foreign, b"not an avatar").expect("written");
+    let sweeper = prepare(&app.settings).await.expect("a second instance's services");
+
+    let first = sweeper.avatars.sweep().await.expect("swept");
+    assert_eq!(first, SweepReport::default(), "everything is within the grace: nothing even examined");
+    for file in [&replaced, &current, &crashed_long_ago, &foreign] {
+        backdate(file, Duration::from_secs(u64::from(GRACE_SECS) + 60));
+    }
+
+    let second = sweeper.avatars.sweep().await.expect("swept");
+
+    assert_eq!(second, SweepReport { examined: 3, removed: 2, referenced: 1, skipped: 0, failed: 0 });
+    assert!(!replaced.exists(), "the replaced image is removed once past the grace");
+    assert!(!crashed_long_ago.exists(), "an old orphan is removed");
+    assert!(crashed_just_now.exists(), "a fresh orphan may be about to be referenced: kept");
+    assert!(current.exists(), "the referenced image is kept, however old");
+    assert!(foreign.exists(), "files that are not avatars are never touched");
+    let path = format!("/api/v1/users/{owner}/avatar");
+    let (content_type, _) = fetch(&app, &token, &path).await;
+    assert_eq!(content_type, JPEG);
+    let again = sweeper.avatars.sweep().await.expect("a concurrent or repeated sweep is harmless");
+    assert_eq!(again.removed, 0);
+}
+
+async fn the_server_sweeps_in_the_background(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| {
+        settings.storage.avatar_sweep_grace_secs = GRACE_SECS;
+        settings.storage.avatar_sweep_interval_secs = 1;
+    })
+    .await;
+    let (user, token) = signed_in(&app).await;
+    upload_ok(&app, &token, &png_with_alpha(20, 20)).await;
+    let [current]: [PathBuf; 1] = app.avatar_files().try_into().expect("one file");
+    let orphan = app.settings.storage.avatar_dir.join(format!("{}-{}.png", user_id(&user), "e".repeat(64)));
+    std::fs::write(&orphan, b"orphan").expect("written");
+    for file in [&orphan, &current] {
+        backdate(file, Duration::from_secs(u64::from(GRACE_SECS) + 60));
+    }
+
+    let mut waited = Duration::ZERO;
+    while orphan.exists() && waited < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+
+    assert!(!orphan.exists(), "the periodic sweep removed the old orphan within {waited:?}");
+    assert!(current.exists(), "and kept the referenced image");
 }

@@ -7,6 +7,13 @@
 //! replacing an avatar writes a new name and removes the old one; nothing is ever rewritten in
 //! place. Temporary files left by a crash are swept when the store opens.
 //!
+//! An image's last-write time is its file's modification time. [`AvatarStore::put`] always
+//! writes a new file and renames it over the name, so storing an image that is already there
+//! makes it recent again, as the port requires. A conditional removal
+//! ([`AvatarStore::delete_if_written_before`]) first renames the file aside (atomic), then
+//! checks the modification time of what it moved: a `put` that landed before the rename made
+//! it recent, and it is renamed back; a `put` after the rename creates the name afresh.
+//!
 //! Every filesystem call runs on tokio's blocking pool. This crate depends on the domain only;
 //! an S3-compatible store would be a sibling crate implementing the same port.
 
@@ -17,8 +24,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
-use gatehouse_domain::Avatar;
+use chrono::{DateTime, Utc};
 use gatehouse_domain::ports::AvatarStore;
+use gatehouse_domain::{Avatar, AvatarFormat, AvatarKey};
 
 /// Temporary files end with this; nothing else in the directory does.
 const TEMP_SUFFIX: &str = ".partial";
@@ -74,6 +82,49 @@ impl FsAvatarStore {
         }
         Ok(())
     }
+}
+
+/// The avatar a file name denotes (see [`Avatar::file_name`]), if it is one.
+fn avatar_named(name: &str) -> Option<Avatar> {
+    let (key, extension) = name.rsplit_once('.')?;
+    let format = [AvatarFormat::Png, AvatarFormat::Jpeg, AvatarFormat::WebP]
+        .into_iter()
+        .find(|format| format.extension() == extension)?;
+    let avatar = Avatar { key: AvatarKey::parse(key).ok()?, format };
+    (avatar.file_name() == name).then_some(avatar)
+}
+
+/// The modification time of `path`, as the last-write time of the image in it.
+fn written_at(path: &Path) -> io::Result<DateTime<Utc>> {
+    Ok(DateTime::<Utc>::from(fs::metadata(path)?.modified()?))
+}
+
+/// Removes `path` if its file was last written before `cutoff`; see the module documentation
+/// for why it is renamed aside first.
+fn remove_if_written_before(dir: &Path, path: &Path, cutoff: DateTime<Utc>) -> io::Result<bool> {
+    let aside = dir.join(format!(".{}{TEMP_SUFFIX}", uuid::Uuid::now_v7().simple()));
+    match fs::rename(path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let old = match written_at(&aside) {
+        Ok(at) => at < cutoff,
+        Err(e) => {
+            // Put it back rather than lose an image over a failed stat.
+            fs::rename(&aside, path)?;
+            return Err(e);
+        }
+    };
+    if old {
+        // If this fails, the file is a stale temporary, removed when a store next opens.
+        fs::remove_file(&aside)?;
+    } else {
+        // Written again meanwhile, so maybe about to be referenced. Should a `put` have
+        // recreated the name since, this replaces identical bytes (the name is their hash).
+        fs::rename(&aside, path)?;
+    }
+    Ok(old)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary sibling, fsync, rename, and an fsync of the
@@ -140,6 +191,38 @@ impl AvatarStore for FsAvatarStore {
         })
         .await
     }
+    #[tracing::instrument(level = "debug", skip(self), err)]
+    async fn written_before(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<Avatar>> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let entries = fs::read_dir(&dir).with_context(|| format!("could not list {}", dir.display()))?;
+            let mut old = Vec::new();
+            for entry in entries {
+                let entry = entry.with_context(|| format!("could not list {}", dir.display()))?;
+                let Some(avatar) = entry.file_name().to_str().and_then(avatar_named) else { continue };
+                match written_at(&entry.path()) {
+                    Ok(at) if at < cutoff => old.push(avatar),
+                    Ok(_) => {}
+                    // Removed since the listing (by another instance's sweep).
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(anyhow!(e).context(format!("could not read {}", entry.path().display()))),
+                }
+            }
+            Ok(old)
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(file = %avatar.file_name()), err)]
+    async fn delete_if_written_before(&self, avatar: &Avatar, cutoff: DateTime<Utc>) -> anyhow::Result<bool> {
+        let dir = self.dir.clone();
+        let path = self.path_of(avatar);
+        blocking(move || {
+            remove_if_written_before(&dir, &path, cutoff)
+                .with_context(|| format!("could not remove {}", path.display()))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +278,84 @@ mod tests {
         assert_eq!(store.get(&image).await.expect("readable"), None);
         assert!(files_in(&temp.0).is_empty());
         store.delete(&image).await.expect("removing what is not there succeeds");
+    }
+
+    fn backdate(path: &Path, by: Duration) {
+        File::options().write(true).open(path).and_then(|f| f.set_modified(SystemTime::now() - by)).expect("backdated");
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn minutes_ago(minutes: i64) -> DateTime<Utc> {
+        Utc::now() - chrono::Duration::minutes(minutes)
+    }
+
+    #[tokio::test]
+    async fn storing_an_image_that_is_already_there_makes_it_recent_again() {
+        let temp = TempDir::new();
+        let store = FsAvatarStore::open(&temp.0).expect("opens");
+        let image = avatar("ab");
+        store.put(&image, vec![1, 2, 3]).await.expect("stored");
+        backdate(&temp.0.join(image.file_name()), HOUR);
+        assert_eq!(store.written_before(minutes_ago(10)).await.expect("listed"), vec![image.clone()]);
+
+        store.put(&image, vec![1, 2, 3]).await.expect("stored again");
+
+        assert!(store.written_before(minutes_ago(10)).await.expect("listed").is_empty(), "the re-upload is recent");
+        assert_eq!(store.get(&image).await.expect("readable"), Some(vec![1, 2, 3]));
+    }
+
+    #[tokio::test]
+    async fn only_avatars_written_before_the_cutoff_are_listed() {
+        let temp = TempDir::new();
+        let store = FsAvatarStore::open(&temp.0).expect("opens");
+        let (old, recent) = (avatar("ab"), Avatar { format: AvatarFormat::WebP, ..avatar("cd") });
+        store.put(&old, vec![1]).await.expect("stored");
+        store.put(&recent, vec![2]).await.expect("stored");
+        backdate(&temp.0.join(old.file_name()), HOUR);
+        for foreign in ["README.txt", "not-a-key.png", &format!(".x{TEMP_SUFFIX}")] {
+            fs::write(temp.0.join(foreign), b"x").expect("written");
+            backdate(&temp.0.join(foreign), HOUR);
+        }
+
+        let listed = store.written_before(minutes_ago(10)).await.expect("listed");
+
+        assert_eq!(listed, vec![old], "old avatars only; never recent ones, foreign or temporary files");
+        assert!(store.get(&recent).await.expect("readable").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_conditional_removal_removes_an_old_image_and_keeps_a_recent_one() {
+        let temp = TempDir::new();
+        let store = FsAvatarStore::open(&temp.0).expect("opens");
+        let (old, recent) = (avatar("ab"), avatar("cd"));
+        store.put(&old, vec![1]).await.expect("stored");
+        store.put(&recent, vec![2]).await.expect("stored");
+        backdate(&temp.0.join(old.file_name()), HOUR);
+
+        assert!(store.delete_if_written_before(&old, minutes_ago(10)).await.expect("removal"), "old: removed");
+        assert!(!store.delete_if_written_before(&recent, minutes_ago(10)).await.expect("removal"), "recent: kept");
+        assert!(!store.delete_if_written_before(&old, minutes_ago(10)).await.expect("removal"), "gone: nothing to do");
+
+        assert_eq!(store.get(&old).await.expect("readable"), None);
+        assert_eq!(store.get(&recent).await.expect("readable"), Some(vec![2]));
+        assert_eq!(files_in(&temp.0), vec![recent.file_name()], "nothing left aside");
+    }
+
+    #[tokio::test]
+    async fn an_image_stored_again_survives_a_removal_planned_while_it_was_old() {
+        let temp = TempDir::new();
+        let store = FsAvatarStore::open(&temp.0).expect("opens");
+        let image = avatar("ab");
+        store.put(&image, vec![1]).await.expect("stored");
+        backdate(&temp.0.join(image.file_name()), HOUR);
+        let cutoff = minutes_ago(10);
+        assert_eq!(store.written_before(cutoff).await.expect("listed"), vec![image.clone()], "a sweep plans it");
+
+        store.put(&image, vec![1]).await.expect("a request stores the same image again");
+
+        assert!(!store.delete_if_written_before(&image, cutoff).await.expect("removal"), "the put wins");
+        assert_eq!(store.get(&image).await.expect("readable"), Some(vec![1]));
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Turns untrusted uploads into safe avatar images: [`process`] decides the format by the
 //! bytes, refuses decompression bombs from the header alone, decodes fully, applies the EXIF
-//! orientation, drops every piece of metadata, fits the image within 512×512 and re-encodes
-//! it. [`ImageAvatarProcessor`] is the domain's [`AvatarProcessor`] port on it, running on
+//! orientation, converts colours to sRGB when an embedded ICC profile says they are in another
+//! space (see [`colour`]), drops every piece of metadata, fits the image within 512×512 and
+//! re-encodes it. [`ImageAvatarProcessor`] is the domain's [`AvatarProcessor`] port on it, running on
 //! tokio's blocking pool with bounded concurrency.
 //!
 //! [`process`] is a plain function over a byte slice so the fuzz target (`fuzz/`) and the
@@ -71,10 +72,11 @@ pub fn sniff(bytes: &[u8]) -> Option<AvatarFormat> {
 /// Steps, in order: the format is decided by [`sniff`]; the header is read and an image
 /// declaring more than `limits.max_pixels` is refused before any pixel buffer exists; the
 /// image is decoded completely (a truncated or corrupt file fails here); the EXIF orientation
-/// is applied; the image is scaled down to fit `limits.max_side` (never up); it is
+/// is applied; pixels an embedded ICC profile describes as another colour space are converted
+/// to sRGB (an unreadable or unusable profile is ignored, pixels taken as sRGB: see
+/// [`colour`]); the image is scaled down to fit `limits.max_side` (never up); it is
 /// re-encoded without any metadata (no EXIF, GPS, ICC, text chunks) as PNG when it uses
-/// transparency and as JPEG otherwise. Colour profiles are dropped, not converted: pixels
-/// are taken as sRGB.
+/// transparency and as JPEG otherwise.
 ///
 /// CPU-bound (tens to hundreds of milliseconds for large photos): call it from a blocking
 /// thread, never from an async worker.
@@ -108,7 +110,15 @@ pub fn process(bytes: &[u8], limits: Limits) -> Result<ProcessedImage, ImageReje
     }
     // Broken EXIF does not make a broken image: it is dropped anyway.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(rejection)?;
+    // Read from the headers (PNG iCCP, JPEG APP2, WebP ICCP), before any pixel is decoded. A
+    // profile that cannot even be extracted is ignored like an unreadable one.
+    let icc = decoder.icc_profile().ok().flatten();
+    let image = DynamicImage::from_decoder(decoder).map_err(rejection)?;
+    let (mut image, conversion) = colour::to_srgb(image, icc.as_deref()).map_err(|e| {
+        tracing::error!(error = %e, width, height, "colour conversion of a decoded avatar failed");
+        ImageRejected::Corrupt
+    })?;
+    tracing::debug!(?conversion, "colour space");
     image.apply_orientation(orientation);
     let image = fit(image, limits.max_side);
     encode(&image)
@@ -266,6 +276,7 @@ impl AvatarProcessor for ImageAvatarProcessor {
     }
 }
 
+pub mod colour;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]

@@ -238,3 +238,162 @@ pub fn dimensions(bytes: &[u8]) -> (u32, u32) {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
 }
+
+/// D50-adapted XYZ colourants (red, green, blue), as ICC matrix/TRC profiles store them: sRGB.
+pub const SRGB_COLOURANTS: [[f64; 3]; 3] =
+    [[0.436_07, 0.222_49, 0.013_93], [0.385_15, 0.716_87, 0.097_11], [0.143_07, 0.060_61, 0.714_19]];
+/// D50-adapted XYZ colourants of Display P3 (a wide-gamut space: its red and green are more
+/// saturated than sRGB's).
+pub const DISPLAY_P3_COLOURANTS: [[f64; 3]; 3] =
+    [[0.515_12, 0.241_19, -0.001_05], [0.291_97, 0.692_25, 0.041_88], [0.157_11, 0.066_56, 0.784_07]];
+/// The ICC profile connection space white (D50).
+const D50: [f64; 3] = [0.9642, 1.0, 0.8249];
+
+/// An ICC v2 RGB display profile written byte by byte: matrix/TRC, with `colourants` and the
+/// same pure power curve `gamma` on each channel (1.0 is linear light).
+#[must_use]
+pub fn icc_rgb_profile(colourants: [[f64; 3]; 3], gamma: f64) -> Vec<u8> {
+    let [red, green, blue] = colourants;
+    icc_profile(
+        b"RGB ",
+        &[
+            (*b"wtpt", xyz_tag(D50)),
+            (*b"rXYZ", xyz_tag(red)),
+            (*b"gXYZ", xyz_tag(green)),
+            (*b"bXYZ", xyz_tag(blue)),
+            (*b"rTRC", curve_tag(gamma)),
+            (*b"gTRC", curve_tag(gamma)),
+            (*b"bTRC", curve_tag(gamma)),
+        ],
+    )
+}
+
+/// An ICC v2 grey display profile written byte by byte: one power curve `gamma`.
+#[must_use]
+pub fn icc_grey_profile(gamma: f64) -> Vec<u8> {
+    icc_profile(b"GRAY", &[(*b"wtpt", xyz_tag(D50)), (*b"kTRC", curve_tag(gamma))])
+}
+
+/// A profile with a valid-looking start and garbage after it.
+#[must_use]
+pub fn icc_garbage() -> Vec<u8> {
+    let mut out = icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2);
+    for (i, byte) in out.iter_mut().enumerate().skip(128) {
+        *byte = u8::try_from(i * 37 % 251).unwrap();
+    }
+    out
+}
+
+fn s15_fixed16(value: f64) -> [u8; 4] {
+    #[allow(clippy::cast_possible_truncation)]
+    let fixed = (value * 65_536.0).round() as i32;
+    fixed.to_be_bytes()
+}
+
+fn xyz_tag(xyz: [f64; 3]) -> Vec<u8> {
+    let mut tag = b"XYZ \0\0\0\0".to_vec();
+    for value in xyz {
+        tag.extend_from_slice(&s15_fixed16(value));
+    }
+    tag
+}
+
+fn curve_tag(gamma: f64) -> Vec<u8> {
+    let mut tag = b"curv\0\0\0\0".to_vec();
+    tag.extend_from_slice(&1u32.to_be_bytes());
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let u8_fixed8 = (gamma * 256.0).round() as u16;
+    tag.extend_from_slice(&u8_fixed8.to_be_bytes());
+    tag.extend_from_slice(&[0, 0]);
+    tag
+}
+
+/// A display-class ICC v2.1 profile in `colour_space` with an XYZ connection space.
+fn icc_profile(colour_space: &[u8; 4], tags: &[([u8; 4], Vec<u8>)]) -> Vec<u8> {
+    let table_len = 4 + 12 * tags.len();
+    let mut data = Vec::new();
+    let mut table = u32::try_from(tags.len()).unwrap().to_be_bytes().to_vec();
+    for (signature, body) in tags {
+        let offset = 128 + table_len + data.len();
+        table.extend_from_slice(signature);
+        table.extend_from_slice(&u32::try_from(offset).unwrap().to_be_bytes());
+        table.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        data.extend_from_slice(body);
+        while data.len() % 4 != 0 {
+            data.push(0);
+        }
+    }
+    let size = 128 + table.len() + data.len();
+    let mut header = Vec::with_capacity(128);
+    header.extend_from_slice(&u32::try_from(size).unwrap().to_be_bytes());
+    header.extend_from_slice(b"\0\0\0\0"); // preferred CMM
+    header.extend_from_slice(&[2, 0x10, 0, 0]); // version 2.1
+    header.extend_from_slice(b"mntr");
+    header.extend_from_slice(colour_space);
+    header.extend_from_slice(b"XYZ ");
+    for part in [2026u16, 1, 1, 0, 0, 0] {
+        header.extend_from_slice(&part.to_be_bytes());
+    }
+    header.extend_from_slice(b"acsp");
+    header.resize(64, 0); // platform, flags, manufacturer, model, attributes
+    header.extend_from_slice(&0u32.to_be_bytes()); // perceptual intent
+    for value in D50 {
+        header.extend_from_slice(&s15_fixed16(value));
+    }
+    header.resize(128, 0); // creator, profile id, reserved
+    let mut out = header;
+    out.extend_from_slice(&table);
+    out.extend_from_slice(&data);
+    out
+}
+
+/// A `width`×`height` image of one colour.
+#[must_use]
+pub fn uniform_rgb(width: u32, height: u32, colour: [u8; 3]) -> RgbImage {
+    RgbImage::from_pixel(width, height, Rgb(colour))
+}
+
+/// Encodes `pixels` (`colour` layout) as `format` (PNG, lossless WebP, or JPEG at quality
+/// 100), with `icc` embedded when given (PNG iCCP, WebP ICCP, JPEG APP2).
+#[must_use]
+pub fn encode_with_profile(
+    format: image::ImageFormat,
+    pixels: &[u8],
+    (width, height): (u32, u32),
+    colour: ExtendedColorType,
+    icc: Option<Vec<u8>>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    match format {
+        image::ImageFormat::Png => {
+            let mut encoder = PngEncoder::new(&mut out);
+            if let Some(icc) = icc {
+                encoder.set_icc_profile(icc).unwrap();
+            }
+            encoder.write_image(pixels, width, height, colour).unwrap();
+        }
+        image::ImageFormat::WebP => {
+            let mut encoder = WebPEncoder::new_lossless(&mut out);
+            if let Some(icc) = icc {
+                encoder.set_icc_profile(icc).unwrap();
+            }
+            encoder.write_image(pixels, width, height, colour).unwrap();
+        }
+        image::ImageFormat::Jpeg => {
+            let mut encoder = JpegEncoder::new_with_quality(&mut out, 100);
+            if let Some(icc) = icc {
+                encoder.set_icc_profile(icc).unwrap();
+            }
+            encoder.write_image(pixels, width, height, colour).unwrap();
+        }
+        other => panic!("no encoder for {other:?} here"),
+    }
+    out
+}
+
+/// Whether an encoded PNG, JPEG or WebP carries an ICC profile (PNG `iCCP`, JPEG `APP2`
+/// `ICC_PROFILE`, WebP `ICCP` chunk).
+#[must_use]
+pub fn carries_icc_profile(bytes: &[u8]) -> bool {
+    contains(bytes, b"iCCP") || contains(bytes, b"ICC_PROFILE") || contains(bytes, b"ICCP")
+}

@@ -1,9 +1,12 @@
 use std::time::Instant;
 
 use super::*;
+use image::{Rgb, Rgba, RgbaImage};
+
 use crate::testing::{
-    EXIF_MARKER, contains, dimensions, jpeg, jpeg_bomb, jpeg_with_exif, png, png_bomb, png_header_then_html,
-    png_then_html, png_with_alpha, webp,
+    DISPLAY_P3_COLOURANTS, EXIF_MARKER, SRGB_COLOURANTS, carries_icc_profile, contains, dimensions,
+    encode_with_profile, icc_garbage, icc_grey_profile, icc_rgb_profile, jpeg, jpeg_bomb, jpeg_with_exif, png,
+    png_bomb, png_header_then_html, png_then_html, png_with_alpha, rgb_pattern, uniform_rgb, webp,
 };
 
 fn processed(bytes: &[u8]) -> ProcessedImage {
@@ -201,4 +204,251 @@ async fn the_port_processes_on_the_blocking_pool() {
     assert_eq!((out.width, out.height), (512, 256));
     let rejected = processor.process(b"not an image".to_vec()).await;
     assert_eq!(rejected, Err(ImageRejected::UnsupportedFormat));
+}
+
+#[test]
+fn a_linear_light_profile_is_converted_to_srgb_and_an_untagged_image_left_alone() {
+    let grey = uniform_rgb(16, 16, [128, 128, 128]);
+    let linear = icc_rgb_profile(SRGB_COLOURANTS, 1.0);
+    for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP] {
+        let tagged =
+            encode_with_profile(format, grey.as_raw(), (16, 16), ExtendedColorType::Rgb8, Some(linear.clone()));
+        assert!(carries_icc_profile(&tagged), "{format:?}: the fixture carries its profile");
+        let untagged = encode_with_profile(format, grey.as_raw(), (16, 16), ExtendedColorType::Rgb8, None);
+
+        let converted = centre_pixel(&processed(&tagged).bytes);
+        let kept = centre_pixel(&processed(&untagged).bytes);
+
+        for channel in converted {
+            assert!(channel.abs_diff(188) <= 2, "{format:?}: linear 128 is sRGB ~188, got {converted:?}");
+        }
+        for channel in kept {
+            assert!(channel.abs_diff(128) <= 2, "{format:?}: untagged pixels are sRGB already, got {kept:?}");
+        }
+    }
+}
+
+#[test]
+fn a_wide_gamut_colour_is_converted_measurably_and_alpha_is_kept() {
+    let colour = [200u8, 60, 60, 255];
+    let rgba = RgbaImage::from_fn(16, 16, |x, _| if x < 8 { Rgba([0, 0, 0, 0]) } else { Rgba(colour) });
+    let p3 = icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2);
+    let tagged = encode_with_profile(ImageFormat::Png, rgba.as_raw(), (16, 16), ExtendedColorType::Rgba8, Some(p3));
+
+    let out = processed(&tagged);
+
+    assert_eq!(out.format, AvatarFormat::Png, "transparency is kept");
+    let decoded = image::load_from_memory(&out.bytes).expect("decodes").to_rgba8();
+    let [r, g, b, a] = decoded.get_pixel(12, 8).0;
+    assert_eq!(a, 255);
+    assert_eq!(decoded.get_pixel(2, 8).0[3], 0, "the transparent half stays transparent");
+    assert!(r > 200 + 10, "Display P3 red is more saturated than sRGB red: {r} should exceed 210");
+    assert!(g + 10 < 60 || b + 10 < 60, "and the other channels drop: ({r}, {g}, {b})");
+}
+
+#[test]
+fn an_srgb_profile_changes_nothing() {
+    let decoded = DynamicImage::ImageRgb8(rgb_pattern(64, 64));
+
+    let (kept, conversion) = colour::to_srgb(decoded.clone(), Some(&moxcms_srgb())).expect("converts");
+
+    assert_eq!(conversion, colour::Conversion::AlreadySrgb, "the canonical sRGB profile is recognised");
+    assert_eq!(kept, decoded, "and the pixels are left exactly as they are");
+    let (_, conversion) = colour::to_srgb(decoded, None).expect("converts");
+    assert_eq!(conversion, colour::Conversion::Untagged);
+}
+
+fn moxcms_srgb() -> Vec<u8> {
+    moxcms::ColorProfile::new_srgb().encode().expect("encodes")
+}
+
+#[test]
+fn a_grey_image_with_a_grey_profile_is_converted() {
+    let grey = image::GrayImage::from_pixel(16, 16, image::Luma([128]));
+    let linear = icc_grey_profile(1.0);
+    let tagged = encode_with_profile(ImageFormat::Png, grey.as_raw(), (16, 16), ExtendedColorType::L8, Some(linear));
+
+    let converted = centre_pixel(&processed(&tagged).bytes);
+
+    for channel in converted {
+        assert!(channel.abs_diff(188) <= 2, "linear grey 128 is sRGB ~188, got {converted:?}");
+    }
+}
+
+#[test]
+fn a_garbage_or_mismatched_profile_is_ignored_not_refused() {
+    let grey = uniform_rgb(16, 16, [128, 128, 128]);
+    for (name, profile) in [
+        ("garbage", icc_garbage()),
+        ("truncated", icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2)[..100].to_vec()),
+        ("not a profile", b"<html>definitely not ICC</html>".to_vec()),
+        ("grey profile on RGB pixels", icc_grey_profile(1.0)),
+    ] {
+        for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP] {
+            let tagged =
+                encode_with_profile(format, grey.as_raw(), (16, 16), ExtendedColorType::Rgb8, Some(profile.clone()));
+
+            let out = process(&tagged, Limits::default())
+                .unwrap_or_else(|e| panic!("{name} in {format:?}: accepted, not {e:?}"));
+
+            let pixel = centre_pixel(&out.bytes);
+            assert!(pixel.iter().all(|c| c.abs_diff(128) <= 2), "{name} in {format:?}: taken as sRGB, got {pixel:?}");
+            assert!(!carries_icc_profile(&out.bytes), "{name} in {format:?}: not carried over");
+        }
+    }
+}
+
+#[test]
+fn no_stored_image_carries_an_icc_profile() {
+    let p3 = icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2);
+    let opaque = rgb_pattern(64, 64);
+    let transparent = RgbaImage::from_fn(64, 64, |x, y| {
+        let Rgb([r, g, b]) = *opaque.get_pixel(x, y);
+        Rgba([r, g, b, if x < 32 { 0 } else { 255 }])
+    });
+    for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP] {
+        let tagged = encode_with_profile(format, opaque.as_raw(), (64, 64), ExtendedColorType::Rgb8, Some(p3.clone()));
+        assert!(carries_icc_profile(&tagged), "{format:?}: the fixture carries its profile");
+        let out = processed(&tagged);
+        assert_eq!(out.format, AvatarFormat::Jpeg);
+        assert!(!carries_icc_profile(&out.bytes), "{format:?}: no APP2 ICC_PROFILE in the stored JPEG");
+        assert!(!contains(&out.bytes, &[0xFF, 0xE2]), "{format:?}: no APP2 segment at all");
+    }
+    for format in [ImageFormat::Png, ImageFormat::WebP] {
+        let tagged =
+            encode_with_profile(format, transparent.as_raw(), (64, 64), ExtendedColorType::Rgba8, Some(p3.clone()));
+        let out = processed(&tagged);
+        assert_eq!(out.format, AvatarFormat::Png);
+        assert!(!carries_icc_profile(&out.bytes), "{format:?}: no iCCP chunk in the stored PNG");
+    }
+}
+
+#[test]
+fn a_profile_on_a_decompression_bomb_is_never_reached() {
+    let mut bomb = png_bomb(50_000, 50_000);
+    // An iCCP chunk before the image data, as the format requires.
+    let with_profile = encode_with_profile(
+        ImageFormat::Png,
+        uniform_rgb(1, 1, [0, 0, 0]).as_raw(),
+        (1, 1),
+        ExtendedColorType::Rgb8,
+        Some(icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2)),
+    );
+    let iccp_at = with_profile.windows(4).position(|w| w == b"iCCP").expect("an iCCP chunk") - 4;
+    let iccp_len = usize::try_from(u32::from_be_bytes(with_profile[iccp_at..iccp_at + 4].try_into().expect("4 bytes")))
+        .expect("small")
+        + 12;
+    let ihdr_end = 8 + 25;
+    bomb.splice(ihdr_end..ihdr_end, with_profile[iccp_at..iccp_at + iccp_len].iter().copied());
+
+    let started = Instant::now();
+    let result = process(&bomb, Limits::default());
+
+    assert!(matches!(result, Err(ImageRejected::TooManyPixels { .. })), "{result:?}");
+    assert!(started.elapsed().as_millis() < 500, "refused from the header");
+}
+
+/// The centre pixel of an encoded image, as RGB.
+fn centre_pixel(bytes: &[u8]) -> [u8; 3] {
+    let decoded = image::load_from_memory(bytes).expect("decodes").to_rgb8();
+    decoded.get_pixel(decoded.width() / 2, decoded.height() / 2).0
+}
+
+#[test]
+fn a_6000_by_4000_wide_gamut_photo_is_converted_and_processed() {
+    let photo = rgb_pattern(6000, 4000);
+    let p3 = icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2);
+    let mut upload = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut upload, 80);
+    encoder.set_icc_profile(p3).expect("JPEG carries ICC profiles");
+    encoder.write_image(photo.as_raw(), 6000, 4000, ExtendedColorType::Rgb8).expect("encodes");
+    let decoded = image::load_from_memory(&upload).expect("decodes");
+
+    let started = Instant::now();
+    let (_, conversion) = colour::to_srgb(decoded, Some(&icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2))).expect("ok");
+    let converting = started.elapsed();
+    let started = Instant::now();
+    let out = processed(&upload);
+    let whole = started.elapsed();
+
+    assert_eq!(conversion, colour::Conversion::Converted);
+    assert_eq!(out.width, 512);
+    assert!(!carries_icc_profile(&out.bytes));
+    eprintln!("6000x4000 Display P3 JPEG: colour conversion {converting:?}, whole processing {whole:?}");
+}
+
+#[test]
+fn an_icc_v4_display_p3_profile_is_honoured_in_every_format() {
+    let p3_v4 = moxcms::ColorProfile::new_display_p3().encode().expect("encodes");
+    assert_eq!(p3_v4.get(8), Some(&4), "an ICC v4 profile");
+    let colour = uniform_rgb(16, 16, [200, 60, 60]);
+    for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP] {
+        let tagged =
+            encode_with_profile(format, colour.as_raw(), (16, 16), ExtendedColorType::Rgb8, Some(p3_v4.clone()));
+
+        let [r, g, b] = centre_pixel(&processed(&tagged).bytes);
+        eprintln!("{format:?}: Display P3 (200, 60, 60) tagged v4 -> sRGB ({r}, {g}, {b})");
+
+        assert!(r >= 212, "{format:?}: Display P3 (200, 60, 60) is a more saturated red in sRGB: ({r}, {g}, {b})");
+        assert!(!carries_icc_profile(&processed(&tagged).bytes), "{format:?}");
+    }
+}
+
+#[test]
+fn a_16_bit_png_is_converted_at_full_depth() {
+    let level: u16 = 32_896; // 128.5 of 255
+    let samples: Vec<u8> = std::iter::repeat_n(level, 16 * 16 * 3).flat_map(u16::to_ne_bytes).collect();
+    let linear = icc_rgb_profile(SRGB_COLOURANTS, 1.0);
+    let tagged = encode_with_profile(ImageFormat::Png, &samples, (16, 16), ExtendedColorType::Rgb16, Some(linear));
+    let decoded = image::load_from_memory(&tagged).expect("decodes");
+    assert_eq!(decoded.color(), image::ColorType::Rgb16, "the fixture is 16-bit");
+
+    let (converted, conversion) =
+        colour::to_srgb(decoded, Some(&icc_rgb_profile(SRGB_COLOURANTS, 1.0))).expect("converts");
+    let out = centre_pixel(&processed(&tagged).bytes);
+
+    assert_eq!(conversion, colour::Conversion::Converted);
+    assert_eq!(converted.color(), image::ColorType::Rgb16, "converted in its own 16-bit buffer");
+    assert!(out.iter().all(|c| c.abs_diff(188) <= 2), "linear 0.502 is sRGB ~188: {out:?}");
+}
+
+#[test]
+fn mutated_icc_profiles_never_panic_or_refuse_the_image() {
+    let grey = uniform_rgb(8, 8, [128, 128, 128]);
+    let seeds = [
+        icc_rgb_profile(DISPLAY_P3_COLOURANTS, 2.2),
+        icc_grey_profile(1.0),
+        moxcms::ColorProfile::new_adobe_rgb().encode().expect("encodes"),
+        moxcms::ColorProfile::new_bt2020().encode().expect("encodes"),
+    ];
+    let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+    let mut conversions = [0usize; 2];
+    for round in 0..1500 {
+        let mut profile = seeds[round % seeds.len()].clone();
+        match rng.below(3) {
+            0 => {
+                for _ in 0..=rng.below(16) {
+                    let at = rng.below(profile.len());
+                    profile[at] = rng.byte();
+                }
+            }
+            1 => profile.truncate(rng.below(profile.len())),
+            _ => {
+                // Tag offsets and sizes live in the table right after the 128-byte header.
+                let at = 128 + rng.below(profile.len().saturating_sub(128).clamp(1, 96));
+                let end = (at + 4).min(profile.len());
+                for byte in &mut profile[at..end] {
+                    *byte = rng.byte();
+                }
+            }
+        }
+        let upload =
+            encode_with_profile(ImageFormat::Png, grey.as_raw(), (8, 8), ExtendedColorType::Rgb8, Some(profile));
+        let outcome = std::panic::catch_unwind(|| process(&upload, Limits::default()));
+        let outcome = outcome.unwrap_or_else(|_| panic!("round {round} panicked"));
+        let out = outcome.unwrap_or_else(|e| panic!("round {round}: a bad profile refused the image: {e:?}"));
+        let pixel = centre_pixel(&out.bytes);
+        conversions[usize::from(pixel.iter().any(|c| c.abs_diff(128) > 2))] += 1;
+    }
+    eprintln!("mutated profiles: {} ignored or sRGB-like, {} converted", conversions[0], conversions[1]);
 }

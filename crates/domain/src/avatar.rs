@@ -75,7 +75,10 @@ impl fmt::Display for AvatarFormat {
 /// share (and cannot delete each other's) files. Safe as a file name or an object-store key:
 /// only hex digits and hyphens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AvatarKey(String);
+pub struct AvatarKey {
+    user: UserId,
+    key: String,
+}
 
 /// Length of a SHA-256 digest in hex.
 const DIGEST_HEX_LEN: usize = 64;
@@ -97,7 +100,7 @@ impl AvatarKey {
         if !is_digest(sha256_hex) {
             return Err(InvalidAvatarKey);
         }
-        Ok(Self(format!("{user}-{sha256_hex}")))
+        Ok(Self { user, key: format!("{user}-{sha256_hex}") })
     }
 
     /// Reads a key back from storage.
@@ -112,10 +115,16 @@ impl AvatarKey {
         Self::new(user, digest)
     }
 
+    /// The user whose image this is.
+    #[must_use]
+    pub fn user_id(&self) -> UserId {
+        self.user
+    }
+
     /// The SHA-256 of the stored bytes, in hex: a strong validator for `ETag`.
     #[must_use]
     pub fn digest(&self) -> &str {
-        &self.0[self.0.len() - DIGEST_HEX_LEN..]
+        &self.key[self.key.len() - DIGEST_HEX_LEN..]
     }
 
     /// A short form of the digest that changes when the image changes (`?v=` of
@@ -132,13 +141,13 @@ fn is_digest(s: &str) -> bool {
 
 impl AsRef<str> for AvatarKey {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.key
     }
 }
 
 impl fmt::Display for AvatarKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.key)
     }
 }
 

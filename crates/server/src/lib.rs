@@ -2,6 +2,7 @@
 //! adapter into the domain's use cases. `main.rs` only parses the command line and calls
 //! into this library, so the end-to-end tests build the very same application.
 
+pub mod avatar_sweep;
 pub mod http;
 pub mod metrics;
 pub mod relay;

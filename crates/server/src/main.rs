@@ -12,7 +12,7 @@ use gatehouse_domain::ports::SystemClock;
 use gatehouse_domain::{Email, NewPassword};
 use gatehouse_server::relay::{RelayHandle, mail_relay};
 use gatehouse_server::settings::AppEnv;
-use gatehouse_server::startup::{Application, connect_database, prepare};
+use gatehouse_server::startup::{Application, avatar_sweep, connect_database, prepare};
 use gatehouse_server::{Settings, telemetry};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -33,8 +33,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Apply pending migrations, then only relay the email outbox (no HTTP) until stopped.
-    /// Run as many as you like against one PostgreSQL database.
+    /// Apply pending migrations, then only relay the email outbox and sweep unreferenced
+    /// avatar files (no HTTP) until stopped. Run as many as you like against one PostgreSQL
+    /// database (and one shared avatar directory).
     Worker,
     /// Make an account an admin, creating it if needed. The password is read from the
     /// terminal (without echo) or from standard input, never from the command line.
@@ -212,15 +213,20 @@ async fn seed(settings: &Settings, users: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The background work of `serve` without the HTTP server: the mail relay and the avatar
+/// sweep (which needs the avatar directory, shared with the servers).
 async fn worker(settings: &Settings) -> anyhow::Result<()> {
-    let database = connect_database(settings).await?;
-    database.migrate().await?;
-    let relay = mail_relay(settings, &database, Arc::new(SystemClock))?;
+    let state = prepare(settings).await?;
+    let relay = mail_relay(settings, &state.database, Arc::new(SystemClock))?;
     let poll = Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
     let handle = RelayHandle::spawn(relay, poll, settings.mail.relay_batch_size);
+    let sweep = avatar_sweep(settings, &state);
     shutdown_signal().await?;
     tracing::info!("stopping the mail relay after its current batch");
     handle.stop().await;
+    if let Some(sweep) = sweep {
+        sweep.stop().await;
+    }
     Ok(())
 }
 

@@ -39,6 +39,8 @@ pub const OUTBOX_SENT: &str = "gatehouse_email_outbox_sent_total";
 pub const OUTBOX_FAILED: &str = "gatehouse_email_outbox_failed_total";
 /// Outbox messages scheduled for another attempt by this process's relay.
 pub const OUTBOX_RETRIED: &str = "gatehouse_email_outbox_retried_total";
+/// Unreferenced avatar files removed by the sweep.
+pub const AVATAR_FILES_SWEPT: &str = "gatehouse_avatar_files_swept_total";
 /// Password sign-ins by `outcome` (`success` or the failure reason).
 pub const LOGINS: &str = "gatehouse_logins_total";
 /// Spent refresh tokens presented again (the session was revoked).
@@ -91,6 +93,7 @@ fn describe() {
     ::metrics::describe_counter!(OUTBOX_SENT, "Emails delivered by this process.");
     ::metrics::describe_counter!(OUTBOX_FAILED, "Emails given up on by this process.");
     ::metrics::describe_counter!(OUTBOX_RETRIED, "Email deliveries scheduled for another attempt.");
+    ::metrics::describe_counter!(AVATAR_FILES_SWEPT, "Unreferenced avatar files removed by this process's sweep.");
     ::metrics::describe_counter!(LOGINS, "Password sign-ins by outcome.");
     ::metrics::describe_counter!(REFRESH_REUSE, "Spent refresh tokens presented again.");
     ::metrics::describe_counter!(RATE_LIMIT_REJECTIONS, "Requests rejected by a rate limit.");
@@ -124,6 +127,11 @@ pub fn record_relay_batch(sent: usize, retried: usize, failed: usize) {
     ::metrics::counter!(OUTBOX_SENT).increment(sent as u64);
     ::metrics::counter!(OUTBOX_RETRIED).increment(retried as u64);
     ::metrics::counter!(OUTBOX_FAILED).increment(failed as u64);
+}
+
+/// Records the avatar files one sweep removed.
+pub fn record_avatar_sweep(removed: usize) {
+    ::metrics::counter!(AVATAR_FILES_SWEPT).increment(removed as u64);
 }
 
 /// A [`PasswordHasher`] that times every call of the one it wraps.

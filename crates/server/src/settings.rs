@@ -419,6 +419,13 @@ pub struct OAuthProviderSettings {
 pub struct StorageSettings {
     /// Where avatars are kept.
     pub avatar_dir: PathBuf,
+    /// Avatar files written more recently than this many seconds are never removed (a
+    /// request may be about to reference them); older unreferenced ones are removed when
+    /// replaced or by the sweep. Must exceed the longest upload request.
+    pub avatar_sweep_grace_secs: u32,
+    /// How often `serve` and `worker` sweep unreferenced avatar files, in seconds (the first
+    /// sweep runs at start-up); 0 turns the periodic sweep off in this process.
+    pub avatar_sweep_interval_secs: u32,
 }
 
 /// `[bootstrap]`.

@@ -21,7 +21,7 @@ use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
 use gatehouse_domain::services::auth::{AuthService, AuthSettings};
-use gatehouse_domain::services::avatars::AvatarService;
+use gatehouse_domain::services::avatars::{AvatarService, AvatarSettings};
 use gatehouse_domain::services::oauth::OAuthService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
@@ -36,6 +36,7 @@ use secrecy::{ExposeSecret, SecretString};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::avatar_sweep::AvatarSweepHandle;
 use crate::http::rate_limit::RateLimits;
 use crate::http::{self, client_ip, cookies, extract, middleware, openapi, rate_limit};
 use crate::metrics::TimedHasher;
@@ -52,11 +53,13 @@ const REQUEST_HEAD_TIMEOUT_SECS: u64 = 5;
 const SHUTDOWN_GRACE_SECS: u64 = 30;
 
 /// A built, bound, not yet running server, with its mail relay already running (unless
-/// `mail.relay_enabled` is off).
+/// `mail.relay_enabled` is off) and its avatar sweep (unless `storage.avatar_sweep_interval_secs`
+/// is 0).
 pub struct Application {
     port: u16,
     server: Server,
     relay: Option<RelayHandle>,
+    sweep: Option<AvatarSweepHandle>,
 }
 
 impl Application {
@@ -76,6 +79,7 @@ impl Application {
         } else {
             None
         };
+        let sweep = avatar_sweep(&settings, &state);
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
@@ -114,7 +118,7 @@ impl Application {
         }
         .run();
         tracing::info!(port, env = %settings.env, "gatehouse is listening");
-        Ok(Self { port, server, relay })
+        Ok(Self { port, server, relay, sweep })
     }
 
     /// The bound port.
@@ -140,8 +144,20 @@ impl Application {
         if let Some(relay) = self.relay {
             relay.stop().await;
         }
+        if let Some(sweep) = self.sweep {
+            sweep.stop().await;
+        }
         served
     }
+}
+
+/// Starts the periodic avatar sweep over `state`'s avatar service, unless
+/// `storage.avatar_sweep_interval_secs` is 0. `serve` and `gatehouse worker` both call it.
+#[must_use]
+pub fn avatar_sweep(settings: &Settings, state: &AppState) -> Option<AvatarSweepHandle> {
+    let interval = settings.storage.avatar_sweep_interval_secs;
+    (interval > 0)
+        .then(|| AvatarSweepHandle::spawn(state.avatars.clone(), std::time::Duration::from_secs(u64::from(interval))))
 }
 
 /// Connects and migrates the database and builds every adapter and service: everything the
@@ -408,7 +424,10 @@ fn build_state(
         auth: AuthService::new(ports.clone(), auth_settings.clone()),
         account: AccountService::new(ports.clone(), auth_settings.clone()),
         recovery: RecoveryService::new(ports.clone(), auth_settings.clone()),
-        avatars: AvatarService::new(ports.clone()),
+        avatars: AvatarService::new(
+            ports.clone(),
+            AvatarSettings { sweep_grace: Duration::seconds(i64::from(settings.storage.avatar_sweep_grace_secs)) },
+        ),
         sessions: SessionService::new(ports.clone(), auth_settings.clone()),
         admin: AdminService::new(ports.clone(), auth_settings),
         activity: ActivityService::new(ports),

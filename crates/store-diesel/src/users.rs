@@ -8,7 +8,7 @@
 //! Every change that the domain records in the audit trail writes its event in the change's
 //! own transaction: a change that fails leaves no event.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -673,6 +673,31 @@ impl UserRepository for DieselUserRepository {
                 Ok(AvatarChange { user: row.into_user(roles)?.0, previous })
             })
             .await
+    }
+
+    /// Looks the owners up by primary key (a key starts with its user's id), so no index on
+    /// `avatar_key` is needed, and compares the keys here.
+    #[tracing::instrument(level = "debug", skip_all, fields(keys = keys.len()), err)]
+    async fn referenced_avatar_keys(&self, keys: Vec<AvatarKey>) -> anyhow::Result<HashSet<AvatarKey>> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let owners: Vec<DbUuid> =
+            keys.iter().map(|key| *key.user_id().as_uuid()).collect::<BTreeSet<_>>().into_iter().map(DbUuid).collect();
+        let current: HashSet<String> = self
+            .db
+            .run(move |connection| {
+                users::table
+                    .filter(users::id.eq_any(owners))
+                    .filter(users::avatar_key.is_not_null())
+                    .select(users::avatar_key.assume_not_null())
+                    .load::<String>(connection)
+                    .context("could not read which avatars are referenced")
+            })
+            .await?
+            .into_iter()
+            .collect();
+        Ok(keys.into_iter().filter(|key| current.contains(key.as_ref())).collect())
     }
 }
 

@@ -2067,6 +2067,39 @@ async fn concurrent_avatar_changes_each_see_the_one_they_replaced(test_db: TestD
     assert_eq!(seen, avatars, "every avatar is either replaced by exactly one change or the current one");
 }
 
+async fn only_the_avatar_keys_users_point_at_are_referenced(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let ada = db.users().register(new_user("ada@example.com", "ada")).await.expect("the user is created");
+    let bob = db.users().register(new_user("bob@example.com", "bob")).await.expect("the user is created");
+    let at = ada.created_at + Duration::minutes(1);
+    let current = avatar(ada.id, "ab", AvatarFormat::Png);
+    let replaced = avatar(ada.id, "cd", AvatarFormat::Jpeg);
+    let deleted_users = avatar(bob.id, "ef", AvatarFormat::WebP);
+    let same_bytes_other_user = avatar(bob.id, "ab", AvatarFormat::Png);
+    let never_set = avatar(UserId::generate(), "ab", AvatarFormat::Png);
+    db.users().set_avatar(ada.id, Some(replaced.clone()), at, avatar_event(ada.id, at)).await.expect("set");
+    db.users().set_avatar(ada.id, Some(current.clone()), at, avatar_event(ada.id, at)).await.expect("replaced");
+    db.users().set_avatar(bob.id, Some(deleted_users.clone()), at, avatar_event(bob.id, at)).await.expect("set");
+    let event = NewActivity::by_user(bob.id, ActivityAction::UserDeleted, &RequestContext::default(), at);
+    db.users().soft_delete(bob.id, at, event).await.expect("deleted");
+
+    let referenced = db
+        .users()
+        .referenced_avatar_keys(vec![
+            current.key.clone(),
+            replaced.key.clone(),
+            deleted_users.key.clone(),
+            same_bytes_other_user.key.clone(),
+            never_set.key.clone(),
+        ])
+        .await
+        .expect("the query works");
+
+    assert_eq!(referenced, std::collections::HashSet::from([current.key]), "only ada's current image");
+    let none = db.users().referenced_avatar_keys(Vec::new()).await.expect("the query works");
+    assert!(none.is_empty());
+}
+
 fn identity(provider: &str, provider_user_id: &str, user_id: UserId) -> Identity {
     Identity {
         provider: provider.to_owned(),
@@ -2234,6 +2267,7 @@ contract!(
     an_avatar_cannot_be_set_on_an_unknown_or_deleted_user_and_records_nothing,
     soft_delete_clears_the_avatar_and_hands_it_back,
     concurrent_avatar_changes_each_see_the_one_they_replaced,
+    only_the_avatar_keys_users_point_at_are_referenced,
     a_lock_stores_its_token_mail_and_event_and_the_unlock_link_ends_it_once,
 );
 

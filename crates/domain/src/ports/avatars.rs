@@ -1,6 +1,7 @@
 //! Avatar images: turning untrusted uploads into safe images, and keeping the results.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::avatar::{Avatar, ImageRejected, ProcessedImage};
 
@@ -24,12 +25,19 @@ pub trait AvatarProcessor: Send + Sync {
 /// Keeps avatar images under their content-addressed names (a filesystem directory, or an
 /// S3-compatible bucket). A name is written once with one content: storing under an existing
 /// name stores the same bytes again.
+///
+/// Every stored object has a last-write time, which [`AvatarStore::put`] sets even when the
+/// name already holds the bytes. Removal of unreferenced images relies on it (see
+/// `services::avatars`): an image written recently may be about to be referenced by a request
+/// still in flight, so only images last written before a grace period are ever removed by
+/// [`AvatarStore::delete_if_written_before`].
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AvatarStore: Send + Sync {
     /// Stores `bytes` as `avatar`. Once this returns `Ok`, [`AvatarStore::get`] MUST return
     /// exactly these bytes, and no reader may ever observe a partial write (write elsewhere,
-    /// then publish atomically).
+    /// then publish atomically). The object's last-write time MUST become the time of this
+    /// call, also when `avatar` was already stored (re-uploading an image makes it recent).
     ///
     /// # Errors
     ///
@@ -49,4 +57,22 @@ pub trait AvatarStore: Send + Sync {
     ///
     /// Only infrastructure failures; removing what is not there is `Ok(())`.
     async fn delete(&self, avatar: &Avatar) -> anyhow::Result<()>;
+
+    /// The stored avatars last written before `cutoff`: the candidates for a sweep. Objects
+    /// that are not avatars (foreign or temporary files) are not listed.
+    ///
+    /// # Errors
+    ///
+    /// Only infrastructure failures.
+    async fn written_before(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<Avatar>>;
+
+    /// Removes `avatar`'s bytes only if they were last written before `cutoff`, and says
+    /// whether it did. A [`AvatarStore::put`] of the same name racing with this call MUST
+    /// win: either it happens first, making the object recent so it is kept, or it stores
+    /// the bytes again afterwards. Removing what is not there is `Ok(false)`.
+    ///
+    /// # Errors
+    ///
+    /// Only infrastructure failures.
+    async fn delete_if_written_before(&self, avatar: &Avatar, cutoff: DateTime<Utc>) -> anyhow::Result<bool>;
 }

@@ -1,10 +1,12 @@
 //! User storage.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::activity::NewActivity;
-use crate::avatar::Avatar;
+use crate::avatar::{Avatar, AvatarKey};
 use crate::email::OutgoingEmail;
 use crate::ids::{SessionId, UserId};
 use crate::ports::{PasswordHash, TokenHash, TokenMail, UseTokenError};
@@ -269,4 +271,12 @@ pub trait UserRepository: Send + Sync {
         at: DateTime<Utc>,
         event: NewActivity,
     ) -> Result<AvatarChange, UpdateUserError>;
+
+    /// Which of `keys` a user row references as its avatar, whether the user is deleted or
+    /// not (deleting a user clears the reference, so a deleted user references none).
+    ///
+    /// # Errors
+    ///
+    /// Only infrastructure failures.
+    async fn referenced_avatar_keys(&self, keys: Vec<AvatarKey>) -> anyhow::Result<HashSet<AvatarKey>>;
 }

@@ -4,7 +4,33 @@
 //! bytes are stored under their content-addressed name before the user row points at them;
 //! the reference changes, with its `user.avatar_changed` event, in one transaction; only then
 //! is the replaced image removed. A reader therefore only ever follows a reference to a
-//! complete file, and replaced or removed images do not linger.
+//! complete file.
+//!
+//! # Removing images safely: the grace period
+//!
+//! Storing an image and pointing the user at it are two steps, so a request can hold a stored
+//! image it has not yet referenced. If another request of the same user removed that image in
+//! between, the first would then commit a reference to a deleted file. This happens when a user
+//! uploads their current image again (same bytes, same name: the file already exists) while
+//! another upload or a removal replaces it. A crash between the two steps leaves a file that
+//! nothing references.
+//!
+//! Both are handled like `git gc` handles loose objects. [`AvatarStore::put`] refreshes an
+//! image's last-write time even when it already exists, and an image is only ever removed when
+//! it was last written more than [`AvatarSettings::sweep_grace`] ago
+//! ([`AvatarStore::delete_if_written_before`], which a racing `put` wins) and no user
+//! references it. A replaced or removed image is removed at once when it is older than the
+//! grace, else left to [`AvatarService::sweep`], which removes every unreferenced image older
+//! than the grace (crash leftovers too) and runs periodically on every instance (running it
+//! twice at once is harmless). This is correct as long as no request takes longer than the
+//! grace between storing an image and committing its reference (milliseconds; the grace is
+//! minutes). Deleting an account removes its image at once, unconditionally: a deleted user
+//! can no longer be pointed at an image, so no request can be about to reference it.
+//!
+//! [`AvatarStore::put`]: crate::ports::AvatarStore::put
+//! [`AvatarStore::delete_if_written_before`]: crate::ports::AvatarStore::delete_if_written_before
+
+use chrono::Duration;
 
 use crate::activity::{ActivityAction, NewActivity};
 use crate::avatar::{Avatar, AvatarKey, ImageRejected};
@@ -14,6 +40,9 @@ use crate::services::sessions::Principal;
 use crate::services::{Ports, discard_avatar};
 use crate::session::RequestContext;
 use crate::user::User;
+
+/// How many stored images one reference query asks about during a sweep.
+const SWEEP_BATCH: usize = 500;
 
 /// How often a read follows the user's avatar reference again when the file it named was
 /// removed in between (the avatar was replaced while being read).
@@ -70,17 +99,48 @@ impl std::fmt::Debug for AvatarImage {
     }
 }
 
+/// How images are cleaned up (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvatarSettings {
+    /// Images written more recently than this are never removed: a request may be about to
+    /// reference them. It must exceed the longest time a request takes between storing an
+    /// image and committing its reference.
+    pub sweep_grace: Duration,
+}
+
+impl Default for AvatarSettings {
+    fn default() -> Self {
+        Self { sweep_grace: Duration::minutes(10) }
+    }
+}
+
+/// What one [`AvatarService::sweep`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Stored images older than the grace period.
+    pub examined: usize,
+    /// Of those, the ones removed (no user references them).
+    pub removed: usize,
+    /// The ones kept because a user references them.
+    pub referenced: usize,
+    /// The ones kept because they were written again while the sweep ran, or were already gone.
+    pub skipped: usize,
+    /// The ones that could not be removed (logged; the next sweep tries again).
+    pub failed: usize,
+}
+
 /// Use cases on profile images.
 #[derive(Clone)]
 pub struct AvatarService {
     ports: Ports,
+    settings: AvatarSettings,
 }
 
 impl AvatarService {
     /// Builds the service over the given ports.
     #[must_use]
-    pub fn new(ports: Ports) -> Self {
-        Self { ports }
+    pub fn new(ports: Ports, settings: AvatarSettings) -> Self {
+        Self { ports, settings }
     }
 
     /// Makes `upload` the caller's avatar, replacing (and removing) any previous one, and
@@ -111,7 +171,7 @@ impl AvatarService {
         match self.ports.users.set_avatar(principal.user_id, Some(avatar.clone()), now, event).await {
             Ok(change) => {
                 if let Some(previous) = change.previous.filter(|previous| *previous != avatar) {
-                    discard_avatar(&self.ports, &previous).await;
+                    self.discard_replaced(&previous).await;
                 }
                 Ok(change.user)
             }
@@ -152,9 +212,62 @@ impl AvatarService {
             UpdateUserError::Unexpected(e) => RemoveAvatarError::Unexpected(e),
         })?;
         if let Some(previous) = change.previous {
-            discard_avatar(&self.ports, &previous).await;
+            self.discard_replaced(&previous).await;
         }
         Ok(())
+    }
+
+    /// Removes an image the user no longer references, unless it was written within the
+    /// grace period: then another request of the same user may have just stored it again and
+    /// be about to reference it, and [`AvatarService::sweep`] removes it later if not.
+    async fn discard_replaced(&self, avatar: &Avatar) {
+        let cutoff = self.ports.clock.now() - self.settings.sweep_grace;
+        match self.ports.avatar_store.delete_if_written_before(avatar, cutoff).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(file = %avatar.file_name(), "a replaced avatar is recent; the sweep removes it later");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, file = %avatar.file_name(), "a replaced avatar could not be removed; the sweep tries again");
+            }
+        }
+    }
+
+    /// Removes every stored image that no user references and that was last written before
+    /// the grace period: images replaced within the grace, and files left by a crash between
+    /// storing an image and referencing it. Safe to run on several instances at once.
+    ///
+    /// # Errors
+    ///
+    /// When the stored images or the references cannot be listed; a file that cannot be
+    /// removed is logged and counted instead.
+    #[tracing::instrument(skip(self))]
+    pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
+        let cutoff = self.ports.clock.now() - self.settings.sweep_grace;
+        let candidates = self.ports.avatar_store.written_before(cutoff).await?;
+        let mut report = SweepReport { examined: candidates.len(), ..SweepReport::default() };
+        for batch in candidates.chunks(SWEEP_BATCH) {
+            let keys = batch.iter().map(|avatar| avatar.key.clone()).collect();
+            let referenced = self.ports.users.referenced_avatar_keys(keys).await?;
+            for avatar in batch {
+                if referenced.contains(&avatar.key) {
+                    report.referenced += 1;
+                    continue;
+                }
+                match self.ports.avatar_store.delete_if_written_before(avatar, cutoff).await {
+                    Ok(true) => report.removed += 1,
+                    Ok(false) => report.skipped += 1,
+                    Err(e) => {
+                        tracing::error!(error = %e, file = %avatar.file_name(), "an unreferenced avatar could not be removed");
+                        report.failed += 1;
+                    }
+                }
+            }
+        }
+        if report.removed > 0 || report.failed > 0 {
+            tracing::info!(?report, "swept unreferenced avatars");
+        }
+        Ok(report)
     }
 
     /// The avatar user `id` has now, without reading its bytes (enough to answer a
@@ -203,7 +316,11 @@ mod tests {
     }
 
     fn service(users: MockUserRepository, mocks: Mocks) -> AvatarService {
-        AvatarService::new(ports_with_mocks(users, MockSessionRepository::new(), mocks))
+        AvatarService::new(ports_with_mocks(users, MockSessionRepository::new(), mocks), AvatarSettings::default())
+    }
+
+    fn cutoff() -> chrono::DateTime<chrono::Utc> {
+        now() - AvatarSettings::default().sweep_grace
     }
 
     fn processed(fill: &str) -> ProcessedImage {
@@ -255,12 +372,125 @@ mod tests {
             .times(1)
             .in_sequence(&mut sequence)
             .return_once(move |_, _, _, _| Ok(AvatarChange { user: sample_user(), previous: Some(previous) }));
-        mocks.avatar_store.expect_delete().with(eq(old)).times(1).in_sequence(&mut sequence).returning(|_| Ok(()));
+        mocks
+            .avatar_store
+            .expect_delete_if_written_before()
+            .with(eq(old), eq(cutoff()))
+            .times(1)
+            .in_sequence(&mut sequence)
+            .returning(|_, _| Ok(true));
 
         let result =
             service(users, mocks).set_avatar(&principal(&user), vec![9, 9, 9], RequestContext::default()).await;
 
         assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_image_written_within_the_grace_period_is_left_for_the_sweep() {
+        let user = sample_user();
+        let old = avatar_of(&user, "cd", AvatarFormat::Png);
+        let mut mocks = processing(processed("ab"));
+        mocks.avatar_store.expect_put().times(1).returning(|_, _| Ok(()));
+        mocks
+            .avatar_store
+            .expect_delete_if_written_before()
+            .with(eq(old.clone()), eq(cutoff()))
+            .times(1)
+            .returning(|_, _| Ok(false));
+        mocks.avatar_store.expect_delete().never();
+        let mut users = MockUserRepository::new();
+        users
+            .expect_set_avatar()
+            .times(1)
+            .return_once(move |_, _, _, _| Ok(AvatarChange { user: sample_user(), previous: Some(old) }));
+
+        let result =
+            service(users, mocks).set_avatar(&principal(&user), vec![9, 9, 9], RequestContext::default()).await;
+
+        assert!(result.is_ok(), "a recent image is kept, and that is no failure: {result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_image_that_cannot_be_removed_does_not_fail_the_upload() {
+        let user = sample_user();
+        let old = avatar_of(&user, "cd", AvatarFormat::Png);
+        let mut mocks = processing(processed("ab"));
+        mocks.avatar_store.expect_put().times(1).returning(|_, _| Ok(()));
+        mocks.avatar_store.expect_delete_if_written_before().times(1).returning(|_, _| Err(anyhow::anyhow!("EIO")));
+        let mut users = MockUserRepository::new();
+        users
+            .expect_set_avatar()
+            .times(1)
+            .return_once(move |_, _, _, _| Ok(AvatarChange { user: sample_user(), previous: Some(old) }));
+
+        let result =
+            service(users, mocks).set_avatar(&principal(&user), vec![9, 9, 9], RequestContext::default()).await;
+
+        assert!(result.is_ok(), "the reference is committed; the sweep retries the file: {result:?}");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_only_unreferenced_images_older_than_the_grace_period() {
+        let user = sample_user();
+        let referenced = avatar_of(&user, "aa", AvatarFormat::Jpeg);
+        let orphan = avatar_of(&user, "bb", AvatarFormat::Png);
+        let rewritten = avatar_of(&user, "cc", AvatarFormat::Png);
+        let mut mocks = Mocks::default();
+        let listed = vec![referenced.clone(), orphan.clone(), rewritten.clone()];
+        mocks.avatar_store.expect_written_before().with(eq(cutoff())).times(1).return_once(move |_| Ok(listed));
+        mocks
+            .avatar_store
+            .expect_delete_if_written_before()
+            .with(eq(orphan.clone()), eq(cutoff()))
+            .times(1)
+            .returning(|_, _| Ok(true));
+        mocks
+            .avatar_store
+            .expect_delete_if_written_before()
+            .with(eq(rewritten.clone()), eq(cutoff()))
+            .times(1)
+            .returning(|_, _| Ok(false));
+        mocks.avatar_store.expect_delete().never();
+        let mut users = MockUserRepository::new();
+        let keys = vec![referenced.key.clone(), orphan.key.clone(), rewritten.key.clone()];
+        let kept = referenced.key.clone();
+        users
+            .expect_referenced_avatar_keys()
+            .with(eq(keys))
+            .times(1)
+            .return_once(move |_| Ok(std::collections::HashSet::from([kept])));
+
+        let report = service(users, mocks).sweep().await.expect("swept");
+
+        assert_eq!(report, SweepReport { examined: 3, removed: 1, referenced: 1, skipped: 1, failed: 0 });
+    }
+
+    #[tokio::test]
+    async fn a_sweep_with_nothing_old_asks_no_reference_query() {
+        let mut mocks = Mocks::default();
+        mocks.avatar_store.expect_written_before().times(1).returning(|_| Ok(Vec::new()));
+        let mut users = MockUserRepository::new();
+        users.expect_referenced_avatar_keys().never();
+
+        let report = service(users, mocks).sweep().await.expect("swept");
+
+        assert_eq!(report, SweepReport::default());
+    }
+
+    #[tokio::test]
+    async fn a_sweep_that_cannot_read_references_removes_nothing() {
+        let user = sample_user();
+        let orphan = avatar_of(&user, "bb", AvatarFormat::Png);
+        let mut mocks = Mocks::default();
+        mocks.avatar_store.expect_written_before().times(1).return_once(move |_| Ok(vec![orphan]));
+        mocks.avatar_store.expect_delete_if_written_before().never();
+        let mut users = MockUserRepository::new();
+        users.expect_referenced_avatar_keys().times(1).returning(|_| Err(anyhow::anyhow!("database down")));
+
+        let result = service(users, mocks).sweep().await;
+
+        assert!(result.is_err(), "{result:?}");
     }
 
     #[tokio::test]
@@ -270,6 +500,7 @@ mod tests {
         let mut mocks = processing(processed("ab"));
         mocks.avatar_store.expect_put().times(1).returning(|_, _| Ok(()));
         mocks.avatar_store.expect_delete().never();
+        mocks.avatar_store.expect_delete_if_written_before().never();
         let mut users = MockUserRepository::new();
         users
             .expect_set_avatar()
@@ -346,7 +577,12 @@ mod tests {
             .times(1)
             .return_once(move |_, _, _, _| Ok(AvatarChange { user: sample_user(), previous: Some(previous) }));
         let mut mocks = Mocks::default();
-        mocks.avatar_store.expect_delete().with(eq(old)).times(1).returning(|_| Ok(()));
+        mocks
+            .avatar_store
+            .expect_delete_if_written_before()
+            .with(eq(old), eq(cutoff()))
+            .times(1)
+            .returning(|_, _| Ok(true));
 
         let result = service(users, mocks).remove_avatar(&principal(&user), RequestContext::default()).await;
 

@@ -215,9 +215,11 @@ fn email_to(user: &User, content: EmailContent, now: DateTime<Utc>) -> OutgoingE
     }
 }
 
-/// Removes the bytes of an avatar no user points at any more. Storage of the reference is the
-/// truth and is already committed; a file that cannot be removed is only wasted space, so it
-/// is logged (with its name, for a manual clean-up) rather than failing the request.
+/// Removes the bytes of a deleted user's avatar, at once: a deleted user can no longer be
+/// pointed at an image, so no request can be about to reference it (images a user replaces go
+/// through the grace period instead, see `avatars`). Storage of the reference is the truth and
+/// is already committed; a file that cannot be removed is only wasted space until the next
+/// sweep, so it is logged rather than failing the request.
 async fn discard_avatar(ports: &Ports, avatar: &Avatar) {
     if let Err(e) = ports.avatar_store.delete(avatar).await {
         tracing::error!(error = %e, file = %avatar.file_name(), "an unused avatar could not be removed");

@@ -1,0 +1,57 @@
+//! Runs the avatar sweep: a tokio task that removes avatar files no user references and that
+//! are older than the grace period (see `gatehouse_domain::services::avatars`), once at
+//! start-up and then every `storage.avatar_sweep_interval_secs`. It runs in `serve` and in
+//! `gatehouse worker`, beside the mail relay; several instances sweeping one directory at once
+//! is harmless (a file already removed is skipped).
+
+use std::time::Duration;
+
+use gatehouse_domain::services::avatars::AvatarService;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A running sweep task.
+#[derive(Debug)]
+pub struct AvatarSweepHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AvatarSweepHandle {
+    /// Starts sweeping on the current runtime: now, then every `interval`.
+    #[must_use]
+    pub fn spawn(avatars: AvatarService, interval: Duration) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(avatars, interval, stopped));
+        Self { stop, task }
+    }
+
+    /// Asks the task to stop after the sweep in progress, if any, and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the avatar sweep task ended abnormally");
+        }
+    }
+}
+
+async fn run(avatars: AvatarService, interval: Duration, mut stopped: watch::Receiver<bool>) {
+    tracing::info!(interval_secs = interval.as_secs(), "avatar sweep started");
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        match avatars.sweep().await {
+            Ok(report) => {
+                crate::metrics::record_avatar_sweep(report.removed);
+                tracing::debug!(?report, "avatar sweep done");
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "the avatar sweep failed; retrying next time"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+    tracing::info!("avatar sweep stopped");
+}
