@@ -8,7 +8,7 @@ use utoipa::openapi::{OpenApi as OpenApiDoc, PathItem};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
-use crate::http::routes;
+use crate::http::{problems, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,7 +17,7 @@ use crate::http::routes;
         description = "Self-hosted user management and authentication. Errors are RFC 9457 problem details with a stable `code`.",
         license(name = "MIT OR Apache-2.0")
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &SharedProblems),
     tags(
         (name = "auth", description = "Registration, sign-in, sessions."),
         (name = "users", description = "The caller's own account."),
@@ -43,6 +43,16 @@ impl Modify for SecuritySchemes {
                 "Sign in with a username or email and a password (what Swagger UI's Authorize button uses).",
             )),
         );
+    }
+}
+
+/// Registers the problem responses operations share (see [`problems`]).
+struct SharedProblems;
+
+impl Modify for SharedProblems {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.responses.extend(problems::components());
     }
 }
 

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{Authenticated, Client};
+use crate::http::problems::Unauthorized;
 use crate::state::AppState;
 
 /// A session as its owner sees it.
@@ -57,7 +58,7 @@ impl From<SessionView> for SessionBody {
     security(("bearer" = []), ("password" = [])),
     responses(
         (status = 200, description = "The caller's live sessions.", body = [SessionBody]),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
     )
 )]
 #[get("/sessions")]
@@ -73,11 +74,11 @@ pub async fn list(
 #[utoipa::path(
     tag = "auth",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The session id.")),
+    params(("id" = Uuid, Path, description = "The session id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 204, description = "Revoked."),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No live session of the caller has this id (`not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No live session of the caller has this id (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::sessions::RevokeSessionError::NotFound)))))),
     )
 )]
 #[delete("/sessions/{id}")]
@@ -97,7 +98,7 @@ pub async fn revoke(
     security(("bearer" = []), ("password" = [])),
     responses(
         (status = 204, description = "The other sessions are revoked."),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
     )
 )]
 #[delete("/sessions")]

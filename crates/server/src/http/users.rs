@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::http::dto::UserBody;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{Authenticated, Client, OptionalJson};
+use crate::http::problems::{InvalidFields, Overloaded, Unauthorized};
 use crate::state::AppState;
 
 /// The caller's account.
@@ -18,7 +19,7 @@ use crate::state::AppState;
     security(("bearer" = []), ("password" = [])),
     responses(
         (status = 200, description = "The caller's account.", body = UserBody),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
     )
 )]
 #[get("/me")]
@@ -70,9 +71,9 @@ impl TryFrom<UpdateMeBody> for ProfileChanges {
     request_body = UpdateMeBody,
     responses(
         (status = 200, description = "The updated account.", body = UserBody),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The username is taken (`username_taken`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 409, description = "The username is taken (`username_taken`).", body = Problem, content_type = "application/problem+json", examples(("username_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::account::UpdateMeError::UsernameTaken)))))),
+        (status = 422, response = InvalidFields),
     )
 )]
 #[patch("/me")]
@@ -106,9 +107,9 @@ pub struct ChangePasswordBody {
     request_body = ChangePasswordBody,
     responses(
         (status = 204, description = "Changed; every other session is revoked."),
-        (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong current password).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The new password breaks the policy (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Password hashing is saturated (`service_unavailable`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong current password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::account::AccountSecurityError::InvalidCredentials)))))),
+        (status = 422, description = "The new password breaks the policy (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
+        (status = 503, response = Overloaded),
     )
 )]
 #[put("/me/password")]
@@ -140,8 +141,8 @@ pub struct DeleteMeBody {
     request_body(content = Option<DeleteMeBody>, description = "The password; may be omitted for accounts without one."),
     responses(
         (status = 204, description = "Deleted; every session is revoked."),
-        (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong password).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The password is required (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::account::AccountSecurityError::InvalidCredentials)))))),
+        (status = 422, description = "The password is required (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::account::AccountSecurityError::PasswordRequired)))))),
     )
 )]
 #[delete("/me")]
