@@ -141,6 +141,7 @@ fn methods_of(item: &PathItem) -> Vec<Method> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::error::{ErrorKind, PROBLEM_JSON};
 
     /// Every route of API.md implemented so far. A route missing from the document fails
     /// here; the router cannot hold an undocumented one (see [`routes`]).
@@ -225,6 +226,207 @@ mod tests {
         let errors: Vec<String> =
             validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
         assert!(errors.is_empty(), "the OpenAPI document is invalid:\n{}", errors.join("\n"));
+    }
+
+    /// Where the document lacks an example, one line per gap naming the operation and the
+    /// parameter, request body or response. What counts as an example:
+    ///
+    /// - on a parameter: its own `example`/`examples`, or one its schema has (below);
+    /// - on a request or response media type: its `example`/`examples`, or its schema's;
+    /// - on a schema: `example`/`examples` on it (also beside a `$ref`), else on the schema a
+    ///   `$ref` names; for `oneOf`/`anyOf`/`allOf` on every member but `null`; for an object
+    ///   on every property; for an array on its items. A free-form object has none.
+    ///
+    /// Stricter for errors: a `application/problem+json` response needs examples of its own
+    /// (the `Problem` schema's single example would describe another error), each a complete
+    /// problem whose `status` is the response's and whose `code`/`title` match that status as
+    /// the error mapping has them, covering every code the description names.
+    ///
+    /// Exempt: responses without content (204, 302, 304); image and octet-stream bodies, whose
+    /// bytes a JSON example cannot carry; and in a `multipart/form-data` body, a binary part
+    /// (`format: binary`), which must instead describe what it accepts.
+    fn example_gaps(doc: &serde_json::Value) -> Vec<String> {
+        let mut gaps = Vec::new();
+        let Some(paths) = doc["paths"].as_object() else {
+            return vec!["the document has no paths".to_owned()];
+        };
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().into_iter().flatten() {
+                let op = format!("{} {path}", method.to_uppercase());
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let parameter = resolve(doc, parameter);
+                    let name = parameter["name"].as_str().unwrap_or("?");
+                    if !has_example(parameter)
+                        && let Some(gap) = schema_gap(doc, &parameter["schema"], "", false)
+                    {
+                        gaps.push(format!("{op}: parameter `{name}` has no example{gap}"));
+                    }
+                }
+                if let Some(body) = operation.get("requestBody") {
+                    let body = resolve(doc, body);
+                    for (media, content) in body["content"].as_object().into_iter().flatten() {
+                        if let Some(gap) = content_gap(doc, media, content) {
+                            gaps.push(format!("{op}: request body {media} has no example{gap}"));
+                        }
+                    }
+                }
+                for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                    let response = resolve(doc, response);
+                    for (media, content) in response["content"].as_object().into_iter().flatten() {
+                        if media == PROBLEM_JSON {
+                            let description = response["description"].as_str().unwrap_or_default();
+                            gaps.extend(
+                                problem_gaps(status, description, content)
+                                    .into_iter()
+                                    .map(|gap| format!("{op}: response {status} {media}: {gap}")),
+                            );
+                        } else if let Some(gap) = content_gap(doc, media, content) {
+                            gaps.push(format!("{op}: response {status} {media} has no example{gap}"));
+                        }
+                    }
+                }
+            }
+        }
+        gaps
+    }
+
+    fn has_example(value: &serde_json::Value) -> bool {
+        value.get("example").is_some() || value.get("examples").is_some()
+    }
+
+    /// A local `$ref` (`#/components/...`) followed to what it names, repeatedly.
+    fn resolve<'a>(doc: &'a serde_json::Value, mut value: &'a serde_json::Value) -> &'a serde_json::Value {
+        while let Some(reference) = value.get("$ref").and_then(serde_json::Value::as_str) {
+            match reference.strip_prefix('#').map(|pointer| doc.pointer(pointer)) {
+                Some(Some(target)) => value = target,
+                _ => return &serde_json::Value::Null,
+            }
+        }
+        value
+    }
+
+    fn content_gap(doc: &serde_json::Value, media: &str, content: &serde_json::Value) -> Option<String> {
+        if media.starts_with("image/") || media == "application/octet-stream" || has_example(content) {
+            return None;
+        }
+        schema_gap(doc, &content["schema"], "", media == "multipart/form-data")
+    }
+
+    /// `None` when the schema has an example by the rules of [`example_gaps`], otherwise
+    /// `Some(" at <where>")`.
+    fn schema_gap(doc: &serde_json::Value, schema: &serde_json::Value, at: &str, multipart: bool) -> Option<String> {
+        let gap = || Some(if at.is_empty() { String::new() } else { format!(" at `{at}`") });
+        if has_example(schema) {
+            return None;
+        }
+        if schema.get("$ref").is_some() {
+            let target = resolve(doc, schema);
+            return if target.is_null() { gap() } else { schema_gap(doc, target, at, multipart) };
+        }
+        for combinator in ["oneOf", "anyOf", "allOf"] {
+            if let Some(members) = schema[combinator].as_array() {
+                return members
+                    .iter()
+                    .filter(|member| member["type"] != "null")
+                    .find_map(|member| schema_gap(doc, member, at, multipart));
+            }
+        }
+        let kind = match &schema["type"] {
+            serde_json::Value::Array(kinds) => {
+                let kinds: Vec<_> = kinds.iter().filter(|k| *k != "null").collect();
+                if kinds.is_empty() {
+                    return None;
+                }
+                kinds[0].as_str().unwrap_or_default().to_owned()
+            }
+            kind => kind.as_str().unwrap_or_default().to_owned(),
+        };
+        match kind.as_str() {
+            "null" => None,
+            "object" => match schema["properties"].as_object() {
+                Some(properties) if !properties.is_empty() => properties.iter().find_map(|(name, property)| {
+                    let at = if at.is_empty() { name.clone() } else { format!("{at}.{name}") };
+                    schema_gap(doc, property, &at, multipart)
+                }),
+                _ => gap(),
+            },
+            "array" => schema_gap(doc, &schema["items"], &format!("{at}[]"), multipart),
+            "string" if multipart && schema["format"] == "binary" => {
+                let described = schema["description"].as_str().is_some_and(|d| !d.trim().is_empty());
+                if described { None } else { gap().map(|at| format!("{at} (a binary part needs a description)")) }
+            }
+            _ => gap(),
+        }
+    }
+
+    /// What is wrong with the examples of a problem response with `status`.
+    fn problem_gaps(status: &str, description: &str, content: &serde_json::Value) -> Vec<String> {
+        let examples: Vec<&serde_json::Value> = match (content.get("example"), content["examples"].as_object()) {
+            (Some(example), _) => vec![example],
+            (None, Some(examples)) => examples.values().map(|example| &example["value"]).collect(),
+            (None, None) => return vec!["no example of its own".to_owned()],
+        };
+        let mut gaps = Vec::new();
+        let mut codes = Vec::new();
+        for example in examples {
+            let code = example["code"].as_str().unwrap_or_default();
+            let known = ErrorKind::ALL.iter().map(|kind| kind.parts()).find(|(_, known, _)| *known == code);
+            match known {
+                Some((expected, _, title))
+                    if expected.as_str() == status
+                        && example["status"].as_u64() == status.parse().ok()
+                        && example["title"] == title
+                        && example["type"].is_string()
+                        && example["detail"].as_str().is_some_and(|d| !d.is_empty()) =>
+                {
+                    codes.push(code);
+                }
+                _ => gaps.push(format!("the example {example} is not a complete `{status}` problem")),
+            }
+        }
+        for named in description.split('`').skip(1).step_by(2) {
+            let is_code = ErrorKind::ALL.iter().any(|kind| kind.parts().1 == named);
+            if is_code && !codes.contains(&named) {
+                gaps.push(format!("the description names `{named}` but no example shows it"));
+            }
+        }
+        gaps
+    }
+
+    #[test]
+    fn every_parameter_body_and_response_of_the_document_has_an_example() {
+        let doc = serde_json::to_value(document()).expect("the document serialises");
+        let gaps = example_gaps(&doc);
+        assert!(gaps.is_empty(), "the OpenAPI document lacks examples:\n{}", gaps.join("\n"));
+    }
+
+    #[test]
+    fn the_example_check_names_what_lacks_an_example() {
+        let mut doc = serde_json::to_value(document()).expect("the document serialises");
+        let login = doc.pointer_mut("/paths/~1api~1v1~1auth~1login/post").expect("POST /login is documented");
+        login["parameters"][0].as_object_mut().expect("the cookie parameter").remove("example");
+        login["parameters"][0]["schema"].as_object_mut().expect("its schema").remove("example");
+        let conflict = doc
+            .pointer_mut("/paths/~1api~1v1~1auth~1register/post/responses/409/content/application~1problem+json")
+            .expect("register documents its 409");
+        conflict["examples"].as_object_mut().expect("409 examples").remove("username_taken");
+        doc.pointer_mut("/components/schemas/Session")
+            .expect("Session")
+            .as_object_mut()
+            .expect("object")
+            .remove("example");
+
+        let gaps = example_gaps(&doc);
+
+        let expected = [
+            "POST /api/v1/auth/login: parameter `cookie` has no example",
+            "POST /api/v1/auth/register: response 409 application/problem+json: the description names `username_taken` but no example shows it",
+            "GET /api/v1/auth/sessions: response 200 application/json has no example at `[].created_at`",
+        ];
+        for gap in expected {
+            assert!(gaps.iter().any(|g| g == gap), "expected the gap {gap:?}, got:\n{}", gaps.join("\n"));
+        }
+        assert_eq!(gaps.len(), expected.len(), "only the removed examples are missing:\n{}", gaps.join("\n"));
     }
 
     #[test]
