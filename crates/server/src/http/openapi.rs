@@ -217,15 +217,74 @@ mod tests {
         );
     }
 
+    /// The vendored schemas (see `schemas/README.md`), by the URI they are referenced as.
+    const OAS_SCHEMAS: [(&str, &str); 4] = [
+        ("https://spec.openapis.org/oas/3.1/schema/2022-10-07", include_str!("../../schemas/openapi-3.1.schema.json")),
+        (
+            "https://spec.openapis.org/oas/3.1/schema-base/2022-10-07",
+            include_str!("../../schemas/openapi-3.1-schema-base.schema.json"),
+        ),
+        (
+            "https://spec.openapis.org/oas/3.1/dialect/base",
+            include_str!("../../schemas/oas-3.1-dialect-base.schema.json"),
+        ),
+        ("https://spec.openapis.org/oas/3.1/meta/base", include_str!("../../schemas/oas-3.1-meta-base.schema.json")),
+    ];
+
+    /// The errors of `doc` against the OpenAPI 3.1 schema named by `uri`, resolved offline
+    /// from the vendored copies: `schema/…` alone checks the document's structure but accepts
+    /// any object as a Schema Object; `schema-base/…` also checks every Schema Object against
+    /// the OAS dialect (JSON Schema 2020-12 plus the OAS vocabulary), through `$dynamicRef`.
+    fn oas_errors(uri: &str, doc: &serde_json::Value) -> Vec<String> {
+        let resources: Vec<(&str, jsonschema::Resource)> = OAS_SCHEMAS
+            .iter()
+            .map(|(uri, text)| {
+                let contents: serde_json::Value = serde_json::from_str(text).expect("a vendored schema is JSON");
+                assert_eq!(contents["$id"], *uri, "the vendored schema's $id");
+                (*uri, jsonschema::Resource::from_contents(contents))
+            })
+            .collect();
+        let registry = jsonschema::Registry::new()
+            .extend(resources)
+            .expect("the schema URIs parse")
+            .prepare()
+            .expect("the vendored schemas resolve offline");
+        let validator = jsonschema::options()
+            .offline()
+            .with_registry(&registry)
+            .build(&serde_json::json!({"$ref": uri}))
+            .expect("the schema compiles offline");
+        validator.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect()
+    }
+
+    const SCHEMA_BASE: &str = "https://spec.openapis.org/oas/3.1/schema-base/2022-10-07";
+
     #[test]
     fn the_document_validates_against_the_openapi_3_1_schema() {
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../schemas/openapi-3.1.schema.json")).expect("the vendored schema");
-        let validator = jsonschema::validator_for(&schema).expect("the schema compiles offline");
         let doc = serde_json::to_value(document()).expect("the document serialises");
-        let errors: Vec<String> =
-            validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        let errors = oas_errors(SCHEMA_BASE, &doc);
         assert!(errors.is_empty(), "the OpenAPI document is invalid:\n{}", errors.join("\n"));
+    }
+
+    #[test]
+    fn a_broken_schema_object_inside_the_document_fails_validation() {
+        let doc = serde_json::to_value(document()).expect("the document serialises");
+        let mut wrong_type = doc.clone();
+        wrong_type["components"]["schemas"]["User"]["type"] = serde_json::json!(42);
+        let mut wrong_required = doc.clone();
+        wrong_required["components"]["schemas"]["Session"]["required"] = serde_json::json!("x");
+        let mut wrong_nested = doc;
+        wrong_nested["components"]["schemas"]["Problem"]["properties"]["status"]["minimum"] = serde_json::json!("0");
+
+        for (what, broken) in
+            [("type: 42", wrong_type), ("required: \"x\"", wrong_required), ("minimum: \"0\"", wrong_nested)]
+        {
+            assert!(
+                oas_errors("https://spec.openapis.org/oas/3.1/schema/2022-10-07", &broken).is_empty(),
+                "the plain OAS schema leaves Schema Objects unchecked, which is why the test uses schema-base"
+            );
+            assert!(!oas_errors(SCHEMA_BASE, &broken).is_empty(), "a Schema Object with {what} must fail validation");
+        }
     }
 
     /// Where the document lacks an example, one line per gap naming the operation and the
