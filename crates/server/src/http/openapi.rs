@@ -488,6 +488,109 @@ mod tests {
         assert_eq!(gaps.len(), expected.len(), "only the removed examples are missing:\n{}", gaps.join("\n"));
     }
 
+    /// Every example in the document (on a media type, a parameter or a schema) paired with
+    /// the JSON pointer of the schema it must satisfy.
+    fn examples_with_schemas(doc: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+        fn escape(segment: &str) -> String {
+            // A JSON pointer segment, percent-encoded where a URI fragment needs it.
+            segment.replace('%', "%25").replace('~', "~0").replace('/', "~1").replace('{', "%7B").replace('}', "%7D")
+        }
+        fn walk(
+            value: &serde_json::Value,
+            pointer: &str,
+            in_schema: bool,
+            found: &mut Vec<(String, serde_json::Value)>,
+        ) {
+            let Some(object) = value.as_object() else {
+                if let Some(items) = value.as_array() {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, &format!("{pointer}/{i}"), in_schema, found);
+                    }
+                }
+                return;
+            };
+            let schema_pointer = if in_schema {
+                Some(pointer.to_owned())
+            } else {
+                object.get("schema").map(|_| format!("{pointer}/schema"))
+            };
+            if let Some(schema) = schema_pointer {
+                if let Some(example) = object.get("example") {
+                    found.push((schema.clone(), example.clone()));
+                }
+                match object.get("examples") {
+                    Some(serde_json::Value::Object(named)) if !in_schema => {
+                        found.extend(named.values().map(|example| (schema.clone(), example["value"].clone())));
+                    }
+                    Some(serde_json::Value::Array(listed)) if in_schema => {
+                        found.extend(listed.iter().map(|example| (schema.clone(), example.clone())));
+                    }
+                    _ => {}
+                }
+            }
+            for (key, child) in object {
+                if matches!(key.as_str(), "example" | "examples") {
+                    continue;
+                }
+                let child_in_schema = in_schema || key == "schema" || pointer == "/components/schemas";
+                walk(child, &format!("{pointer}/{}", escape(key)), child_in_schema, found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(doc, "", false, &mut found);
+        found
+    }
+
+    /// The examples of `doc` that contradict their schemas, one line each.
+    fn example_contradictions(doc: &serde_json::Value) -> Vec<String> {
+        const DOC: &str = "https://gatehouse.invalid/openapi.json";
+        let registry = jsonschema::Registry::new()
+            .add(DOC, jsonschema::Resource::from_contents(doc.clone()))
+            .expect("the URI parses")
+            .prepare()
+            .expect("the document indexes");
+        let examples = examples_with_schemas(doc);
+        assert!(examples.len() > 100, "the walk finds the examples ({} found)", examples.len());
+        let mut failures = Vec::new();
+        for (pointer, example) in examples {
+            let validator = jsonschema::options()
+                .offline()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .with_registry(&registry)
+                .build(&serde_json::json!({"$ref": format!("{DOC}#{pointer}")}))
+                .expect("the schema compiles");
+            failures
+                .extend(validator.iter_errors(&example).map(|e| format!("{pointer}: {e} at {}", e.instance_path())));
+        }
+        failures
+    }
+
+    #[test]
+    fn every_example_in_the_document_satisfies_its_schema() {
+        let doc = serde_json::to_value(document()).expect("the document serialises");
+        let failures = example_contradictions(&doc);
+        assert!(failures.is_empty(), "examples that contradict their schemas:\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn an_example_that_contradicts_its_schema_is_reported() {
+        let mut doc = serde_json::to_value(document()).expect("the document serialises");
+        doc["components"]["schemas"]["User"]["example"]["email_verified"] = serde_json::json!("yes");
+        let login = doc.pointer_mut("/paths/~1api~1v1~1auth~1login/post").expect("POST /login is documented");
+        login["parameters"][0]["example"] = serde_json::json!("sometimes");
+
+        let failures = example_contradictions(&doc);
+
+        assert!(
+            failures.iter().any(|f| f.starts_with("/components/schemas/User: ") && f.contains("email_verified")),
+            "the User example: {failures:?}"
+        );
+        assert!(
+            failures.iter().any(|f| f.starts_with("/paths/~1api~1v1~1auth~1login/post/parameters/0/schema: ")),
+            "the cookie parameter's example: {failures:?}"
+        );
+    }
+
     #[test]
     fn the_most_specific_template_names_a_path() {
         let table = RouteTable::from_document(&document());
