@@ -16,7 +16,8 @@ use crate::http::dto::{TokenPairBody, UserBody};
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{Client, OptionalJson};
 use crate::http::problems::{
-    BodyTooLarge, InvalidCredentials, InvalidFields, MalformedJson, NotJson, Overloaded, RateLimited, SignInRefused,
+    BodyTooLarge, InvalidCredentials, InvalidFields, MalformedJson, NoRefreshToken, NoToken, NotAnEmail, NotJson,
+    Overloaded, RateLimited, RefreshCookieWithoutHeader, SignInRefused,
 };
 use crate::http::rate_limit::RuleName;
 use crate::state::AppState;
@@ -67,8 +68,8 @@ impl TryFrom<RegisterBody> for RegisterRequest {
         (status = 413, response = BodyTooLarge),
         (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
-        (status = 503, response = Overloaded),
         (status = 429, response = RateLimited),
+        (status = 503, response = Overloaded),
     )
 )]
 #[post("/register")]
@@ -132,8 +133,8 @@ fn identifier_key(identifier: &LoginIdentifier) -> String {
         (status = 403, response = SignInRefused),
         (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
-        (status = 503, response = Overloaded),
         (status = 429, response = RateLimited),
+        (status = 503, response = Overloaded),
     )
 )]
 #[post("/login")]
@@ -208,8 +209,8 @@ impl TryFrom<TokenForm> for LoginRequest {
         (status = 403, response = SignInRefused),
         (status = 415, description = "Not form-encoded (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::UnsupportedMediaType, "Send a form body with Content-Type: application/x-www-form-urlencoded."))))))),
         (status = 422, response = InvalidFields),
-        (status = 503, response = Overloaded),
         (status = 429, response = RateLimited),
+        (status = 503, response = Overloaded),
     )
 )]
 #[post("/token")]
@@ -246,8 +247,8 @@ pub struct RefreshBody {
     responses(
         (status = 200, description = "A new pair; the presented refresh token is spent.", body = TokenPairBody),
         (status = 401, description = "`unauthorized` (unknown, expired or revoked) or `refresh_token_reused` (the session is now revoked).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::sessions::RefreshError::InvalidToken)))), ("refresh_token_reused" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::sessions::RefreshError::Reused)))))),
-        (status = 403, description = "The refresh cookie was used without `X-Requested-With` (`forbidden`).", body = Problem, content_type = "application/problem+json", examples(("forbidden" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::Forbidden, "Requests authenticated by the refresh cookie must send an X-Requested-With header."))))))),
-        (status = 422, description = "No refresh token in the body or the cookie (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("refresh_token", "required", "refresh_token is required, in the body or in the refresh cookie"))))))),
+        (status = 403, response = RefreshCookieWithoutHeader),
+        (status = 422, response = NoRefreshToken),
         (status = 429, response = RateLimited),
     )
 )]
@@ -274,8 +275,8 @@ pub async fn refresh(
     request_body(content = Option<RefreshBody>, description = "Omit when the refresh cookie carries the token; then send `X-Requested-With`."),
     responses(
         (status = 204, description = "Signed out; the refresh cookie, if any, is cleared."),
-        (status = 403, description = "The refresh cookie was used without `X-Requested-With` (`forbidden`).", body = Problem, content_type = "application/problem+json", examples(("forbidden" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::Forbidden, "Requests authenticated by the refresh cookie must send an X-Requested-With header."))))))),
-        (status = 422, description = "No refresh token in the body or the cookie (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("refresh_token", "required", "refresh_token is required, in the body or in the refresh cookie"))))))),
+        (status = 403, response = RefreshCookieWithoutHeader),
+        (status = 422, response = NoRefreshToken),
     )
 )]
 #[post("/logout")]
@@ -312,7 +313,7 @@ pub struct VerifyEmailBody {
         (status = 204, description = "The email address is verified."),
         (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::recovery::VerifyEmailError::InvalidToken)))), ("malformed_request" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
         (status = 415, response = NotJson),
-        (status = 422, description = "No token (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("token", "required", "token is required"))))))),
+        (status = 422, response = NoToken),
     )
 )]
 #[post("/verify-email")]
@@ -359,7 +360,7 @@ where
         (status = 202, description = "Accepted; a link is on its way if the address belongs to an unverified account."),
         (status = 400, response = MalformedJson),
         (status = 415, response = NotJson),
-        (status = 422, description = "Not an email address (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("email", "invalid_format", "email is not a valid address"))))))),
+        (status = 422, response = NotAnEmail),
         (status = 429, response = RateLimited),
     )
 )]
@@ -385,7 +386,7 @@ pub async fn resend_verification(
         (status = 202, description = "Accepted; a link is on its way if the address belongs to an account."),
         (status = 400, response = MalformedJson),
         (status = 415, response = NotJson),
-        (status = 422, description = "Not an email address (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("email", "invalid_format", "email is not a valid address"))))))),
+        (status = 422, response = NotAnEmail),
         (status = 429, response = RateLimited),
     )
 )]
@@ -468,7 +469,7 @@ pub struct UnlockBody {
         (status = 204, description = "The account is unlocked."),
         (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::auth::UnlockError::InvalidToken)))), ("malformed_request" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
         (status = 415, response = NotJson),
-        (status = 422, description = "No token (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("token", "required", "token is required"))))))),
+        (status = 422, response = NoToken),
     )
 )]
 #[post("/unlock")]

@@ -113,6 +113,34 @@ shared_problem!(
 );
 
 shared_problem!(
+    /// 403 `forbidden`: the refresh cookie used without the CSRF header.
+    RefreshCookieWithoutHeader,
+    "The refresh cookie was used without `X-Requested-With` (`forbidden`).",
+    ["forbidden" => ApiError::new(ErrorKind::Forbidden, "Requests authenticated by the refresh cookie must send an X-Requested-With header.")]
+);
+
+shared_problem!(
+    /// 422 `validation_failed`: no refresh token in the body or the cookie.
+    NoRefreshToken,
+    "No refresh token in the body or the cookie (`validation_failed`).",
+    ["validation_failed" => ApiError::validation_field("refresh_token", "required", "refresh_token is required, in the body or in the refresh cookie")]
+);
+
+shared_problem!(
+    /// 422 `validation_failed`: a body without the emailed `token`.
+    NoToken,
+    "No token (`validation_failed`).",
+    ["validation_failed" => ApiError::validation_field("token", "required", "token is required")]
+);
+
+shared_problem!(
+    /// 422 `validation_failed`: an `email` that is not an address.
+    NotAnEmail,
+    "Not an email address (`validation_failed`).",
+    ["validation_failed" => ApiError::validation_field("email", "invalid_format", "email is not a valid address")]
+);
+
+shared_problem!(
     /// 429 `rate_limited`: too many requests for the limit's key.
     RateLimited,
     "Too many requests (`rate_limited`); `Retry-After` says when to try again, and `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` describe the limit.",
@@ -138,6 +166,10 @@ pub fn components() -> Vec<(String, RefOr<Response>)> {
         BodyTooLarge::response(),
         NotJson::response(),
         InvalidFields::response(),
+        RefreshCookieWithoutHeader::response(),
+        NoRefreshToken::response(),
+        NoToken::response(),
+        NotAnEmail::response(),
         RateLimited::response(),
         Overloaded::response(),
     ]
