@@ -331,6 +331,9 @@ mod tests {
                 }
                 for (status, response) in operation["responses"].as_object().into_iter().flatten() {
                     let response = resolve(doc, response);
+                    if response.is_null() {
+                        gaps.push(format!("{op}: response {status} refers to nothing"));
+                    }
                     for (media, content) in response["content"].as_object().into_iter().flatten() {
                         if media == PROBLEM_JSON {
                             let description = response["description"].as_str().unwrap_or_default();
