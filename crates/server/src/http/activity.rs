@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Admin, Authenticated};
 use crate::http::pagination::{open_activity_cursor, page_limit, seal_activity_cursor};
 use crate::http::problems::{AdminOnly, MalformedPageQuery, Unauthorized};
@@ -86,7 +86,7 @@ pub struct PageParams {
         (status = 200, description = "A page of events.", body = ActivityPageBody),
         (status = 400, response = MalformedPageQuery),
         (status = 401, response = Unauthorized),
-        (status = 422, description = "`limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("limit_out_of_range" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))))),
+        (status = 422, description = "`limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))))),
     )
 )]
 #[get("/me/activity")]
@@ -132,10 +132,10 @@ pub struct AuditParams {
     params(AuditParams),
     responses(
         (status = 200, description = "A page of events.", body = ActivityPageBody),
-        (status = 400, description = "`malformed_request` (bad cursor, limit, id or time).", body = Problem, content_type = "application/problem+json", examples(("bad_cursor" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::MalformedRequest, "The cursor is not one this server issued for this list."))))), ("bad_query" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::MalformedRequest, "The query string is invalid: since: premature end of input"))))))),
+        (status = 400, description = "`malformed_request` (bad cursor, limit, id or time).", body = Problem, content_type = "application/problem+json", examples(("bad_cursor" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The cursor is not one this server issued for this list."))))), ("bad_query" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: since: premature end of input"))))))),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
-        (status = 422, description = "Unknown action or `limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("unknown_action" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("action", "invalid", "unknown action"))))), ("limit_out_of_range" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))))),
+        (status = 422, description = "Unknown action or `limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("unknown_action" = (value = json!(problem_example(ApiError::validation_field("action", "invalid", "unknown action"))))), ("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))))),
     )
 )]
 #[get("/audit-events")]

@@ -5,7 +5,7 @@
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use gatehouse_domain::ports::{AdminChanges, UserQuery, UserSort};
-use gatehouse_domain::services::admin::NewAccount;
+use gatehouse_domain::services::admin::{AdminError, NewAccount};
 use gatehouse_domain::values::PasswordError;
 use gatehouse_domain::{
     DisplayName, Email, FieldError, NewPassword, Role, User, UserId, UserStatus, Username, ValidationErrors,
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::http::dto::UserBody;
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Admin, Client};
 use crate::http::pagination::{open_user_cursor, page_limit, seal_user_cursor};
 use crate::http::problems::{AdminOnly, InvalidFields, MalformedPageQuery, Unauthorized};
@@ -106,7 +106,7 @@ fn parse_status(raw: &str) -> Result<UserStatus, FieldError> {
         (status = 400, response = MalformedPageQuery),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
-        (status = 422, description = "`limit` outside 1–100, or an unknown role, status or sort (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("limit_out_of_range" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))), ("bad_sort" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("sort", "invalid", "sort must be created_at, -created_at, email or -email"))))))),
+        (status = 422, description = "`limit` outside 1–100, or an unknown role, status or sort (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))), ("bad_sort" = (value = json!(problem_example(ApiError::validation_field("sort", "invalid", "sort must be created_at, -created_at, email or -email"))))))),
     )
 )]
 #[get("")]
@@ -187,7 +187,7 @@ impl TryFrom<CreateUserBody> for NewAccount {
         (status = 201, description = "Created.", body = AdminUserBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
-        (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::EmailTaken)))), ("username_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::UsernameTaken)))))),
+        (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))))),
         (status = 422, response = InvalidFields),
     )
 )]
@@ -212,7 +212,7 @@ pub async fn create(
         (status = 200, description = "The user.", body = AdminUserBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
-        (status = 404, description = "`not_found`.", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::NotFound)))))),
+        (status = 404, description = "`not_found`.", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
     )
 )]
 #[get("/{id}")]
@@ -276,8 +276,8 @@ impl TryFrom<UpdateUserBody> for AdminChanges {
         (status = 200, description = "The changed user.", body = AdminUserBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
-        (status = 404, description = "`not_found` (also for deleted users).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::NotFound)))))),
-        (status = 409, description = "`email_taken`, `username_taken`, or `conflict` when it would leave no active admin.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::EmailTaken)))), ("username_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::UsernameTaken)))), ("conflict" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::LastAdmin)))))),
+        (status = 404, description = "`not_found` (also for deleted users).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
+        (status = 409, description = "`email_taken`, `username_taken`, or `conflict` when it would leave no active admin.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))), ("conflict" = (value = json!(problem_example(AdminError::LastAdmin)))))),
         (status = 422, response = InvalidFields),
     )
 )]
@@ -303,8 +303,8 @@ pub async fn update(
         (status = 204, description = "Deleted."),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
-        (status = 404, description = "`not_found` (also for users already deleted).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::NotFound)))))),
-        (status = 409, description = "`conflict`: the last active admin.", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::LastAdmin)))))),
+        (status = 404, description = "`not_found` (also for users already deleted).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
+        (status = 409, description = "`conflict`: the last active admin.", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(AdminError::LastAdmin)))))),
     )
 )]
 #[delete("/{id}")]
@@ -327,8 +327,8 @@ pub async fn remove(
         (status = 200, description = "Restored.", body = AdminUserBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
-        (status = 404, description = "`not_found`: no deleted user has this id.", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::NotFound)))))),
-        (status = 409, description = "`email_taken` or `username_taken` by another account meanwhile.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::EmailTaken)))), ("username_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::admin::AdminError::UsernameTaken)))))),
+        (status = 404, description = "`not_found`: no deleted user has this id.", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
+        (status = 409, description = "`email_taken` or `username_taken` by another account meanwhile.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))))),
     )
 )]
 #[post("/{id}/restore")]

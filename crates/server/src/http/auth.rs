@@ -2,7 +2,10 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use gatehouse_domain::services::auth::{LoginError, LoginIdentifier, LoginRequest, RegisterRequest, TokenPair};
+use gatehouse_domain::services::auth::{
+    LoginError, LoginIdentifier, LoginRequest, RegisterError, RegisterRequest, TokenPair, UnlockError,
+};
+use gatehouse_domain::services::recovery::{ResetPasswordError, VerifyEmailError};
 use gatehouse_domain::services::sessions::RefreshError;
 use gatehouse_domain::values::PasswordError;
 use gatehouse_domain::{DisplayName, Email, FieldError, NewPassword, Username, ValidationErrors};
@@ -13,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::http::cookies::{self, CookieQuery, TokenSource};
 use crate::http::dto::{TokenPairBody, UserBody};
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Client, OptionalJson};
 use crate::http::problems::{
     BodyTooLarge, InvalidCredentials, InvalidFields, MalformedJson, NoRefreshToken, NoToken, NotAnEmail, NotJson,
@@ -64,7 +67,7 @@ impl TryFrom<RegisterBody> for RegisterRequest {
     responses(
         (status = 201, description = "The account was created.", body = UserBody),
         (status = 400, response = MalformedJson),
-        (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::auth::RegisterError::EmailTaken)))), ("username_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::auth::RegisterError::UsernameTaken)))))),
+        (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(RegisterError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(RegisterError::UsernameTaken)))))),
         (status = 413, response = BodyTooLarge),
         (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
@@ -207,7 +210,7 @@ impl TryFrom<TokenForm> for LoginRequest {
         (status = 200, description = "Signed in.", body = TokenPairBody),
         (status = 401, response = InvalidCredentials),
         (status = 403, response = SignInRefused),
-        (status = 415, description = "Not form-encoded (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::UnsupportedMediaType, "Send a form body with Content-Type: application/x-www-form-urlencoded."))))))),
+        (status = 415, description = "Not form-encoded (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(problem_example(ApiError::new(ErrorKind::UnsupportedMediaType, "Send a form body with Content-Type: application/x-www-form-urlencoded."))))))),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
         (status = 503, response = Overloaded),
@@ -246,7 +249,7 @@ pub struct RefreshBody {
     request_body(content = Option<RefreshBody>, description = "Omit when the refresh cookie carries the token; then send `X-Requested-With`."),
     responses(
         (status = 200, description = "A new pair; the presented refresh token is spent.", body = TokenPairBody),
-        (status = 401, description = "`unauthorized` (unknown, expired or revoked) or `refresh_token_reused` (the session is now revoked).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::sessions::RefreshError::InvalidToken)))), ("refresh_token_reused" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::sessions::RefreshError::Reused)))))),
+        (status = 401, description = "`unauthorized` (unknown, expired or revoked) or `refresh_token_reused` (the session is now revoked).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(RefreshError::InvalidToken)))), ("refresh_token_reused" = (value = json!(problem_example(RefreshError::Reused)))))),
         (status = 403, response = RefreshCookieWithoutHeader),
         (status = 422, response = NoRefreshToken),
         (status = 429, response = RateLimited),
@@ -311,7 +314,7 @@ pub struct VerifyEmailBody {
     request_body = VerifyEmailBody,
     responses(
         (status = 204, description = "The email address is verified."),
-        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::recovery::VerifyEmailError::InvalidToken)))), ("malformed_request" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(VerifyEmailError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
         (status = 415, response = NotJson),
         (status = 422, response = NoToken),
     )
@@ -423,9 +426,9 @@ pub struct ResetPasswordBody {
     request_body = ResetPasswordBody,
     responses(
         (status = 204, description = "The password is changed; every session is signed out."),
-        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::recovery::ResetPasswordError::InvalidToken)))), ("malformed_request" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(ResetPasswordError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
         (status = 415, response = NotJson),
-        (status = 422, description = "The new password breaks the policy (`validation_failed` on `new_password`); the token stays usable.", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
+        (status = 422, description = "The new password breaks the policy (`validation_failed` on `new_password`); the token stays usable.", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
         (status = 503, response = Overloaded),
     )
 )]
@@ -467,7 +470,7 @@ pub struct UnlockBody {
     request_body = UnlockBody,
     responses(
         (status = 204, description = "The account is unlocked."),
-        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::auth::UnlockError::InvalidToken)))), ("malformed_request" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(UnlockError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
         (status = 415, response = NotJson),
         (status = 422, response = NoToken),
     )

@@ -16,13 +16,14 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, mime, put, web};
 use futures::{StreamExt, TryStreamExt};
-use gatehouse_domain::UserId;
+use gatehouse_domain::services::avatars::GetAvatarError;
+use gatehouse_domain::{ImageRejected, UserId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::http::dto::UserBody;
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
 use crate::http::problems::Unauthorized;
 use crate::state::AppState;
@@ -82,11 +83,11 @@ pub struct ImageBytes(Vec<u8>);
     request_body(content = AvatarUpload, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "The account, with its new `avatar_url`.", body = UserBody),
-        (status = 400, description = "Broken multipart framing (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("malformed_request" = (value = json!(crate::http::error::problem_example(crate::http::avatars::UploadError::Malformed("incomplete multipart stream".to_owned()))))))),
+        (status = 400, description = "Broken multipart framing (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("malformed_request" = (value = json!(problem_example(UploadError::Malformed("incomplete multipart stream".to_owned()))))))),
         (status = 401, response = Unauthorized),
-        (status = 413, description = "More than 5 MiB (`payload_too_large`).", body = Problem, content_type = "application/problem+json", examples(("payload_too_large" = (value = json!(crate::http::error::problem_example(crate::http::avatars::UploadError::TooLarge)))))),
-        (status = 415, description = "Not `multipart/form-data` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(crate::http::error::problem_example(crate::http::avatars::UploadError::NotMultipart)))))),
-        (status = 422, description = "No `file` part, more than one part, not a PNG/JPEG/WebP image, truncated or corrupt, or more than 40 megapixels (`validation_failed`, on `file`).", body = Problem, content_type = "application/problem+json", examples(("missing_file" = (value = json!(crate::http::error::problem_example(crate::http::avatars::UploadError::MissingFile)))), ("unsupported_format" = (value = json!(crate::http::error::problem_example(gatehouse_domain::ImageRejected::UnsupportedFormat)))), ("too_many_pixels" = (value = json!(crate::http::error::problem_example(gatehouse_domain::ImageRejected::TooManyPixels { width: 10000, height: 8000, max_pixels: 40_000_000 })))))),
+        (status = 413, description = "More than 5 MiB (`payload_too_large`).", body = Problem, content_type = "application/problem+json", examples(("payload_too_large" = (value = json!(problem_example(UploadError::TooLarge)))))),
+        (status = 415, description = "Not `multipart/form-data` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(problem_example(UploadError::NotMultipart)))))),
+        (status = 422, description = "No `file` part, more than one part, not a PNG/JPEG/WebP image, truncated or corrupt, or more than 40 megapixels (`validation_failed`, on `file`).", body = Problem, content_type = "application/problem+json", examples(("missing_file" = (value = json!(problem_example(UploadError::MissingFile)))), ("unsupported_format" = (value = json!(problem_example(ImageRejected::UnsupportedFormat)))), ("too_many_pixels" = (value = json!(problem_example(ImageRejected::TooManyPixels { width: 10000, height: 8000, max_pixels: 40_000_000 })))))),
     )
 )]
 #[put("/me/avatar")]
@@ -145,7 +146,7 @@ pub struct AvatarQuery {
             )),
         (status = 304, description = "The `If-None-Match` validator is current."),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "No such user, or no avatar (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::avatars::GetAvatarError::NotFound)))))),
+        (status = 404, description = "No such user, or no avatar (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(GetAvatarError::NotFound)))))),
     )
 )]
 #[get("/{id}/avatar")]

@@ -11,8 +11,8 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, delete, get, post, web};
 use chrono::{DateTime, Duration, Utc};
-use gatehouse_domain::ports::{Identity, OpaqueTokens};
-use gatehouse_domain::services::oauth::Callback;
+use gatehouse_domain::ports::{Identity, OpaqueTokens, UnlinkIdentityError};
+use gatehouse_domain::services::oauth::{Callback, OAuthError};
 use gatehouse_security::RandomTokens;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::http::cookies::{self, CookieQuery};
 use crate::http::dto::TokenPairBody;
-use crate::http::error::{ApiError, ErrorKind, Problem};
+use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
 use crate::http::problems::{InvalidFields, Unauthorized};
 use crate::state::AppState;
@@ -67,8 +67,8 @@ pub struct AuthorizeQuery {
     params(("provider" = String, Path, description = "`google` or `github`", example = "github"), AuthorizeQuery),
     responses(
         (status = 302, description = "To the provider's authorization page."),
-        (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::UnknownProvider)))))),
-        (status = 422, description = "`redirect_to` is not a relative path (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("redirect_to", "invalid_format", "redirect_to must be a path like /home"))))))),
+        (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
+        (status = 422, description = "`redirect_to` is not a relative path (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("redirect_to", "invalid_format", "redirect_to must be a path like /home"))))))),
     )
 )]
 #[get("/oauth/{provider}/authorize")]
@@ -129,11 +129,11 @@ pub struct CallbackQuery {
     responses(
         (status = 200, description = "Signed in (no `oauth.success_redirect`).", body = TokenPairBody),
         (status = 302, description = "To `oauth.success_redirect` with `?code=` or `?error=`."),
-        (status = 400, description = "Bad, missing, expired or replayed state, a provider error, or an answer that fails verification (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_state" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::InvalidState)))), ("provider_error" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::InvalidToken, "The provider refused the sign-in: access_denied."))))), ("rejected" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::Rejected("the ID token's nonce does not match".to_owned()))))))),
-        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::AccountDisabled)))))),
-        (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::UnknownProvider)))))),
-        (status = 409, description = "The provider's email is unverified and belongs to an account (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::UnverifiedEmail)))))),
-        (status = 502, description = "The provider is unreachable or timed out (`bad_gateway`).", body = Problem, content_type = "application/problem+json", examples(("bad_gateway" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::new(crate::http::error::ErrorKind::BadGateway, "The sign-in provider is unavailable; try again later."))))))),
+        (status = 400, description = "Bad, missing, expired or replayed state, a provider error, or an answer that fails verification (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_state" = (value = json!(problem_example(OAuthError::InvalidState)))), ("provider_error" = (value = json!(problem_example(ApiError::new(ErrorKind::InvalidToken, "The provider refused the sign-in: access_denied."))))), ("rejected" = (value = json!(problem_example(OAuthError::Rejected("the ID token's nonce does not match".to_owned()))))))),
+        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))))),
+        (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
+        (status = 409, description = "The provider's email is unverified and belongs to an account (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(OAuthError::UnverifiedEmail)))))),
+        (status = 502, description = "The provider is unreachable or timed out (`bad_gateway`).", body = Problem, content_type = "application/problem+json", examples(("bad_gateway" = (value = json!(problem_example(ApiError::new(ErrorKind::BadGateway, "The sign-in provider is unavailable; try again later."))))))),
     )
 )]
 #[get("/oauth/{provider}/callback")]
@@ -273,8 +273,8 @@ pub struct ExchangeBody {
     request_body = ExchangeBody,
     responses(
         (status = 200, description = "Signed in.", body = TokenPairBody),
-        (status = 400, description = "The code is invalid, expired or already used (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::InvalidState)))))),
-        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::oauth::OAuthError::AccountDisabled)))))),
+        (status = 400, description = "The code is invalid, expired or already used (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(OAuthError::InvalidState)))))),
+        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))))),
         (status = 422, response = InvalidFields),
     )
 )]
@@ -347,8 +347,8 @@ pub async fn identities(
     responses(
         (status = 204, description = "Unlinked."),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "No identity of this provider is linked (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::ports::UnlinkIdentityError::NotFound)))))),
-        (status = 409, description = "The last way to sign in: no password and no other identity (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(crate::http::error::problem_example(gatehouse_domain::ports::UnlinkIdentityError::LastSignInMethod)))))),
+        (status = 404, description = "No identity of this provider is linked (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(UnlinkIdentityError::NotFound)))))),
+        (status = 409, description = "The last way to sign in: no password and no other identity (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(UnlinkIdentityError::LastSignInMethod)))))),
     )
 )]
 #[delete("/me/identities/{provider}")]

@@ -3,12 +3,12 @@
 use actix_web::{HttpResponse, delete, get, web};
 use chrono::{DateTime, Utc};
 use gatehouse_domain::SessionId;
-use gatehouse_domain::services::sessions::SessionView;
+use gatehouse_domain::services::sessions::{RevokeSessionError, SessionView};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
 use crate::http::problems::Unauthorized;
 use crate::state::AppState;
@@ -78,7 +78,7 @@ pub async fn list(
     responses(
         (status = 204, description = "Revoked."),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "No live session of the caller has this id (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::sessions::RevokeSessionError::NotFound)))))),
+        (status = 404, description = "No live session of the caller has this id (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(RevokeSessionError::NotFound)))))),
     )
 )]
 #[delete("/sessions/{id}")]

@@ -2,13 +2,14 @@
 
 use actix_web::{HttpResponse, delete, get, patch, put, web};
 use gatehouse_domain::ports::ProfileChanges;
+use gatehouse_domain::services::account::{AccountSecurityError, UpdateMeError};
 use gatehouse_domain::{DisplayName, Username, ValidationErrors};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
 use crate::http::dto::UserBody;
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client, OptionalJson};
 use crate::http::problems::{InvalidFields, Overloaded, Unauthorized};
 use crate::state::AppState;
@@ -72,7 +73,7 @@ impl TryFrom<UpdateMeBody> for ProfileChanges {
     responses(
         (status = 200, description = "The updated account.", body = UserBody),
         (status = 401, response = Unauthorized),
-        (status = 409, description = "The username is taken (`username_taken`).", body = Problem, content_type = "application/problem+json", examples(("username_taken" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::account::UpdateMeError::UsernameTaken)))))),
+        (status = 409, description = "The username is taken (`username_taken`).", body = Problem, content_type = "application/problem+json", examples(("username_taken" = (value = json!(problem_example(UpdateMeError::UsernameTaken)))))),
         (status = 422, response = InvalidFields),
     )
 )]
@@ -107,8 +108,8 @@ pub struct ChangePasswordBody {
     request_body = ChangePasswordBody,
     responses(
         (status = 204, description = "Changed; every other session is revoked."),
-        (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong current password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::account::AccountSecurityError::InvalidCredentials)))))),
-        (status = 422, description = "The new password breaks the policy (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
+        (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong current password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(problem_example(AccountSecurityError::InvalidCredentials)))))),
+        (status = 422, description = "The new password breaks the policy (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
         (status = 503, response = Overloaded),
     )
 )]
@@ -141,8 +142,8 @@ pub struct DeleteMeBody {
     request_body(content = Option<DeleteMeBody>, description = "The password; may be omitted for accounts without one."),
     responses(
         (status = 204, description = "Deleted; every session is revoked."),
-        (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(crate::http::error::problem_example(crate::http::error::ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::account::AccountSecurityError::InvalidCredentials)))))),
-        (status = 422, description = "The password is required (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(crate::http::error::problem_example(gatehouse_domain::services::account::AccountSecurityError::PasswordRequired)))))),
+        (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(problem_example(AccountSecurityError::InvalidCredentials)))))),
+        (status = 422, description = "The password is required (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(AccountSecurityError::PasswordRequired)))))),
     )
 )]
 #[delete("/me")]
