@@ -80,6 +80,33 @@ async fn documented_error_examples_are_the_bodies_the_server_sends() {
             app.register(&json!({"email": "ada@example.com", "password": "another long passphrase"})).await,
         ),
         (
+            "/api/v1/auth/register",
+            "post",
+            "400",
+            "malformed_request",
+            app.client
+                .post(app.url("/api/v1/auth/register"))
+                .header("content-type", "application/json")
+                .body(r#"{"email": "ada@example.com" "password": "x"}"#)
+                .send()
+                .await
+                .expect("sent"),
+        ),
+        (
+            "/api/v1/auth/register",
+            "post",
+            "415",
+            "unsupported_media_type",
+            app.client.post(app.url("/api/v1/auth/register")).body("ada@example.com").send().await.expect("sent"),
+        ),
+        (
+            "/api/v1/users",
+            "get",
+            "403",
+            "forbidden",
+            app.get("/api/v1/users", Some(&app.access_token("ada@example.com").await)).await,
+        ),
+        (
             "/api/v1/auth/verify-email",
             "post",
             "400",

@@ -56,7 +56,7 @@ shared_problems! {
     /// 400 `malformed_request`: a JSON body that does not parse.
     MalformedJson,
     "The body is not valid JSON (`malformed_request`).",
-    ["malformed_request" => ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected `,` or `}` at line 1 column 31")];
+    ["malformed_request" => ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected `,` or `}` at line 1 column 29")];
 
     /// 400 `malformed_request`: a page query with a `limit` that is not a number or a cursor
     /// this server did not issue.
