@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Admin, Authenticated};
 use crate::http::pagination::{open_activity_cursor, page_limit, seal_activity_cursor};
-use crate::http::problems::{AdminOnly, MalformedPageQuery, Unauthorized};
+use crate::http::problems::{AdminOnly, Internal, MalformedPageQuery, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// One audit event.
@@ -87,6 +87,8 @@ pub struct PageParams {
         (status = 400, response = MalformedPageQuery),
         (status = 401, response = Unauthorized),
         (status = 422, description = "`limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/me/activity")]
@@ -136,6 +138,8 @@ pub struct AuditParams {
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
         (status = 422, description = "Unknown action or `limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("unknown_action" = (value = json!(problem_example(ApiError::validation_field("action", "invalid", "unknown action"))))), ("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/audit-events")]

@@ -19,7 +19,7 @@ use crate::http::dto::UserBody;
 use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Admin, Client};
 use crate::http::pagination::{open_user_cursor, page_limit, seal_user_cursor};
-use crate::http::problems::{AdminOnly, InvalidFields, MalformedPageQuery, Unauthorized};
+use crate::http::problems::{AdminOnly, Internal, InvalidFields, MalformedPageQuery, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// A user as administrators see it: the `User` fields plus `deleted_at`.
@@ -107,6 +107,8 @@ fn parse_status(raw: &str) -> Result<UserStatus, FieldError> {
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
         (status = 422, description = "`limit` outside 1–100, or an unknown role, status or sort (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))), ("bad_sort" = (value = json!(problem_example(ApiError::validation_field("sort", "invalid", "sort must be created_at, -created_at, email or -email"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("")]
@@ -189,6 +191,8 @@ impl TryFrom<CreateUserBody> for NewAccount {
         (status = 403, response = AdminOnly),
         (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))))),
         (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("")]
@@ -213,6 +217,8 @@ pub async fn create(
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
         (status = 404, description = "`not_found`.", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/{id}")]
@@ -279,6 +285,8 @@ impl TryFrom<UpdateUserBody> for AdminChanges {
         (status = 404, description = "`not_found` (also for deleted users).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
         (status = 409, description = "`email_taken`, `username_taken`, or `conflict` when it would leave no active admin.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))), ("conflict" = (value = json!(problem_example(AdminError::LastAdmin)))))),
         (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[patch("/{id}")]
@@ -305,6 +313,8 @@ pub async fn update(
         (status = 403, response = AdminOnly),
         (status = 404, description = "`not_found` (also for users already deleted).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
         (status = 409, description = "`conflict`: the last active admin.", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(AdminError::LastAdmin)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/{id}")]
@@ -329,6 +339,8 @@ pub async fn remove(
         (status = 403, response = AdminOnly),
         (status = 404, description = "`not_found`: no deleted user has this id.", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
         (status = 409, description = "`email_taken` or `username_taken` by another account meanwhile.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/{id}/restore")]

@@ -19,8 +19,8 @@ use crate::http::dto::{TokenPairBody, UserBody};
 use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Client, OptionalJson};
 use crate::http::problems::{
-    BodyTooLarge, InvalidCredentials, InvalidFields, MalformedJson, NoRefreshToken, NoToken, NotAnEmail, NotJson,
-    Overloaded, RateLimited, RefreshCookieWithoutHeader, SignInRefused,
+    BodyTooLarge, Internal, InvalidCredentials, InvalidFields, MalformedJson, NoRefreshToken, NoToken, NotAnEmail,
+    NotJson, Overloaded, RateLimited, RefreshCookieWithoutHeader, SignInRefused,
 };
 use crate::http::rate_limit::RuleName;
 use crate::state::AppState;
@@ -72,6 +72,7 @@ impl TryFrom<RegisterBody> for RegisterRequest {
         (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
         (status = 503, response = Overloaded),
     )
 )]
@@ -137,6 +138,7 @@ fn identifier_key(identifier: &LoginIdentifier) -> String {
         (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
         (status = 503, response = Overloaded),
     )
 )]
@@ -213,6 +215,7 @@ impl TryFrom<TokenForm> for LoginRequest {
         (status = 415, description = "Not form-encoded (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(problem_example(ApiError::new(ErrorKind::UnsupportedMediaType, "Send a form body with Content-Type: application/x-www-form-urlencoded."))))))),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
         (status = 503, response = Overloaded),
     )
 )]
@@ -253,6 +256,7 @@ pub struct RefreshBody {
         (status = 403, response = RefreshCookieWithoutHeader),
         (status = 422, response = NoRefreshToken),
         (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/refresh")]
@@ -280,6 +284,8 @@ pub async fn refresh(
         (status = 204, description = "Signed out; the refresh cookie, if any, is cleared."),
         (status = 403, response = RefreshCookieWithoutHeader),
         (status = 422, response = NoRefreshToken),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/logout")]
@@ -317,6 +323,8 @@ pub struct VerifyEmailBody {
         (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(VerifyEmailError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
         (status = 415, response = NotJson),
         (status = 422, response = NoToken),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/verify-email")]
@@ -365,6 +373,7 @@ where
         (status = 415, response = NotJson),
         (status = 422, response = NotAnEmail),
         (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/verify-email/resend")]
@@ -391,6 +400,7 @@ pub async fn resend_verification(
         (status = 415, response = NotJson),
         (status = 422, response = NotAnEmail),
         (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/password/forgot")]
@@ -429,6 +439,8 @@ pub struct ResetPasswordBody {
         (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(ResetPasswordError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
         (status = 415, response = NotJson),
         (status = 422, description = "The new password breaks the policy (`validation_failed` on `new_password`); the token stays usable.", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
         (status = 503, response = Overloaded),
     )
 )]
@@ -473,6 +485,8 @@ pub struct UnlockBody {
         (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(UnlockError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
         (status = 415, response = NotJson),
         (status = 422, response = NoToken),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/unlock")]

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::http::dto::UserBody;
 use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
-use crate::http::problems::Unauthorized;
+use crate::http::problems::{Internal, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// The largest file accepted, in bytes (5 MiB).
@@ -88,6 +88,8 @@ pub struct ImageBytes(Vec<u8>);
         (status = 413, description = "More than 5 MiB (`payload_too_large`).", body = Problem, content_type = "application/problem+json", examples(("payload_too_large" = (value = json!(problem_example(UploadError::TooLarge)))))),
         (status = 415, description = "Not `multipart/form-data` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(problem_example(UploadError::NotMultipart)))))),
         (status = 422, description = "No `file` part, more than one part, not a PNG/JPEG/WebP image, truncated or corrupt, or more than 40 megapixels (`validation_failed`, on `file`).", body = Problem, content_type = "application/problem+json", examples(("missing_file" = (value = json!(problem_example(UploadError::MissingFile)))), ("unsupported_format" = (value = json!(problem_example(ImageRejected::UnsupportedFormat)))), ("too_many_pixels" = (value = json!(problem_example(ImageRejected::TooManyPixels { width: 10000, height: 8000, max_pixels: 40_000_000 })))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[put("/me/avatar")]
@@ -110,6 +112,8 @@ pub async fn put_avatar(
     responses(
         (status = 204, description = "Removed, or there was none."),
         (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/me/avatar")]
@@ -147,6 +151,8 @@ pub struct AvatarQuery {
         (status = 304, description = "The `If-None-Match` validator is current."),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such user, or no avatar (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(GetAvatarError::NotFound)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/{id}/avatar")]

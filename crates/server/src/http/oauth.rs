@@ -22,7 +22,7 @@ use crate::http::cookies::{self, CookieQuery};
 use crate::http::dto::TokenPairBody;
 use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
-use crate::http::problems::{InvalidFields, Unauthorized};
+use crate::http::problems::{Internal, InvalidFields, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// The state cookie's name.
@@ -69,6 +69,8 @@ pub struct AuthorizeQuery {
         (status = 302, description = "To the provider's authorization page."),
         (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
         (status = 422, description = "`redirect_to` is not a relative path (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("redirect_to", "invalid_format", "redirect_to must be a path like /home"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/oauth/{provider}/authorize")]
@@ -134,6 +136,8 @@ pub struct CallbackQuery {
         (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
         (status = 409, description = "The provider's email is unverified and belongs to an account (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(OAuthError::UnverifiedEmail)))))),
         (status = 502, description = "The provider is unreachable or timed out (`bad_gateway`).", body = Problem, content_type = "application/problem+json", examples(("bad_gateway" = (value = json!(problem_example(ApiError::new(ErrorKind::BadGateway, "The sign-in provider is unavailable; try again later."))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/oauth/{provider}/callback")]
@@ -276,6 +280,8 @@ pub struct ExchangeBody {
         (status = 400, description = "The code is invalid, expired or already used (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(OAuthError::InvalidState)))))),
         (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))))),
         (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/oauth/exchange")]
@@ -328,6 +334,8 @@ impl From<Identity> for IdentityBody {
     responses(
         (status = 200, description = "The caller's identities.", body = [IdentityBody]),
         (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/me/identities")]
@@ -349,6 +357,8 @@ pub async fn identities(
         (status = 401, response = Unauthorized),
         (status = 404, description = "No identity of this provider is linked (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(UnlinkIdentityError::NotFound)))))),
         (status = 409, description = "The last way to sign in: no password and no other identity (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(UnlinkIdentityError::LastSignInMethod)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/me/identities/{provider}")]

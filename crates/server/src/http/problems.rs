@@ -130,6 +130,12 @@ shared_problems! {
     "Too many requests (`rate_limited`); `Retry-After` says when to try again, and `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` describe the limit.",
     ["rate_limited" => ApiError::rate_limited(42)];
 
+    /// 500 `internal`: an unexpected failure (a database error…); the cause is logged with the
+    /// request id, never sent.
+    Internal,
+    "An unexpected failure (`internal`); the detail is always generic and the cause is logged with the request id (`X-Request-Id`).",
+    ["internal" => ApiError::internal(anyhow::anyhow!("a documented example"))];
+
     /// 503 `service_unavailable`: the password-hashing pool is saturated.
     Overloaded,
     "Password hashing is saturated (`service_unavailable`); retry after `Retry-After` seconds.",

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
-use crate::http::problems::Unauthorized;
+use crate::http::problems::{Internal, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// A session as its owner sees it.
@@ -59,6 +59,8 @@ impl From<SessionView> for SessionBody {
     responses(
         (status = 200, description = "The caller's live sessions.", body = [SessionBody]),
         (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/sessions")]
@@ -79,6 +81,8 @@ pub async fn list(
         (status = 204, description = "Revoked."),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No live session of the caller has this id (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(RevokeSessionError::NotFound)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/sessions/{id}")]
@@ -99,6 +103,8 @@ pub async fn revoke(
     responses(
         (status = 204, description = "The other sessions are revoked."),
         (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/sessions")]

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::http::dto::UserBody;
 use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client, OptionalJson};
-use crate::http::problems::{InvalidFields, Overloaded, Unauthorized};
+use crate::http::problems::{Internal, InvalidFields, Overloaded, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// The caller's account.
@@ -21,6 +21,8 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "The caller's account.", body = UserBody),
         (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/me")]
@@ -75,6 +77,8 @@ impl TryFrom<UpdateMeBody> for ProfileChanges {
         (status = 401, response = Unauthorized),
         (status = 409, description = "The username is taken (`username_taken`).", body = Problem, content_type = "application/problem+json", examples(("username_taken" = (value = json!(problem_example(UpdateMeError::UsernameTaken)))))),
         (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[patch("/me")]
@@ -110,6 +114,8 @@ pub struct ChangePasswordBody {
         (status = 204, description = "Changed; every other session is revoked."),
         (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong current password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(problem_example(AccountSecurityError::InvalidCredentials)))))),
         (status = 422, description = "The new password breaks the policy (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
         (status = 503, response = Overloaded),
     )
 )]
@@ -144,6 +150,8 @@ pub struct DeleteMeBody {
         (status = 204, description = "Deleted; every session is revoked."),
         (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(problem_example(AccountSecurityError::InvalidCredentials)))))),
         (status = 422, description = "The password is required (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(AccountSecurityError::PasswordRequired)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/me")]
