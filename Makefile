@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run worker test lint fmt migrate docker deps bench bench-flood seed openapi config-check
+.PHONY: help run worker test lint fmt migrate docker deps bench bench-flood seed openapi config-check docker-config
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,3 +49,9 @@ migrate: ## Apply migrations to DATABASE_URL (default: the embedded SQLite file)
 
 docker: ## Build the container image (needs a Docker engine)
 	docker build -f docker/Dockerfile -t gatehouse:latest .
+
+docker-config: ## Validate docker/docker-compose.yml without a daemon (compose plugin, or docker-compose v1)
+	@if docker compose version >/dev/null 2>&1; then docker compose -f docker/docker-compose.yml config --quiet; \
+	elif command -v docker-compose >/dev/null 2>&1; then docker-compose -f docker/docker-compose.yml config --quiet; \
+	else echo "neither 'docker compose' nor 'docker-compose' is installed (apt-get install docker-compose)" >&2; exit 1; fi
+	@echo "docker/docker-compose.yml is valid"

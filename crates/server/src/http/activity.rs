@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Admin, Authenticated};
 use crate::http::pagination::{open_activity_cursor, page_limit, seal_activity_cursor};
+use crate::http::problems::{AdminOnly, Internal, MalformedPageQuery, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// One audit event.
@@ -57,8 +58,10 @@ impl From<ActivityEvent> for ActivityEventBody {
 /// A page of events, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActivityPageBody {
+    /// The events, newest first.
     items: Vec<ActivityEventBody>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(example = "Wq3cA1x9fQ0mZr7uJ2kX")]
     next_cursor: Option<String>,
 }
 
@@ -67,8 +70,10 @@ pub struct ActivityPageBody {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// 1–100, default 20.
+    #[param(example = 20)]
     limit: Option<i64>,
     /// From the previous page's `next_cursor`.
+    #[param(example = "Wq3cA1x9fQ0mZr7uJ2kX")]
     cursor: Option<String>,
 }
 
@@ -79,9 +84,11 @@ pub struct PageParams {
     params(PageParams),
     responses(
         (status = 200, description = "A page of events.", body = ActivityPageBody),
-        (status = 400, description = "`malformed_request` (bad cursor or limit).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = MalformedPageQuery),
+        (status = 401, response = Unauthorized),
+        (status = 422, description = "`limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/me/activity")]
@@ -101,16 +108,22 @@ pub async fn mine(
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Events about this user.
+    #[param(example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")]
     user_id: Option<Uuid>,
     /// Events of this action, such as `auth.login_failed`.
+    #[param(example = "auth.login_failed")]
     action: Option<String>,
     /// At or after this instant (RFC 3339).
+    #[param(example = "2026-11-01T00:00:00Z")]
     since: Option<DateTime<Utc>>,
     /// Before this instant (RFC 3339).
+    #[param(example = "2026-12-01T00:00:00Z")]
     until: Option<DateTime<Utc>>,
     /// 1–100, default 20.
+    #[param(example = 50)]
     limit: Option<i64>,
     /// From the previous page's `next_cursor`.
+    #[param(example = "Wq3cA1x9fQ0mZr7uJ2kX")]
     cursor: Option<String>,
 }
 
@@ -121,10 +134,12 @@ pub struct AuditParams {
     params(AuditParams),
     responses(
         (status = 200, description = "A page of events.", body = ActivityPageBody),
-        (status = 400, description = "`malformed_request` (bad cursor, limit, id or time).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown action or `limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request` (bad cursor, limit, id or time).", body = Problem, content_type = "application/problem+json", examples(("bad_cursor" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The cursor is not one this server issued for this list."))))), ("bad_query" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: since: premature end of input"))))))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminOnly),
+        (status = 422, description = "Unknown action or `limit` outside 1–100 (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("unknown_action" = (value = json!(problem_example(ApiError::validation_field("action", "invalid", "unknown action"))))), ("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/audit-events")]

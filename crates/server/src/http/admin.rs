@@ -5,7 +5,7 @@
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use gatehouse_domain::ports::{AdminChanges, UserQuery, UserSort};
-use gatehouse_domain::services::admin::NewAccount;
+use gatehouse_domain::services::admin::{AdminError, NewAccount};
 use gatehouse_domain::values::PasswordError;
 use gatehouse_domain::{
     DisplayName, Email, FieldError, NewPassword, Role, User, UserId, UserStatus, Username, ValidationErrors,
@@ -16,9 +16,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::http::dto::UserBody;
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Admin, Client};
 use crate::http::pagination::{open_user_cursor, page_limit, seal_user_cursor};
+use crate::http::problems::{AdminOnly, Internal, InvalidFields, MalformedPageQuery, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// A user as administrators see it: the `User` fields plus `deleted_at`.
@@ -29,6 +30,7 @@ pub struct AdminUserBody {
     #[serde(flatten)]
     user: UserBody,
     /// When the account was soft-deleted; `null` otherwise.
+    #[schema(example = "2026-11-20T09:30:00Z")]
     deleted_at: Option<DateTime<Utc>>,
 }
 
@@ -44,6 +46,7 @@ pub struct UserPageBody {
     /// The users, in the requested order.
     items: Vec<AdminUserBody>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(example = "Wq3cA1x9fQ0mZr7uJ2kX")]
     next_cursor: Option<String>,
 }
 
@@ -52,19 +55,26 @@ pub struct UserPageBody {
 #[into_params(parameter_in = Query)]
 pub struct ListUsersParams {
     /// Case-insensitive substring of the email, username or display name.
+    #[param(example = "ada")]
     q: Option<String>,
     /// `user` or `admin`.
+    #[param(example = "admin")]
     role: Option<String>,
     /// `active`, `locked` or `disabled` (in effect now).
+    #[param(example = "active")]
     status: Option<String>,
     /// Also list soft-deleted users.
     #[serde(default)]
+    #[param(example = false)]
     include_deleted: bool,
     /// `created_at`, `-created_at` (default), `email` or `-email`.
+    #[param(example = "-created_at")]
     sort: Option<String>,
     /// 1–100, default 20.
+    #[param(example = 20)]
     limit: Option<i64>,
     /// From the previous page's `next_cursor`.
+    #[param(example = "Wq3cA1x9fQ0mZr7uJ2kX")]
     cursor: Option<String>,
 }
 
@@ -93,10 +103,12 @@ fn parse_status(raw: &str) -> Result<UserStatus, FieldError> {
     params(ListUsersParams),
     responses(
         (status = 200, description = "A page of users.", body = UserPageBody),
-        (status = 400, description = "A `limit` that is not a number, or a cursor this server did not issue (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an admin (`forbidden`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` outside 1–100, or an unknown role, status or sort (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = MalformedPageQuery),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminOnly),
+        (status = 422, description = "`limit` outside 1–100, or an unknown role, status or sort (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("limit_out_of_range" = (value = json!(problem_example(ApiError::validation_field("limit", "out_of_range", "limit must be between 1 and 100"))))), ("bad_sort" = (value = json!(problem_example(ApiError::validation_field("sort", "invalid", "sort must be created_at, -created_at, email or -email"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("")]
@@ -175,10 +187,12 @@ impl TryFrom<CreateUserBody> for NewAccount {
     request_body = CreateUserBody,
     responses(
         (status = 201, description = "Created.", body = AdminUserBody),
-        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminOnly),
+        (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))))),
+        (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("")]
@@ -197,12 +211,14 @@ pub async fn create(
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The user id.")),
+    params(("id" = Uuid, Path, description = "The user id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 200, description = "The user.", body = AdminUserBody),
-        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminOnly),
+        (status = 404, description = "`not_found`.", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/{id}")]
@@ -260,15 +276,17 @@ impl TryFrom<UpdateUserBody> for AdminChanges {
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The user id.")),
+    params(("id" = Uuid, Path, description = "The user id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     request_body = UpdateUserBody,
     responses(
         (status = 200, description = "The changed user.", body = AdminUserBody),
-        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found` (also for deleted users).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken`, `username_taken`, or `conflict` when it would leave no active admin.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminOnly),
+        (status = 404, description = "`not_found` (also for deleted users).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
+        (status = 409, description = "`email_taken`, `username_taken`, or `conflict` when it would leave no active admin.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))), ("conflict" = (value = json!(problem_example(AdminError::LastAdmin)))))),
+        (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[patch("/{id}")]
@@ -288,13 +306,15 @@ pub async fn update(
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The user id.")),
+    params(("id" = Uuid, Path, description = "The user id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found` (also for users already deleted).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`: the last active admin.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminOnly),
+        (status = 404, description = "`not_found` (also for users already deleted).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
+        (status = 409, description = "`conflict`: the last active admin.", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(AdminError::LastAdmin)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/{id}")]
@@ -312,13 +332,15 @@ pub async fn remove(
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The user id.")),
+    params(("id" = Uuid, Path, description = "The user id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 200, description = "Restored.", body = AdminUserBody),
-        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: no deleted user has this id.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken` or `username_taken` by another account meanwhile.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminOnly),
+        (status = 404, description = "`not_found`: no deleted user has this id.", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
+        (status = 409, description = "`email_taken` or `username_taken` by another account meanwhile.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/{id}/restore")]

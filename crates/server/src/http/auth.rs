@@ -2,7 +2,10 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use gatehouse_domain::services::auth::{LoginError, LoginIdentifier, LoginRequest, RegisterRequest, TokenPair};
+use gatehouse_domain::services::auth::{
+    LoginError, LoginIdentifier, LoginRequest, RegisterError, RegisterRequest, TokenPair, UnlockError,
+};
+use gatehouse_domain::services::recovery::{ResetPasswordError, VerifyEmailError};
 use gatehouse_domain::services::sessions::RefreshError;
 use gatehouse_domain::values::PasswordError;
 use gatehouse_domain::{DisplayName, Email, FieldError, NewPassword, Username, ValidationErrors};
@@ -13,8 +16,12 @@ use utoipa::ToSchema;
 
 use crate::http::cookies::{self, CookieQuery, TokenSource};
 use crate::http::dto::{TokenPairBody, UserBody};
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Client, OptionalJson};
+use crate::http::problems::{
+    BodyTooLarge, Internal, InvalidCredentials, InvalidFields, MalformedJson, NoRefreshToken, NoToken, NotAnEmail,
+    NotJson, Overloaded, RateLimited, RefreshCookieWithoutHeader, SignInRefused,
+};
 use crate::http::rate_limit::RuleName;
 use crate::state::AppState;
 
@@ -59,12 +66,14 @@ impl TryFrom<RegisterBody> for RegisterRequest {
     request_body = RegisterBody,
     responses(
         (status = 201, description = "The account was created.", body = UserBody),
-        (status = 400, description = "The body is not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large (`payload_too_large`).", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Password hashing is saturated (`service_unavailable`); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = MalformedJson),
+        (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(RegisterError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(RegisterError::UsernameTaken)))))),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
+        (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Overloaded),
     )
 )]
 #[post("/register")]
@@ -123,12 +132,14 @@ fn identifier_key(identifier: &LoginIdentifier) -> String {
     request_body = LoginBody,
     responses(
         (status = 200, description = "Signed in.", body = TokenPairBody),
-        (status = 400, description = "The body is not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Unknown account or wrong password (`invalid_credentials`).", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`email_not_verified`, `account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Password hashing is saturated (`service_unavailable`); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = MalformedJson),
+        (status = 401, response = InvalidCredentials),
+        (status = 403, response = SignInRefused),
+        (status = 415, response = NotJson),
+        (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Overloaded),
     )
 )]
 #[post("/login")]
@@ -163,6 +174,7 @@ fn metered_login<T>(result: Result<T, LoginError>) -> Result<T, LoginError> {
 /// `POST /auth/token`: the OAuth2 password grant (RFC 6749 §4.3), so Swagger UI's
 /// "Authorize" button works. Unknown fields (`scope`, `client_id`) are ignored.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"grant_type": "password", "username": "ada@example.com", "password": "correct horse battery staple"}))]
 pub struct TokenForm {
     /// `password` when sent.
     grant_type: Option<String>,
@@ -198,11 +210,13 @@ impl TryFrom<TokenForm> for LoginRequest {
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Signed in.", body = TokenPairBody),
-        (status = 401, description = "Unknown account or wrong password (`invalid_credentials`).", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`email_not_verified`, `account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not form-encoded (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Password hashing is saturated (`service_unavailable`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = InvalidCredentials),
+        (status = 403, response = SignInRefused),
+        (status = 415, description = "Not form-encoded (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(problem_example(ApiError::new(ErrorKind::UnsupportedMediaType, "Send a form body with Content-Type: application/x-www-form-urlencoded."))))))),
+        (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Overloaded),
     )
 )]
 #[post("/token")]
@@ -238,9 +252,11 @@ pub struct RefreshBody {
     request_body(content = Option<RefreshBody>, description = "Omit when the refresh cookie carries the token; then send `X-Requested-With`."),
     responses(
         (status = 200, description = "A new pair; the presented refresh token is spent.", body = TokenPairBody),
-        (status = 401, description = "`unauthorized` (unknown, expired or revoked) or `refresh_token_reused` (the session is now revoked).", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The refresh cookie was used without `X-Requested-With` (`forbidden`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No refresh token in the body or the cookie (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized` (unknown, expired or revoked) or `refresh_token_reused` (the session is now revoked).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(RefreshError::InvalidToken)))), ("refresh_token_reused" = (value = json!(problem_example(RefreshError::Reused)))))),
+        (status = 403, response = RefreshCookieWithoutHeader),
+        (status = 422, response = NoRefreshToken),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/refresh")]
@@ -269,8 +285,10 @@ pub async fn refresh(
     request_body(content = Option<RefreshBody>, description = "Omit when the refresh cookie carries the token; then send `X-Requested-With`."),
     responses(
         (status = 204, description = "Signed out; the refresh cookie, if any, is cleared."),
-        (status = 403, description = "The refresh cookie was used without `X-Requested-With` (`forbidden`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No refresh token in the body or the cookie (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, response = RefreshCookieWithoutHeader),
+        (status = 422, response = NoRefreshToken),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/logout")]
@@ -305,9 +323,11 @@ pub struct VerifyEmailBody {
     request_body = VerifyEmailBody,
     responses(
         (status = 204, description = "The email address is verified."),
-        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No token (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(VerifyEmailError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 415, response = NotJson),
+        (status = 422, response = NoToken),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/verify-email")]
@@ -352,9 +372,11 @@ where
     request_body = EmailBody,
     responses(
         (status = 202, description = "Accepted; a link is on its way if the address belongs to an unverified account."),
-        (status = 400, description = "The body is not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not an email address (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = MalformedJson),
+        (status = 415, response = NotJson),
+        (status = 422, response = NotAnEmail),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/verify-email/resend")]
@@ -377,9 +399,11 @@ pub async fn resend_verification(
     request_body = EmailBody,
     responses(
         (status = 202, description = "Accepted; a link is on its way if the address belongs to an account."),
-        (status = 400, description = "The body is not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not an email address (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = MalformedJson),
+        (status = 415, response = NotJson),
+        (status = 422, response = NotAnEmail),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/password/forgot")]
@@ -415,10 +439,12 @@ pub struct ResetPasswordBody {
     request_body = ResetPasswordBody,
     responses(
         (status = 204, description = "The password is changed; every session is signed out."),
-        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The new password breaks the policy (`validation_failed` on `new_password`); the token stays usable.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Password hashing is saturated (`service_unavailable`); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(ResetPasswordError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 415, response = NotJson),
+        (status = 422, description = "The new password breaks the policy (`validation_failed` on `new_password`); the token stays usable.", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Overloaded),
     )
 )]
 #[post("/password/reset")]
@@ -459,9 +485,11 @@ pub struct UnlockBody {
     request_body = UnlockBody,
     responses(
         (status = 204, description = "The account is unlocked."),
-        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No token (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(UnlockError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 415, response = NotJson),
+        (status = 422, response = NoToken),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/unlock")]

@@ -16,14 +16,16 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, mime, put, web};
 use futures::{StreamExt, TryStreamExt};
-use gatehouse_domain::UserId;
+use gatehouse_domain::services::avatars::GetAvatarError;
+use gatehouse_domain::{ImageRejected, UserId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::http::dto::UserBody;
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
+use crate::http::problems::{Internal, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// The largest file accepted, in bytes (5 MiB).
@@ -81,11 +83,13 @@ pub struct ImageBytes(Vec<u8>);
     request_body(content = AvatarUpload, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "The account, with its new `avatar_url`.", body = UserBody),
-        (status = 400, description = "Broken multipart framing (`malformed_request`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "More than 5 MiB (`payload_too_large`).", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `multipart/form-data` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No `file` part, more than one part, not a PNG/JPEG/WebP image, truncated or corrupt, or more than 40 megapixels (`validation_failed`, on `file`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Broken multipart framing (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("malformed_request" = (value = json!(problem_example(UploadError::Malformed("incomplete multipart stream".to_owned()))))))),
+        (status = 401, response = Unauthorized),
+        (status = 413, description = "More than 5 MiB (`payload_too_large`).", body = Problem, content_type = "application/problem+json", examples(("payload_too_large" = (value = json!(problem_example(UploadError::TooLarge)))))),
+        (status = 415, description = "Not `multipart/form-data` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(problem_example(UploadError::NotMultipart)))))),
+        (status = 422, description = "No `file` part, more than one part, not a PNG/JPEG/WebP image, truncated or corrupt, or more than 40 megapixels (`validation_failed`, on `file`).", body = Problem, content_type = "application/problem+json", examples(("missing_file" = (value = json!(problem_example(UploadError::MissingFile)))), ("unsupported_format" = (value = json!(problem_example(ImageRejected::UnsupportedFormat)))), ("too_many_pixels" = (value = json!(problem_example(ImageRejected::TooManyPixels { width: 10000, height: 8000, max_pixels: 40_000_000 })))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[put("/me/avatar")]
@@ -107,7 +111,9 @@ pub async fn put_avatar(
     security(("bearer" = []), ("password" = [])),
     responses(
         (status = 204, description = "Removed, or there was none."),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/me/avatar")]
@@ -125,6 +131,7 @@ pub async fn delete_avatar(
 pub struct AvatarQuery {
     /// The version from `avatar_url`; when it is the current one, the response may be cached
     /// for a year.
+    #[param(example = "9f86d081884c7d65")]
     v: Option<String>,
 }
 
@@ -132,7 +139,7 @@ pub struct AvatarQuery {
 #[utoipa::path(
     tag = "users",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The user's id."), AvatarQuery),
+    params(("id" = Uuid, Path, description = "The user's id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e"), AvatarQuery),
     responses(
         (status = 200, description = "The stored image.",
             content((ImageBytes = "image/jpeg"), (ImageBytes = "image/png"), (ImageBytes = "image/webp")),
@@ -142,8 +149,10 @@ pub struct AvatarQuery {
                 ("X-Content-Type-Options" = String, description = "`nosniff`."),
             )),
         (status = 304, description = "The `If-None-Match` validator is current."),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user, or no avatar (`not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such user, or no avatar (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(GetAvatarError::NotFound)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/{id}/avatar")]

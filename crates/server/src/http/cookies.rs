@@ -31,6 +31,7 @@ pub struct CookieQuery {
     /// Put the refresh token in an `HttpOnly`, `SameSite=Strict` cookie scoped to
     /// `/api/v1/auth` and leave it out of the body.
     #[serde(default)]
+    #[param(example = true)]
     pub cookie: bool,
 }
 

@@ -52,6 +52,7 @@ pub struct Problem {
 
 /// One invalid field in a problem.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"field": "password", "code": "too_short", "message": "password must be at least 8 characters"}))]
 pub struct ProblemField {
     /// The request field.
     pub field: String,
@@ -109,6 +110,31 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for checks that must cover them all (the OpenAPI examples test).
+    pub const ALL: [Self; 21] = [
+        Self::ValidationFailed,
+        Self::MalformedRequest,
+        Self::Unauthorized,
+        Self::InvalidCredentials,
+        Self::RefreshTokenReused,
+        Self::EmailNotVerified,
+        Self::AccountLocked,
+        Self::AccountDisabled,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::InvalidToken,
+        Self::EmailTaken,
+        Self::UsernameTaken,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::RateLimited,
+        Self::ServiceUnavailable,
+        Self::BadGateway,
+        Self::Internal,
+    ];
+
     /// Status, code and title.
     #[must_use]
     pub const fn parts(self) -> (StatusCode, &'static str, &'static str) {
@@ -219,6 +245,32 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The body this error renders as. The cause of a 5xx is never part of it.
+    #[must_use]
+    pub fn problem(&self) -> Problem {
+        let (status, code, title) = self.kind.parts();
+        Problem {
+            kind: "about:blank",
+            title,
+            status: status.as_u16(),
+            code,
+            detail: self.detail.clone(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| ProblemField { field: e.field.clone(), code: e.code.clone(), message: e.message.clone() })
+                .collect(),
+        }
+    }
+}
+
+/// The problem body the server sends for `error`, as JSON: the examples of the OpenAPI
+/// document are rendered by the same code as real responses, so they cannot drift from them.
+pub fn problem_example(error: impl Into<ApiError>) -> serde_json::Value {
+    serde_json::to_value(error.into().problem()).unwrap_or_default()
+}
+
 impl fmt::Debug for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiError").field("kind", &self.kind).field("detail", &self.detail).finish_non_exhaustive()
@@ -242,22 +294,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (status, code, title) = self.kind.parts();
+        let status = self.kind.parts().0;
         if let Some(cause) = &self.cause {
             tracing::error!(error = ?cause, "request failed");
         }
-        let problem = Problem {
-            kind: "about:blank",
-            title,
-            status: status.as_u16(),
-            code,
-            detail: self.detail.clone(),
-            errors: self
-                .errors
-                .iter()
-                .map(|e| ProblemField { field: e.field.clone(), code: e.code.clone(), message: e.message.clone() })
-                .collect(),
-        };
+        let problem = self.problem();
         let mut response = HttpResponse::build(status);
         response.content_type(PROBLEM_JSON);
         if let Some(secs) = self.retry_after_secs {

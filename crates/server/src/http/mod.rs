@@ -16,6 +16,7 @@ pub mod middleware;
 pub mod oauth;
 pub mod openapi;
 pub mod pagination;
+pub mod problems;
 pub mod rate_limit;
 pub mod sessions;
 pub mod users;

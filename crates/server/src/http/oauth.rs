@@ -11,8 +11,8 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, delete, get, post, web};
 use chrono::{DateTime, Duration, Utc};
-use gatehouse_domain::ports::{Identity, OpaqueTokens};
-use gatehouse_domain::services::oauth::Callback;
+use gatehouse_domain::ports::{Identity, OpaqueTokens, UnlinkIdentityError};
+use gatehouse_domain::services::oauth::{Callback, OAuthError};
 use gatehouse_security::RandomTokens;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::http::cookies::{self, CookieQuery};
 use crate::http::dto::TokenPairBody;
-use crate::http::error::{ApiError, ErrorKind, Problem};
+use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
+use crate::http::problems::{Internal, InvalidFields, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// The state cookie's name.
@@ -55,6 +56,7 @@ struct Binding {
 #[into_params(parameter_in = Query)]
 pub struct AuthorizeQuery {
     /// A path on the front end (starting with one `/`) passed on to `oauth.success_redirect`.
+    #[param(example = "/settings/security")]
     redirect_to: Option<String>,
 }
 
@@ -62,11 +64,13 @@ pub struct AuthorizeQuery {
 /// a nonce, and binds them to the browser with a short-lived cookie.
 #[utoipa::path(
     tag = "auth",
-    params(("provider" = String, Path, description = "`google` or `github`"), AuthorizeQuery),
+    params(("provider" = String, Path, description = "`google` or `github`", example = "github"), AuthorizeQuery),
     responses(
         (status = 302, description = "To the provider's authorization page."),
-        (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`redirect_to` is not a relative path (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
+        (status = 422, description = "`redirect_to` is not a relative path (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("redirect_to", "invalid_format", "redirect_to must be a path like /home"))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/oauth/{provider}/authorize")]
@@ -107,10 +111,13 @@ pub async fn authorize(
 #[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     /// The authorization code.
+    #[param(example = "4/0AeanS0b7x9QkF2")]
     code: Option<String>,
     /// The state sent at authorization.
+    #[param(example = "kq2VtW9xYz0a1b2c3d4e5f")]
     state: Option<String>,
     /// The provider's error (`access_denied`…), instead of a code.
+    #[param(example = "access_denied")]
     error: Option<String>,
 }
 
@@ -120,15 +127,17 @@ pub struct CallbackQuery {
 /// `error`); otherwise answers the token pair.
 #[utoipa::path(
     tag = "auth",
-    params(("provider" = String, Path, description = "`google` or `github`"), CallbackQuery),
+    params(("provider" = String, Path, description = "`google` or `github`", example = "github"), CallbackQuery),
     responses(
         (status = 200, description = "Signed in (no `oauth.success_redirect`).", body = TokenPairBody),
         (status = 302, description = "To `oauth.success_redirect` with `?code=` or `?error=`."),
-        (status = 400, description = "Bad, missing, expired or replayed state, a provider error, or an answer that fails verification (`invalid_token`).", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The provider's email is unverified and belongs to an account (`conflict`).", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The provider is unreachable or timed out (`bad_gateway`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad, missing, expired or replayed state, a provider error, or an answer that fails verification (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_state" = (value = json!(problem_example(OAuthError::InvalidState)))), ("provider_error" = (value = json!(problem_example(ApiError::new(ErrorKind::InvalidToken, "The provider refused the sign-in: access_denied."))))), ("rejected" = (value = json!(problem_example(OAuthError::Rejected("the ID token's nonce does not match".to_owned()))))))),
+        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))))),
+        (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
+        (status = 409, description = "The provider's email is unverified and belongs to an account (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(OAuthError::UnverifiedEmail)))))),
+        (status = 502, description = "The provider is unreachable or timed out (`bad_gateway`).", body = Problem, content_type = "application/problem+json", examples(("bad_gateway" = (value = json!(problem_example(ApiError::new(ErrorKind::BadGateway, "The sign-in provider is unavailable; try again later."))))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/oauth/{provider}/callback")]
@@ -254,6 +263,7 @@ fn percent_encode(value: &str) -> String {
 
 /// `POST /auth/oauth/exchange`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"code": "m4Xq8r1ZbT0c"}))]
 pub struct ExchangeBody {
     /// The one-time code from the callback's redirect.
     #[schema(value_type = String)]
@@ -267,9 +277,11 @@ pub struct ExchangeBody {
     request_body = ExchangeBody,
     responses(
         (status = 200, description = "Signed in.", body = TokenPairBody),
-        (status = 400, description = "The code is invalid, expired or already used (`invalid_token`).", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (`validation_failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The code is invalid, expired or already used (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(OAuthError::InvalidState)))))),
+        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))))),
+        (status = 422, response = InvalidFields),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[post("/oauth/exchange")]
@@ -290,6 +302,9 @@ pub async fn exchange(
 
 /// A linked identity.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "provider": "github", "provider_user_id": "583231", "email": "ada@example.com", "linked_at": "2026-11-26T12:00:00Z"
+}))]
 pub struct IdentityBody {
     /// `google` or `github`.
     provider: String,
@@ -318,7 +333,9 @@ impl From<Identity> for IdentityBody {
     security(("bearer" = []), ("password" = [])),
     responses(
         (status = 200, description = "The caller's identities.", body = [IdentityBody]),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/me/identities")]
@@ -334,12 +351,14 @@ pub async fn identities(
 #[utoipa::path(
     tag = "users",
     security(("bearer" = []), ("password" = [])),
-    params(("provider" = String, Path, description = "`google` or `github`")),
+    params(("provider" = String, Path, description = "`google` or `github`", example = "github")),
     responses(
         (status = 204, description = "Unlinked."),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No identity of this provider is linked (`not_found`).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The last way to sign in: no password and no other identity (`conflict`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No identity of this provider is linked (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(UnlinkIdentityError::NotFound)))))),
+        (status = 409, description = "The last way to sign in: no password and no other identity (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(UnlinkIdentityError::LastSignInMethod)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/me/identities/{provider}")]

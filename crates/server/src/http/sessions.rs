@@ -3,13 +3,14 @@
 use actix_web::{HttpResponse, delete, get, web};
 use chrono::{DateTime, Utc};
 use gatehouse_domain::SessionId;
-use gatehouse_domain::services::sessions::SessionView;
+use gatehouse_domain::services::sessions::{RevokeSessionError, SessionView};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
+use crate::http::problems::{Internal, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// A session as its owner sees it.
@@ -57,7 +58,9 @@ impl From<SessionView> for SessionBody {
     security(("bearer" = []), ("password" = [])),
     responses(
         (status = 200, description = "The caller's live sessions.", body = [SessionBody]),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[get("/sessions")]
@@ -73,11 +76,13 @@ pub async fn list(
 #[utoipa::path(
     tag = "auth",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The session id.")),
+    params(("id" = Uuid, Path, description = "The session id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 204, description = "Revoked."),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No live session of the caller has this id (`not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No live session of the caller has this id (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(RevokeSessionError::NotFound)))))),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/sessions/{id}")]
@@ -97,7 +102,9 @@ pub async fn revoke(
     security(("bearer" = []), ("password" = [])),
     responses(
         (status = 204, description = "The other sessions are revoked."),
-        (status = 401, description = "Missing, invalid or expired token (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
     )
 )]
 #[delete("/sessions")]
