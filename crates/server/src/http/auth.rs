@@ -245,7 +245,8 @@ pub struct RefreshBody {
 }
 
 /// Trades a refresh token for a new pair. The presented token is spent: presenting it again
-/// revokes the whole session (`refresh_token_reused`).
+/// revokes the whole session (`refresh_token_reused`). Limited per session
+/// (`rate_limit.refresh`, 60 per minute by default), spent tokens included.
 #[utoipa::path(
     tag = "auth",
     params(CookieQuery),
