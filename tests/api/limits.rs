@@ -88,7 +88,7 @@ async fn the_per_email_limit_holds_whatever_ip_the_attacker_uses(backend: Backen
 async fn refreshes_are_limited_per_session_not_per_ip(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.rate_limit.enabled = true;
-        s.rate_limit.refresh = RateRule { limit: 2, window_secs: 60 };
+        s.rate_limit.refresh = RateRule { limit: 2, window_secs: 5 };
     })
     .await;
     app.register_user("busy@example.com").await;
@@ -111,7 +111,12 @@ async fn refreshes_are_limited_per_session_not_per_ip(backend: Backend) {
     let other_session = app.refresh(second["refresh_token"].as_str().expect("a refresh token")).await;
     assert_eq!(other_session.status(), StatusCode::OK, "another session from the same IP has its own budget");
     let still_refused = app.refresh(&refresh_token).await;
-    assert_eq!(still_refused.status(), StatusCode::TOO_MANY_REQUESTS, "the limited token was not spent");
+    assert_eq!(still_refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let reset: u64 = header(&still_refused, "retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+
+    tokio::time::sleep(Duration::from_secs(reset) + Duration::from_millis(200)).await;
+    let next_window = app.refresh(&refresh_token).await;
+    assert_eq!(next_window.status(), StatusCode::OK, "a refused refresh neither spends the token nor ends the session");
     for _ in 0..3 {
         let unknown = app.refresh("made-up-token").await;
         assert_problem(unknown, StatusCode::UNAUTHORIZED, "unauthorized").await;
