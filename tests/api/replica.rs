@@ -27,8 +27,13 @@ async fn lists_and_audit_reads_come_from_the_replica_while_writes_and_lookups_us
         app.send_authed(Method::POST, "/api/v1/users", &token, Some(&json!({"email": "new@example.com"}))).await;
     assert_eq!(created.status(), StatusCode::CREATED, "the write goes to the primary");
     let created: Value = created.json().await.expect("json");
-    let listed: Value =
-        app.send_authed(Method::GET, "/api/v1/users?limit=100", &token, None).await.json().await.expect("json");
+    // Seeded users are sometimes soft-deleted (as a few real ones are); list them all.
+    let listed: Value = app
+        .send_authed(Method::GET, "/api/v1/users?limit=100&include_deleted=true", &token, None)
+        .await
+        .json()
+        .await
+        .expect("json");
     let fetched = app
         .send_authed(Method::GET, &format!("/api/v1/users/{}", created["id"].as_str().expect("id")), &token, None)
         .await;
