@@ -8,31 +8,13 @@ use std::time::Duration;
 
 use gatehouse_domain::services::avatars::AvatarService;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-/// A running sweep task.
-#[derive(Debug)]
-pub struct AvatarSweepHandle {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
+use crate::background::BackgroundTask;
 
-impl AvatarSweepHandle {
-    /// Starts sweeping on the current runtime: now, then every `interval`.
-    #[must_use]
-    pub fn spawn(avatars: AvatarService, interval: Duration) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(avatars, interval, stopped));
-        Self { stop, task }
-    }
-
-    /// Asks the task to stop after the sweep in progress, if any, and waits until it has.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "the avatar sweep task ended abnormally");
-        }
-    }
+/// Starts sweeping on the current runtime: now, then every `interval`.
+#[must_use]
+pub fn spawn(avatars: AvatarService, interval: Duration) -> BackgroundTask {
+    BackgroundTask::spawn("avatar sweep", move |stopped| run(avatars, interval, stopped))
 }
 
 async fn run(avatars: AvatarService, interval: Duration, mut stopped: watch::Receiver<bool>) {

@@ -3,6 +3,7 @@
 //! into this library, so the end-to-end tests build the very same application.
 
 pub mod avatar_sweep;
+pub mod background;
 pub mod http;
 pub mod metrics;
 pub mod relay;

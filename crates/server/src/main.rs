@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gatehouse_domain::ports::SystemClock;
 use gatehouse_domain::{Email, NewPassword};
-use gatehouse_server::relay::{RelayHandle, mail_relay};
+use gatehouse_server::relay::{self, mail_relay};
 use gatehouse_server::settings::AppEnv;
 use gatehouse_server::startup::{Application, avatar_sweep, connect_database, prepare};
 use gatehouse_server::{Settings, telemetry};
@@ -219,7 +219,7 @@ async fn worker(settings: &Settings) -> anyhow::Result<()> {
     let state = prepare(settings).await?;
     let relay = mail_relay(settings, &state.database, Arc::new(SystemClock))?;
     let poll = Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
-    let handle = RelayHandle::spawn(relay, poll, settings.mail.relay_batch_size);
+    let handle = relay::spawn(relay, poll, settings.mail.relay_batch_size);
     let sweep = avatar_sweep(settings, &state);
     shutdown_signal().await?;
     tracing::info!("stopping the mail relay after its current batch");

@@ -11,8 +11,8 @@ use gatehouse_domain::services::mail_relay::{MailRelay, RelaySettings};
 use gatehouse_mail_smtp::{ComposeSettings, Composer, FileSender, SmtpSender};
 use gatehouse_store_diesel::Database;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::background::BackgroundTask;
 use crate::settings::Settings;
 
 /// The sender the configuration asks for: SMTP when `mail.smtp_url` is set, `.eml` files in
@@ -59,29 +59,10 @@ pub fn mail_relay(settings: &Settings, database: &Database, clock: Arc<dyn Clock
     Ok(MailRelay::new(database.email_outbox(), email_sender(settings).context("mail")?, clock, relay_settings))
 }
 
-/// A running relay task.
-#[derive(Debug)]
-pub struct RelayHandle {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl RelayHandle {
-    /// Starts the relay loop on the current runtime.
-    #[must_use]
-    pub fn spawn(relay: MailRelay, poll: Duration, batch_size: u32) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(relay, poll, batch_size, stopped));
-        Self { stop, task }
-    }
-
-    /// Asks the relay to stop after its current batch and waits until it has.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "the mail relay task ended abnormally");
-        }
-    }
+/// Starts the relay loop on the current runtime; it stops between batches when asked.
+#[must_use]
+pub fn spawn(relay: MailRelay, poll: Duration, batch_size: u32) -> BackgroundTask {
+    BackgroundTask::spawn("mail relay", move |stopped| run(relay, poll, batch_size, stopped))
 }
 
 async fn run(relay: MailRelay, poll: Duration, batch_size: u32, mut stopped: watch::Receiver<bool>) {

@@ -36,11 +36,12 @@ use secrecy::{ExposeSecret, SecretString};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::avatar_sweep::AvatarSweepHandle;
+use crate::avatar_sweep;
+use crate::background::BackgroundTask;
 use crate::http::rate_limit::RateLimits;
 use crate::http::{self, client_ip, cookies, extract, middleware, openapi, rate_limit};
 use crate::metrics::TimedHasher;
-use crate::relay::{RelayHandle, mail_relay};
+use crate::relay::{self, mail_relay};
 use crate::replica::{ReplicaActivityLog, ReplicaUserDirectory};
 use crate::settings::{OAuthProviderSettings, Settings};
 use crate::state::{AppState, Dependencies};
@@ -58,8 +59,8 @@ const SHUTDOWN_GRACE_SECS: u64 = 30;
 pub struct Application {
     port: u16,
     server: Server,
-    relay: Option<RelayHandle>,
-    sweep: Option<AvatarSweepHandle>,
+    relay: Option<BackgroundTask>,
+    sweep: Option<BackgroundTask>,
 }
 
 impl Application {
@@ -75,7 +76,7 @@ impl Application {
         let relay = if settings.mail.relay_enabled {
             let relay = mail_relay(&settings, &state.database, Arc::new(SystemClock))?;
             let poll = std::time::Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
-            Some(RelayHandle::spawn(relay, poll, settings.mail.relay_batch_size))
+            Some(relay::spawn(relay, poll, settings.mail.relay_batch_size))
         } else {
             None
         };
@@ -154,10 +155,10 @@ impl Application {
 /// Starts the periodic avatar sweep over `state`'s avatar service, unless
 /// `storage.avatar_sweep_interval_secs` is 0. `serve` and `gatehouse worker` both call it.
 #[must_use]
-pub fn avatar_sweep(settings: &Settings, state: &AppState) -> Option<AvatarSweepHandle> {
+pub fn avatar_sweep(settings: &Settings, state: &AppState) -> Option<BackgroundTask> {
     let interval = settings.storage.avatar_sweep_interval_secs;
     (interval > 0)
-        .then(|| AvatarSweepHandle::spawn(state.avatars.clone(), std::time::Duration::from_secs(u64::from(interval))))
+        .then(|| avatar_sweep::spawn(state.avatars.clone(), std::time::Duration::from_secs(u64::from(interval))))
 }
 
 /// Connects and migrates the database and builds every adapter and service: everything the
