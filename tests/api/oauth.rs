@@ -301,7 +301,8 @@ async fn a_provider_that_times_out_answers_bad_gateway() {
 
     let started = std::time::Instant::now();
     assert_problem(sign_in(&app, "github").await, StatusCode::BAD_GATEWAY, "bad_gateway").await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(4), "the timeout cut the call short");
+    // The provider would answer after 60 s; a 1 s timeout answers long before, even on a busy machine.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the timeout cut the call short");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -262,9 +262,9 @@ fn id_token(script: &Script, nonce: Option<&str>, issuer: &str) -> String {
     jsonwebtoken::encode(&header, &claims, &key).expect("signed")
 }
 
-/// A token endpoint that answers too late.
+/// A token endpoint that answers far too late (a client without a timeout would wait a minute).
 async fn slow_token() -> HttpResponse {
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     HttpResponse::ServiceUnavailable().finish()
 }
 
