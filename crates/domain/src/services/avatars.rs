@@ -44,9 +44,10 @@ use crate::user::User;
 /// How many stored images one reference query asks about during a sweep.
 const SWEEP_BATCH: usize = 500;
 
-/// How often a read follows the user's avatar reference again when the file it named was
-/// removed in between (the avatar was replaced while being read).
-const READ_ATTEMPTS: usize = 3;
+/// How many times at most a read follows the user's avatar reference when the file it named was
+/// removed in between (the avatar was replaced while being read). Each further attempt needs a
+/// newer reference, so this bounds only a user who replaces their avatar without pause.
+const READ_ATTEMPTS: usize = 16;
 
 /// Why an avatar could not be set.
 #[derive(Debug, thiserror::Error)]
@@ -282,19 +283,25 @@ impl AvatarService {
     }
 
     /// The avatar of user `id` and its bytes. When the avatar is replaced while it is being
-    /// read, this follows the new reference rather than failing.
+    /// read, this follows the new reference rather than failing; it gives up when the same
+    /// reference names a missing file twice (the file is really gone).
     ///
     /// # Errors
     ///
     /// `NotFound` when the user does not exist (or is deleted) or has no avatar.
     #[tracing::instrument(skip(self))]
     pub async fn get_avatar(&self, id: UserId) -> Result<AvatarImage, GetAvatarError> {
+        let mut missing: Option<Avatar> = None;
         for _ in 0..READ_ATTEMPTS {
             let user = self.ports.users.find_by_id(id).await?.ok_or(GetAvatarError::NotFound)?;
             let avatar = user.avatar.ok_or(GetAvatarError::NotFound)?;
+            if missing.as_ref() == Some(&avatar) {
+                break;
+            }
             if let Some(bytes) = self.ports.avatar_store.get(&avatar).await? {
                 return Ok(AvatarImage { avatar, bytes });
             }
+            missing = Some(avatar);
         }
         tracing::warn!(user_id = %id, "the user's avatar reference names a file that is not stored");
         Err(GetAvatarError::NotFound)
@@ -632,6 +639,22 @@ mod tests {
         users.expect_find_by_id().times(1).return_once(move |_| Ok(Some(user)));
 
         let result = service(users, Mocks::default()).get_avatar(id).await;
+
+        assert!(matches!(result, Err(GetAvatarError::NotFound)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_reference_whose_file_stays_missing_is_not_found_after_one_more_look() {
+        let mut user = sample_user();
+        let lost = avatar_of(&user, "ef", AvatarFormat::WebP);
+        user.avatar = Some(lost.clone());
+        let id = user.id;
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_id().times(2).returning(move |_| Ok(Some(user.clone())));
+        let mut mocks = Mocks::default();
+        mocks.avatar_store.expect_get().with(eq(lost)).times(1).returning(|_| Ok(None));
+
+        let result = service(users, mocks).get_avatar(id).await;
 
         assert!(matches!(result, Err(GetAvatarError::NotFound)), "{result:?}");
     }
