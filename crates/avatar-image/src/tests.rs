@@ -59,7 +59,7 @@ fn large_images_are_fitted_within_512_keeping_their_aspect_ratio() {
 }
 
 #[test]
-fn a_6000_by_4000_photo_is_processed_quickly_enough() {
+fn a_6000_by_4000_jpeg_is_fitted_within_512_and_its_time_printed() {
     let upload = jpeg(6000, 4000, 80);
     assert!(upload.len() < 5 * 1024 * 1024, "the fixture fits the upload limit: {} bytes", upload.len());
 
