@@ -113,6 +113,18 @@ async fn documented_error_examples_are_the_bodies_the_server_sends() {
             "invalid_token",
             app.post_json("/api/v1/auth/verify-email", &json!({"token": "not-a-token"})).await,
         ),
+        (
+            "/api/v1/auth/refresh",
+            "post",
+            "400",
+            "malformed_query",
+            app.client
+                .post(app.url("/api/v1/auth/refresh?cookie=maybe"))
+                .json(&json!({"refresh_token": "x"}))
+                .send()
+                .await
+                .expect("sent"),
+        ),
     ];
 
     for (path, method, status, name, response) in cases {

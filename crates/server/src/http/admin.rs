@@ -19,7 +19,10 @@ use crate::http::dto::UserBody;
 use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Admin, Client};
 use crate::http::pagination::{open_user_cursor, page_limit, seal_user_cursor};
-use crate::http::problems::{AdminOnly, Internal, InvalidFields, MalformedPageQuery, RateLimited, Unauthorized};
+use crate::http::problems::{
+    AdminOnly, BodyTooLarge, Internal, InvalidFields, MalformedJson, MalformedPageQuery, NotJson, RateLimited,
+    Unauthorized,
+};
 use crate::state::AppState;
 
 /// A user as administrators see it: the `User` fields plus `deleted_at`.
@@ -187,9 +190,12 @@ impl TryFrom<CreateUserBody> for NewAccount {
     request_body = CreateUserBody,
     responses(
         (status = 201, description = "Created.", body = AdminUserBody),
+        (status = 400, response = MalformedJson),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
         (status = 409, description = "`email_taken` or `username_taken`.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))))),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -280,10 +286,13 @@ impl TryFrom<UpdateUserBody> for AdminChanges {
     request_body = UpdateUserBody,
     responses(
         (status = 200, description = "The changed user.", body = AdminUserBody),
+        (status = 400, response = MalformedJson),
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminOnly),
         (status = 404, description = "`not_found` (also for deleted users).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(AdminError::NotFound)))))),
         (status = 409, description = "`email_taken`, `username_taken`, or `conflict` when it would leave no active admin.", body = Problem, content_type = "application/problem+json", examples(("email_taken" = (value = json!(problem_example(AdminError::EmailTaken)))), ("username_taken" = (value = json!(problem_example(AdminError::UsernameTaken)))), ("conflict" = (value = json!(problem_example(AdminError::LastAdmin)))))),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),

@@ -19,8 +19,8 @@ use crate::http::dto::{TokenPairBody, UserBody};
 use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Client, OptionalJson};
 use crate::http::problems::{
-    BodyTooLarge, Internal, InvalidCredentials, InvalidFields, MalformedJson, NoRefreshToken, NoToken, NotAnEmail,
-    NotJson, Overloaded, RateLimited, RefreshCookieWithoutHeader, SignInRefused,
+    BodyTooLarge, Internal, InvalidCredentials, InvalidFields, MalformedJson, MalformedJsonOrQuery, MalformedQuery,
+    NoRefreshToken, NoToken, NotAnEmail, NotJson, Overloaded, RateLimited, RefreshCookieWithoutHeader, SignInRefused,
 };
 use crate::http::rate_limit::RuleName;
 use crate::state::AppState;
@@ -132,9 +132,10 @@ fn identifier_key(identifier: &LoginIdentifier) -> String {
     request_body = LoginBody,
     responses(
         (status = 200, description = "Signed in.", body = TokenPairBody),
-        (status = 400, response = MalformedJson),
+        (status = 400, response = MalformedJsonOrQuery),
         (status = 401, response = InvalidCredentials),
         (status = 403, response = SignInRefused),
+        (status = 413, response = BodyTooLarge),
         (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
@@ -210,8 +211,10 @@ impl TryFrom<TokenForm> for LoginRequest {
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Signed in.", body = TokenPairBody),
+        (status = 400, response = MalformedQuery),
         (status = 401, response = InvalidCredentials),
         (status = 403, response = SignInRefused),
+        (status = 413, response = BodyTooLarge),
         (status = 415, description = "Not form-encoded (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json", examples(("unsupported_media_type" = (value = json!(problem_example(ApiError::new(ErrorKind::UnsupportedMediaType, "Send a form body with Content-Type: application/x-www-form-urlencoded."))))))),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
@@ -253,8 +256,11 @@ pub struct RefreshBody {
     request_body(content = Option<RefreshBody>, description = "Omit when the refresh cookie carries the token; then send `X-Requested-With`."),
     responses(
         (status = 200, description = "A new pair; the presented refresh token is spent.", body = TokenPairBody),
+        (status = 400, response = MalformedJsonOrQuery),
         (status = 401, description = "`unauthorized` (unknown, expired or revoked) or `refresh_token_reused` (the session is now revoked).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(RefreshError::InvalidToken)))), ("refresh_token_reused" = (value = json!(problem_example(RefreshError::Reused)))))),
         (status = 403, response = RefreshCookieWithoutHeader),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
         (status = 422, response = NoRefreshToken),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -286,7 +292,10 @@ pub async fn refresh(
     request_body(content = Option<RefreshBody>, description = "Omit when the refresh cookie carries the token; then send `X-Requested-With`."),
     responses(
         (status = 204, description = "Signed out; the refresh cookie, if any, is cleared."),
+        (status = 400, response = MalformedJson),
         (status = 403, response = RefreshCookieWithoutHeader),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
         (status = 422, response = NoRefreshToken),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -325,6 +334,7 @@ pub struct VerifyEmailBody {
     responses(
         (status = 204, description = "The email address is verified."),
         (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(VerifyEmailError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 413, response = BodyTooLarge),
         (status = 415, response = NotJson),
         (status = 422, response = NoToken),
         (status = 429, response = RateLimited),
@@ -374,6 +384,7 @@ where
     responses(
         (status = 202, description = "Accepted; a link is on its way if the address belongs to an unverified account."),
         (status = 400, response = MalformedJson),
+        (status = 413, response = BodyTooLarge),
         (status = 415, response = NotJson),
         (status = 422, response = NotAnEmail),
         (status = 429, response = RateLimited),
@@ -401,6 +412,7 @@ pub async fn resend_verification(
     responses(
         (status = 202, description = "Accepted; a link is on its way if the address belongs to an account."),
         (status = 400, response = MalformedJson),
+        (status = 413, response = BodyTooLarge),
         (status = 415, response = NotJson),
         (status = 422, response = NotAnEmail),
         (status = 429, response = RateLimited),
@@ -441,6 +453,7 @@ pub struct ResetPasswordBody {
     responses(
         (status = 204, description = "The password is changed; every session is signed out."),
         (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(ResetPasswordError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 413, response = BodyTooLarge),
         (status = 415, response = NotJson),
         (status = 422, description = "The new password breaks the policy (`validation_failed` on `new_password`); the token stays usable.", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
         (status = 429, response = RateLimited),
@@ -487,6 +500,7 @@ pub struct UnlockBody {
     responses(
         (status = 204, description = "The account is unlocked."),
         (status = 400, description = "Unknown, expired or used token (`invalid_token`), or not JSON (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(UnlockError::InvalidToken)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))))),
+        (status = 413, response = BodyTooLarge),
         (status = 415, response = NotJson),
         (status = 422, response = NoToken),
         (status = 429, response = RateLimited),

@@ -112,7 +112,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
 #[must_use]
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|error: QueryPayloadError, _| {
-        ApiError::new(ErrorKind::MalformedRequest, format!("The query string is invalid: {error}")).into()
+        // serde's message alone ("invalid digit found in string"), without actix's prefix.
+        let reason = match &error {
+            QueryPayloadError::Deserialize(cause) => cause.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::new(ErrorKind::MalformedRequest, format!("The query string is invalid: {reason}")).into()
     })
 }
 

@@ -22,7 +22,7 @@ use crate::http::cookies::{self, CookieQuery};
 use crate::http::dto::TokenPairBody;
 use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
-use crate::http::problems::{Internal, InvalidFields, RateLimited, Unauthorized};
+use crate::http::problems::{BodyTooLarge, Internal, InvalidFields, NotJson, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// The state cookie's name.
@@ -277,8 +277,10 @@ pub struct ExchangeBody {
     request_body = ExchangeBody,
     responses(
         (status = 200, description = "Signed in.", body = TokenPairBody),
-        (status = 400, description = "The code is invalid, expired or already used (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(OAuthError::InvalidState)))))),
+        (status = 400, description = "The code is invalid, expired or already used (`invalid_token`), the body is not valid JSON or a query parameter does not parse (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_token" = (value = json!(problem_example(OAuthError::InvalidState)))), ("malformed_request" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected value at line 1 column 1"))))), ("malformed_query" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: provided string was not `true` or `false`"))))))),
         (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))))),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),

@@ -594,6 +594,95 @@ mod tests {
         );
     }
 
+    /// Whether a query parameter's value can fail to parse before the handler sees it (a
+    /// boolean, a number, a UUID or a timestamp); a string or a string enum always parses
+    /// (an unknown enum value is the handler's 422).
+    fn parse_can_fail(doc: &serde_json::Value, schema: &serde_json::Value) -> bool {
+        let schema = resolve(doc, schema);
+        let members = ["oneOf", "anyOf"].iter().filter_map(|k| schema[*k].as_array()).flatten();
+        let typed = |t: &serde_json::Value| t.as_str().is_some_and(|t| matches!(t, "boolean" | "integer" | "number"));
+        let types_fail = match &schema["type"] {
+            serde_json::Value::Array(types) => types.iter().any(typed),
+            other => typed(other),
+        };
+        types_fail
+            || matches!(schema["format"].as_str(), Some("uuid" | "date-time"))
+            || members.into_iter().any(|member| parse_can_fail(doc, member))
+    }
+
+    /// The codes a response's problem examples carry.
+    fn example_codes(doc: &serde_json::Value, response: &serde_json::Value) -> Vec<String> {
+        let response = resolve(doc, response);
+        response["content"][PROBLEM_JSON]["examples"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, example)| resolve(doc, example)["value"]["code"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Failures the framework answers before a handler runs that an operation does not
+    /// document: for a JSON body, 400 `malformed_request` (unparsable body); for a JSON or form
+    /// body, 413 and 415; for a query parameter that can fail to parse, 400 `malformed_request`.
+    fn undocumented_framework_failures(doc: &serde_json::Value) -> Vec<String> {
+        let mut gaps = Vec::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, operation) in item.as_object().into_iter().flatten() {
+                let op = format!("{} {path}", method.to_uppercase());
+                let responses = &operation["responses"];
+                let malformed_documented =
+                    example_codes(doc, &responses["400"]).iter().any(|code| code == "malformed_request");
+                let body = resolve(doc, &operation["requestBody"]);
+                let media = |name: &str| body["content"].as_object().is_some_and(|c| c.contains_key(name));
+                let (json, form) = (media("application/json"), media("application/x-www-form-urlencoded"));
+                if json && !malformed_documented {
+                    gaps.push(format!("{op}: an unparsable body answers 400 `malformed_request`"));
+                }
+                // A form body that does not parse is a 422 on its fields, which the handler documents.
+                if json || form {
+                    for status in ["413", "415"] {
+                        if responses.get(status).is_none() {
+                            gaps.push(format!("{op}: a body can be answered {status}"));
+                        }
+                    }
+                }
+                let typed_query = operation["parameters"].as_array().into_iter().flatten().any(|parameter| {
+                    let parameter = resolve(doc, parameter);
+                    parameter["in"] == "query" && parse_can_fail(doc, &parameter["schema"])
+                });
+                if typed_query && !malformed_documented {
+                    gaps.push(format!("{op}: a query parameter that does not parse answers 400 `malformed_request`"));
+                }
+            }
+        }
+        gaps
+    }
+
+    #[test]
+    fn every_operation_documents_the_failures_the_framework_answers_for_it() {
+        let doc = serde_json::to_value(document()).expect("the document serialises");
+        let gaps = undocumented_framework_failures(&doc);
+        assert!(gaps.is_empty(), "undocumented answers:\n{}", gaps.join("\n"));
+    }
+
+    #[test]
+    fn an_operation_missing_a_framework_failure_is_named() {
+        let mut doc = serde_json::to_value(document()).expect("the document serialises");
+        let login = doc.pointer_mut("/paths/~1api~1v1~1auth~1login/post/responses").expect("POST /login is documented");
+        login.as_object_mut().expect("responses").retain(|status, _| status != "400" && status != "415");
+
+        let gaps = undocumented_framework_failures(&doc);
+
+        assert_eq!(
+            gaps,
+            [
+                "POST /api/v1/auth/login: an unparsable body answers 400 `malformed_request`",
+                "POST /api/v1/auth/login: a body can be answered 415",
+                "POST /api/v1/auth/login: a query parameter that does not parse answers 400 `malformed_request`",
+            ]
+        );
+    }
+
     #[test]
     fn the_most_specific_template_names_a_path() {
         let table = RouteTable::from_document(&document());

@@ -11,7 +11,9 @@ use utoipa::ToSchema;
 use crate::http::dto::UserBody;
 use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client, OptionalJson};
-use crate::http::problems::{Internal, InvalidFields, Overloaded, RateLimited, Unauthorized};
+use crate::http::problems::{
+    BodyTooLarge, Internal, InvalidFields, MalformedJson, NotJson, Overloaded, RateLimited, Unauthorized,
+};
 use crate::state::AppState;
 
 /// The caller's account.
@@ -74,8 +76,11 @@ impl TryFrom<UpdateMeBody> for ProfileChanges {
     request_body = UpdateMeBody,
     responses(
         (status = 200, description = "The updated account.", body = UserBody),
+        (status = 400, response = MalformedJson),
         (status = 401, response = Unauthorized),
         (status = 409, description = "The username is taken (`username_taken`).", body = Problem, content_type = "application/problem+json", examples(("username_taken" = (value = json!(problem_example(UpdateMeError::UsernameTaken)))))),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
         (status = 422, response = InvalidFields),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -112,7 +117,10 @@ pub struct ChangePasswordBody {
     request_body = ChangePasswordBody,
     responses(
         (status = 204, description = "Changed; every other session is revoked."),
+        (status = 400, response = MalformedJson),
         (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong current password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(problem_example(AccountSecurityError::InvalidCredentials)))))),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
         (status = 422, description = "The new password breaks the policy (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("new_password", "too_short", "password must be at least 8 characters"))))))),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -148,7 +156,10 @@ pub struct DeleteMeBody {
     request_body(content = Option<DeleteMeBody>, description = "The password; may be omitted for accounts without one."),
     responses(
         (status = 204, description = "Deleted; every session is revoked."),
+        (status = 400, response = MalformedJson),
         (status = 401, description = "`unauthorized` (token) or `invalid_credentials` (wrong password).", body = Problem, content_type = "application/problem+json", examples(("unauthorized" = (value = json!(problem_example(ApiError::unauthorized())))), ("invalid_credentials" = (value = json!(problem_example(AccountSecurityError::InvalidCredentials)))))),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = NotJson),
         (status = 422, description = "The password is required (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(AccountSecurityError::PasswordRequired)))))),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
