@@ -144,13 +144,17 @@ pub async fn list(
 #[schema(example = json!({"email": "grace@example.com", "password": "a long initial passphrase", "roles": ["admin"], "email_verified": true}))]
 pub struct CreateUserBody {
     /// The email.
+    #[schema(format = Email, max_length = 254)]
     email: String,
-    /// Optional: accounts without a password sign in by reset link or OAuth.
-    #[schema(value_type = Option<String>, format = Password)]
+    /// Optional: accounts without a password sign in by reset link or OAuth. 8–128
+    /// characters, not the email, not a common password.
+    #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 128)]
     password: Option<SecretString>,
-    /// Derived from the email when omitted.
+    /// 3–50 letters, digits, `.`, `_`, `-`; derived from the email when omitted.
+    #[schema(min_length = 3, max_length = 50)]
     username: Option<String>,
     /// Up to 100 characters.
+    #[schema(max_length = 100)]
     display_name: Option<String>,
     /// Roles besides `user`.
     #[serde(default)]
@@ -242,12 +246,14 @@ pub async fn get(
 #[schema(example = json!({"roles": ["admin"], "status": "disabled"}))]
 pub struct UpdateUserBody {
     /// A new email.
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
-    /// A new username.
+    /// A new username: 3–50 letters, digits, `.`, `_`, `-`.
+    #[schema(min_length = 3, max_length = 50)]
     username: Option<String>,
-    /// A new display name, or `null` to clear it.
+    /// A new display name (1–100 characters), or `null` to clear it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100)]
     display_name: Option<Option<String>>,
     /// The complete set of roles (`user` is always kept). Revokes the user's sessions.
     roles: Option<Vec<String>>,

@@ -30,13 +30,16 @@ use crate::state::AppState;
 #[schema(example = json!({"email": "ada@example.com", "password": "correct horse battery staple", "username": "ada", "display_name": "Ada"}))]
 pub struct RegisterBody {
     /// The account's email; trimmed, compared case-insensitively.
+    #[schema(format = Email, max_length = 254)]
     email: String,
     /// 8–128 characters, not the email, not a common password.
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: SecretString,
     /// 3–50 letters, digits, `.`, `_`, `-`; derived from the email when omitted.
+    #[schema(min_length = 3, max_length = 50)]
     username: Option<String>,
     /// Up to 100 characters.
+    #[schema(max_length = 100)]
     display_name: Option<String>,
 }
 
@@ -356,6 +359,7 @@ pub async fn verify_email(
 #[schema(example = json!({"email": "ada@example.com"}))]
 pub struct EmailBody {
     /// The account's email.
+    #[schema(format = Email, max_length = 254)]
     email: String,
 }
 
@@ -440,7 +444,7 @@ pub struct ResetPasswordBody {
     #[schema(value_type = String)]
     token: SecretString,
     /// 8–128 characters, not the email, not a common password.
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     new_password: SecretString,
 }
 

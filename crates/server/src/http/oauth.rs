@@ -55,8 +55,9 @@ struct Binding {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuthorizeQuery {
-    /// A path on the front end (starting with one `/`) passed on to `oauth.success_redirect`.
-    #[param(example = "/settings/security")]
+    /// A path on the front end (starting with one `/`, no `\`, at most 512 bytes) passed on
+    /// to `oauth.success_redirect`.
+    #[param(example = "/settings/security", pattern = r"^/(?:[^/\\][^\\]*)?$", max_length = 512)]
     redirect_to: Option<String>,
 }
 

@@ -42,9 +42,10 @@ pub async fn get_me(
 pub struct UpdateMeBody {
     /// 1–100 characters, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100)]
     display_name: Option<Option<String>>,
     /// 3–50 letters, digits, `.`, `_`, `-`.
+    #[schema(min_length = 3, max_length = 50)]
     username: Option<String>,
 }
 
@@ -106,7 +107,7 @@ pub struct ChangePasswordBody {
     #[schema(value_type = String, format = Password)]
     current_password: SecretString,
     /// 8–128 characters, not the email, not a common password.
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     new_password: SecretString,
 }
 
