@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::http::dto::UserBody;
 use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
-use crate::http::problems::{Internal, RateLimited, Unauthorized};
+use crate::http::problems::{Internal, MalformedQuery, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// The largest file accepted, in bytes (5 MiB).
@@ -149,6 +149,7 @@ pub struct AvatarQuery {
                 ("X-Content-Type-Options" = String, description = "`nosniff`."),
             )),
         (status = 304, description = "The `If-None-Match` validator is current."),
+        (status = 400, response = MalformedQuery),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such user, or no avatar (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(GetAvatarError::NotFound)))))),
         (status = 429, response = RateLimited),

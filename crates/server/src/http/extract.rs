@@ -79,8 +79,8 @@ fn form_error(error: UrlencodedError) -> ApiError {
     }
 }
 
-/// A JSON body that may be left out entirely (no `Content-Type`, no body), as when a
-/// browser refreshes with its cookie. A body that is sent is held to the same rules as
+/// A JSON body that may be left out entirely (no `Content-Type`, no body, or `null`), as when
+/// a browser refreshes with its cookie. A body that is sent is held to the same rules as
 /// [`web::Json`].
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub Option<T>);
@@ -90,7 +90,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
     #[allow(clippy::type_complexity)]
     type Future = Either<
         Ready<Result<Self, actix_web::Error>>,
-        MapOk<<web::Json<T> as FromRequest>::Future, fn(web::Json<T>) -> Self>,
+        MapOk<<web::Json<Option<T>> as FromRequest>::Future, fn(web::Json<Option<T>>) -> Self>,
     >;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
@@ -103,8 +103,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
         if no_body {
             return Either::Left(ready(Ok(OptionalJson(None))));
         }
-        let wrap: fn(web::Json<T>) -> Self = |json| OptionalJson(Some(json.into_inner()));
-        Either::Right(web::Json::<T>::from_request(req, payload).map_ok(wrap))
+        // A literal `null` body means no body, as leaving it out does.
+        let wrap: fn(web::Json<Option<T>>) -> Self = |json| OptionalJson(json.into_inner());
+        Either::Right(web::Json::<Option<T>>::from_request(req, payload).map_ok(wrap))
     }
 }
 
@@ -231,5 +232,24 @@ mod tests {
     #[allow(dead_code)]
     struct Needs {
         email: String,
+    }
+
+    async fn optional_body(request: TestRequest) -> Result<Option<String>, String> {
+        let (req, mut payload) = request.to_http_parts();
+        OptionalJson::<Needs>::from_request(&req, &mut payload)
+            .await
+            .map(|OptionalJson(body)| body.map(|needs| needs.email))
+            .map_err(|e| e.to_string())
+    }
+
+    #[actix_web::test]
+    async fn an_optional_body_may_be_absent_or_null_but_not_malformed() {
+        let json = || TestRequest::default().insert_header((header::CONTENT_TYPE, "application/json"));
+
+        assert_eq!(optional_body(TestRequest::default()).await, Ok(None), "no body at all");
+        assert_eq!(optional_body(json().set_payload("null")).await, Ok(None), "a null body");
+        assert_eq!(optional_body(json().set_payload(r#"{"email": "a@b.c"}"#)).await, Ok(Some("a@b.c".to_owned())));
+        assert!(optional_body(json().set_payload("{")).await.is_err(), "a malformed body is still refused");
+        assert!(optional_body(json().set_payload("{}")).await.is_err(), "a sent body keeps its rules");
     }
 }

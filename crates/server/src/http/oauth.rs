@@ -22,7 +22,9 @@ use crate::http::cookies::{self, CookieQuery};
 use crate::http::dto::TokenPairBody;
 use crate::http::error::{ApiError, ErrorKind, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
-use crate::http::problems::{BodyTooLarge, Internal, InvalidFields, NotJson, RateLimited, Unauthorized};
+use crate::http::problems::{
+    BodyTooLarge, Internal, InvalidFields, MalformedQuery, NotJson, RateLimited, Unauthorized,
+};
 use crate::state::AppState;
 
 /// The state cookie's name.
@@ -68,6 +70,7 @@ pub struct AuthorizeQuery {
     params(("provider" = String, Path, description = "`google` or `github`", example = "github"), AuthorizeQuery),
     responses(
         (status = 302, description = "To the provider's authorization page."),
+        (status = 400, response = MalformedQuery),
         (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
         (status = 422, description = "`redirect_to` is not a relative path (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("redirect_to", "invalid_format", "redirect_to must be a path like /home"))))))),
         (status = 429, response = RateLimited),
@@ -132,7 +135,7 @@ pub struct CallbackQuery {
     responses(
         (status = 200, description = "Signed in (no `oauth.success_redirect`).", body = TokenPairBody),
         (status = 302, description = "To `oauth.success_redirect` with `?code=` or `?error=`."),
-        (status = 400, description = "Bad, missing, expired or replayed state, a provider error, or an answer that fails verification (`invalid_token`).", body = Problem, content_type = "application/problem+json", examples(("invalid_state" = (value = json!(problem_example(OAuthError::InvalidState)))), ("provider_error" = (value = json!(problem_example(ApiError::new(ErrorKind::InvalidToken, "The provider refused the sign-in: access_denied."))))), ("rejected" = (value = json!(problem_example(OAuthError::Rejected("the ID token's nonce does not match".to_owned()))))))),
+        (status = 400, description = "Bad, missing, expired or replayed state, a provider error, or an answer that fails verification (`invalid_token`); a query parameter given twice (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_state" = (value = json!(problem_example(OAuthError::InvalidState)))), ("provider_error" = (value = json!(problem_example(ApiError::new(ErrorKind::InvalidToken, "The provider refused the sign-in: access_denied."))))), ("rejected" = (value = json!(problem_example(OAuthError::Rejected("the ID token's nonce does not match".to_owned()))))), ("malformed_query" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: duplicate field `state`"))))))),
         (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))))),
         (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
         (status = 409, description = "The provider's email is unverified and belongs to an account (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(OAuthError::UnverifiedEmail)))))),

@@ -61,21 +61,22 @@ shared_problems! {
     /// 400 `malformed_request`: a JSON body that does not parse, or a query parameter that
     /// does not parse as its type.
     MalformedJsonOrQuery,
-    "The body is not valid JSON, or a query parameter does not parse as its type (`malformed_request`).",
+    "The body is not valid JSON, or a query parameter does not parse as its type or is given twice (`malformed_request`).",
     [
         "malformed_request" => ApiError::new(ErrorKind::MalformedRequest, "The body is not valid JSON: expected `,` or `}` at line 1 column 29"),
         "malformed_query" => ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: provided string was not `true` or `false`"),
     ];
 
-    /// 400 `malformed_request`: a query parameter that does not parse as its type.
+    /// 400 `malformed_request`: a query parameter that does not parse as its type, or is
+    /// given twice.
     MalformedQuery,
-    "A query parameter does not parse as its type (`malformed_request`).",
+    "A query parameter does not parse as its type, or is given twice (`malformed_request`).",
     ["malformed_request" => ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: provided string was not `true` or `false`")];
 
     /// 400 `malformed_request`: a page query with a parameter that does not parse or a cursor
     /// this server did not issue.
     MalformedPageQuery,
-    "A query parameter that does not parse as its type (a `limit` that is not a number, a malformed id or time), or a `cursor` this server did not issue for this list (`malformed_request`).",
+    "A query parameter that does not parse as its type (a `limit` that is not a number, a malformed id or time) or is given twice, or a `cursor` this server did not issue for this list (`malformed_request`).",
     [
         "malformed_request" => ApiError::new(ErrorKind::MalformedRequest, "The cursor is not one this server issued for this list."),
         "malformed_query" => ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: invalid digit found in string"),
