@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run worker test lint fmt migrate docker deps bench bench-flood seed openapi config-check docker-config
+.PHONY: help run worker test lint fmt migrate docker deps bench bench-flood api-fuzz seed openapi config-check docker-config
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ bench: ## Benchmarks (admin list on PostgreSQL, seeds 1,000,000 users once; logi
 
 bench-flood: ## Only the login-flood backpressure benchmark; results in bench-results/login-flood.md
 	$(CARGO) bench -p gatehouse-tests --bench login_flood
+
+api-fuzz: ## Fuzz the running API against openapi.json with Schemathesis (PyPI; API_FUZZ_SECS, default 300)
+	@scripts/api-fuzz.sh $${API_FUZZ_SECS:-300}
 
 seed: ## Add 10,000 realistic users to DATABASE_URL (SEED_USERS=n for more)
 	$(CARGO) run -p gatehouse-server --bin gatehouse -- seed --users $${SEED_USERS:-10000}

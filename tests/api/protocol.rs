@@ -70,6 +70,17 @@ async fn a_wrong_method_is_a_method_not_allowed_problem(backend: Backend) {
 
     let response = app.client.delete(app.url("/health/live")).send().await.expect("sent");
     assert_problem(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+
+    // `/users/{id}/avatar` would take `me` as an id; the path names `/users/me/avatar`, which
+    // has no GET. A malformed id elsewhere is still a 404.
+    app.register_user("ada@example.com").await;
+    let token = app.access_token("ada@example.com").await;
+    let response = app.get("/api/v1/users/me/avatar", Some(&token)).await;
+    let allow = response.headers().get("allow").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_problem(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    assert_eq!(allow.as_deref(), Some("PUT, DELETE"));
+    let response = app.get("/api/v1/users/not-an-id/avatar", Some(&token)).await;
+    assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
 }
 
 async fn every_response_carries_a_request_id(backend: Backend) {

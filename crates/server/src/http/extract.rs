@@ -15,8 +15,8 @@ use gatehouse_domain::services::sessions::Principal;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
-use crate::http::client_ip;
 use crate::http::error::{ApiError, ErrorKind};
+use crate::http::{client_ip, unrouted};
 use crate::state::AppState;
 
 /// The longest `User-Agent` kept on sessions and audit events, in characters.
@@ -122,11 +122,14 @@ pub fn query_config() -> web::QueryConfig {
     })
 }
 
-/// Path parameters that do not parse (a malformed id) answer 404: no such resource.
+/// Path parameters that do not parse (a malformed id) answer 404: no such resource; or 405
+/// when the path names a more specific resource that lacks the method (see [`unrouted`]).
 #[must_use]
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default()
-        .error_handler(|_: PathError, _| ApiError::new(ErrorKind::NotFound, "No such resource.").into())
+    web::PathConfig::default().error_handler(|error: PathError, req| match req.app_data::<web::Data<AppState>>() {
+        Some(state) => actix_web::error::InternalError::from_response(error, unrouted(req, &state.routes)).into(),
+        None => ApiError::new(ErrorKind::NotFound, "No such resource.").into(),
+    })
 }
 
 /// The verified bearer of the request's access token.

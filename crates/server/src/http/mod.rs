@@ -83,7 +83,14 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
 /// Unmatched requests: 405 with `Allow` when the path exists for other methods (as the
 /// OpenAPI document knows), 404 otherwise. Always a problem body.
 pub async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let allowed = state.routes.allowed_methods(req.path());
+    unrouted(&req, &state.routes)
+}
+
+/// The answer to a request no handler takes: see [`fallback`]. Also used when a path
+/// parameter does not parse, so `GET /users/me/avatar` (which `/users/{id}/avatar` would take
+/// with an id of `me`) is a 405 naming the methods of `/users/me/avatar`.
+pub fn unrouted(req: &HttpRequest, routes: &openapi::RouteTable) -> HttpResponse {
+    let allowed = routes.allowed_methods(req.path());
     if allowed.is_empty() || allowed.contains(req.method()) {
         return actix_web::ResponseError::error_response(&ApiError::new(ErrorKind::NotFound, "No such resource."));
     }

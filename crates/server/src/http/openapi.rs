@@ -109,16 +109,25 @@ impl RouteTable {
             .map(|(template, _)| template.join("/"))
     }
 
-    /// The methods documented for the path, `{param}` segments matching anything.
+    /// The methods documented for the path, `{param}` segments matching anything. Where
+    /// several templates match, the most specific ones name the resource: `/users/me/avatar`
+    /// is that resource, not `/users/{id}/avatar` with an id of `me`.
     #[must_use]
     pub fn allowed_methods(&self, path: &str) -> Vec<Method> {
         let segments: Vec<&str> = path.split('/').collect();
-        self.0
+        let literals = |template: &[String]| template.iter().filter(|t| !t.starts_with('{')).count();
+        let matching: Vec<_> = self
+            .0
             .iter()
             .filter(|(template, _)| {
                 template.len() == segments.len()
                     && template.iter().zip(&segments).all(|(t, s)| t.starts_with('{') || t == s)
             })
+            .collect();
+        let most_specific = matching.iter().map(|(template, _)| literals(template)).max();
+        matching
+            .into_iter()
+            .filter(|(template, _)| Some(literals(template)) == most_specific)
             .flat_map(|(_, methods)| methods.iter().cloned())
             .collect()
     }
@@ -685,5 +694,12 @@ mod tests {
         )]);
         assert_eq!(table.allowed_methods("/api/v1/users/123"), vec![Method::GET, Method::DELETE]);
         assert!(table.allowed_methods("/api/v1/users/123/extra").is_empty());
+    }
+
+    #[test]
+    fn a_literal_path_allows_only_its_own_methods() {
+        let table = RouteTable::from_document(&document());
+        assert_eq!(table.allowed_methods("/api/v1/users/me/avatar"), vec![Method::PUT, Method::DELETE]);
+        assert_eq!(table.allowed_methods("/api/v1/users/42/avatar"), vec![Method::GET]);
     }
 }
