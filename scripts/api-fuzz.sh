@@ -54,6 +54,7 @@ token=$(curl -fsS -X POST "$base/api/v1/auth/login" -H 'Content-Type: applicatio
 # are valid by their schema and rightly refused. /users/{id} is left out so the fuzzer does
 # not delete or disable the admin whose token it uses.
 status=0
+cd "$work" # Schemathesis keeps its cache (.schemathesis/) in the working directory.
 "$venv/bin/schemathesis" run "$root/openapi.json" --url "$base" \
   -H "Authorization: Bearer $token" \
   --checks all --exclude-checks positive_data_acceptance \
