@@ -3,7 +3,8 @@
 # Schemathesis: tens of thousands of generated requests, valid and invalid, checked for
 # server errors (5xx), undocumented status codes, responses that break their schema, wrong
 # content types and wrong `Allow` headers. Not part of `make test`: it needs PyPI once and
-# takes minutes. Usage: scripts/api-fuzz.sh [seconds, default 300]
+# takes minutes. Usage: scripts/api-fuzz.sh [seconds, default 300]; API_FUZZ_PHASES picks the
+# Schemathesis phases (default examples,coverage,fuzzing).
 #
 # The server runs from a debug build on a throwaway SQLite database with limits and lockout
 # off (the fuzzer would trip them, which the test suite already covers) and a bootstrap
@@ -58,7 +59,7 @@ cd "$work" # Schemathesis keeps its cache (.schemathesis/) in the working direct
 "$venv/bin/schemathesis" run "$root/openapi.json" --url "$base" \
   -H "Authorization: Bearer $token" \
   --checks all --exclude-checks positive_data_acceptance \
-  --phases examples,coverage,fuzzing --max-time "$budget" --seed 1 \
+  --phases "${API_FUZZ_PHASES:-examples,coverage,fuzzing}" --max-time "$budget" --seed 1 \
   --exclude-path-regex '^/api/v1/users/\{id\}$' \
   --report junit --report-dir "$work/report" | tee "$work/schemathesis.log" || status=$?
 
