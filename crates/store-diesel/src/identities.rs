@@ -13,7 +13,7 @@ use gatehouse_domain::ports::{
 use gatehouse_domain::{Email, NewActivity, UserId};
 
 use crate::activity::{NewActivityRow, insert_activity};
-use crate::connection::write_transaction;
+use crate::connection::{AnyConnection, write_transaction};
 use crate::database::Database;
 use crate::schema::{oauth_identities, oauth_spent_states, one_time_tokens, users};
 use crate::tokens::{NewTokenRow, spend_token};
@@ -33,14 +33,52 @@ impl DieselIdentityRepository {
     }
 }
 
+/// A row of `oauth_identities`.
 #[derive(Debug, Queryable, Insertable)]
 #[diesel(table_name = oauth_identities)]
-struct IdentityRow {
+pub(crate) struct IdentityRow {
     provider: String,
     provider_user_id: String,
     user_id: DbUuid,
     email: Option<String>,
     linked_at: DbTime,
+}
+
+impl From<Identity> for IdentityRow {
+    fn from(identity: Identity) -> Self {
+        Self {
+            provider: identity.provider,
+            provider_user_id: identity.provider_user_id,
+            user_id: DbUuid(*identity.user_id.as_uuid()),
+            email: identity.email.map(|e| e.as_ref().to_owned()),
+            linked_at: DbTime(identity.linked_at),
+        }
+    }
+}
+
+/// Whether the provider account of `row` is linked to some user already.
+pub(crate) fn identity_linked(connection: &mut AnyConnection, row: &IdentityRow) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(oauth_identities::table.find((&row.provider, &row.provider_user_id))))
+        .get_result(connection)
+}
+
+/// Inserts `row` and records `event`. Must run inside [`write_transaction`].
+pub(crate) fn insert_identity(
+    connection: &mut AnyConnection,
+    row: &IdentityRow,
+    event: &NewActivityRow,
+) -> QueryResult<()> {
+    diesel::insert_into(oauth_identities::table).values(row).execute(connection)?;
+    insert_activity(connection, event)
+}
+
+/// Whether `error` is a unique violation on `oauth_identities` (a link that raced another).
+pub(crate) fn is_identity_conflict(error: &DieselError) -> bool {
+    let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = error else {
+        return false;
+    };
+    info.constraint_name().is_some_and(|name| name.starts_with("oauth_identities"))
+        || info.message().contains("oauth_identities.")
 }
 
 impl IdentityRow {
@@ -101,25 +139,17 @@ impl IdentityRepository for DieselIdentityRepository {
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %identity.user_id, provider = %identity.provider), err)]
     async fn link(&self, identity: Identity, event: NewActivity) -> Result<(), LinkIdentityError> {
-        let row = IdentityRow {
-            provider: identity.provider,
-            provider_user_id: identity.provider_user_id,
-            user_id: DbUuid(*identity.user_id.as_uuid()),
-            email: identity.email.map(|e| e.as_ref().to_owned()),
-            linked_at: DbTime(identity.linked_at),
-        };
+        let row = IdentityRow::from(identity);
         let event = NewActivityRow::new(&event)?;
         self.db
             .run(move |connection| {
-                write_transaction(connection, |connection| {
-                    diesel::insert_into(oauth_identities::table).values(&row).execute(connection)?;
-                    insert_activity(connection, &event)
-                })
-                .map_err(|e| match e {
-                    DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                        LinkIdentityError::AlreadyLinked
+                write_transaction(connection, |connection| insert_identity(connection, &row, &event)).map_err(|e| {
+                    match e {
+                        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                            LinkIdentityError::AlreadyLinked
+                        }
+                        other => LinkIdentityError::Unexpected(anyhow::Error::new(other).context("could not link")),
                     }
-                    other => LinkIdentityError::Unexpected(anyhow::Error::new(other).context("could not link")),
                 })
             })
             .await

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use gatehouse_domain::ports::{
-    AvatarChange, CreateUserError, PasswordHash, ProfileChanges, SoftDeleted, TokenHash, TokenKind, TokenMail,
-    UpdateUserError, UseTokenError, UserRepository,
+    AccountCompanion, AvatarChange, CreateUserError, PasswordHash, ProfileChanges, SoftDeleted, TokenHash, TokenKind,
+    TokenMail, UpdateUserError, UseTokenError, UserRepository,
 };
 use gatehouse_domain::{
     Avatar, AvatarFormat, AvatarKey, Credentials, DisplayName, Email, NewActivity, NewUser, OutgoingEmail, Role,
@@ -28,6 +28,7 @@ use crate::activity::{NewActivityRow, insert_activity};
 use crate::admins::{admins_remain, is_active_admin, lock_admins};
 use crate::connection::{AnyConnection, write_transaction};
 use crate::database::Database;
+use crate::identities::{IdentityRow, identity_linked, insert_identity, is_identity_conflict};
 use crate::outbox::{NewEmailRow, insert_email};
 use crate::schema::{user_roles, users};
 use crate::sessions::revoke_sessions;
@@ -339,20 +340,37 @@ impl UserRepository for DieselUserRepository {
         &self,
         user: NewUser,
         event: NewActivity,
-        verification: Option<TokenMail>,
+        companion: AccountCompanion,
     ) -> Result<User, CreateUserError> {
         let row = NewUserRow::from(&user);
         let roles: BTreeSet<Role> = user.roles.iter().copied().chain([Role::User]).collect();
         let event = NewActivityRow::new(&event)?;
-        let verification = verification.as_ref().map(TokenMailRows::new).transpose()?;
+        let (verification, identity) = match companion {
+            AccountCompanion::Nothing => (None, None),
+            AccountCompanion::Verification(mail) => (Some(TokenMailRows::new(&mail)?), None),
+            AccountCompanion::Identity(identity, linked) => {
+                (None, Some((IdentityRow::from(identity), NewActivityRow::new(&linked)?)))
+            }
+        };
         self.db
             .run(move |connection| {
                 let outcome = write_transaction(connection, |connection| {
-                    insert_user(connection, &row, &roles, &event, verification.as_ref())
+                    if let Some((identity, _)) = &identity
+                        && identity_linked(connection, identity)?
+                    {
+                        return Ok(Err(CreateUserError::IdentityTaken));
+                    }
+                    let inserted = insert_user(connection, &row, &roles, &event, verification.as_ref())?;
+                    if inserted.is_ok()
+                        && let Some((identity, linked)) = &identity
+                    {
+                        insert_identity(connection, identity, linked)?;
+                    }
+                    Ok(inserted.map_err(CreateUserError::from))
                 });
                 match outcome {
                     Ok(Ok((stored, roles))) => Ok(stored.into_user(roles)?.0),
-                    Ok(Err(conflict)) => Err(conflict.into()),
+                    Ok(Err(refusal)) => Err(refusal),
                     // Racing inserts pass the pre-check and meet at the unique index instead. If
                     // the winner also took the email, that is the error to report.
                     Err(error) => match conflict_in(&error) {
@@ -363,6 +381,7 @@ impl UserRepository for DieselUserRepository {
                             Err(CreateUserError::EmailTaken)
                         }
                         Some(conflict) => Err(conflict.into()),
+                        None if is_identity_conflict(&error) => Err(CreateUserError::IdentityTaken),
                         None => Err(anyhow::Error::new(error).context("could not insert the user").into()),
                     },
                 }
@@ -845,6 +864,34 @@ mod tests {
             .expect("the inserts run");
 
         assert_eq!(conflicts, vec![None, Some(Conflict::Email), Some(Conflict::Username)]);
+
+        let ada = db
+            .run(|connection| anyhow::Ok(users::table.select(users::id).first::<DbUuid>(connection)?))
+            .await
+            .expect("ada is stored");
+        let identity = |user_id: DbUuid| gatehouse_domain::ports::Identity {
+            provider: "github".to_owned(),
+            provider_user_id: "42".to_owned(),
+            user_id: UserId::from_uuid(user_id.0),
+            email: None,
+            linked_at: Utc::now(),
+        };
+        let (first, again) = (IdentityRow::from(identity(ada)), IdentityRow::from(identity(ada)));
+        let identity_conflicts = db
+            .run(move |connection| {
+                let outcomes: Vec<bool> = [first, again]
+                    .iter()
+                    .map(|row| {
+                        diesel::insert_into(crate::schema::oauth_identities::table).values(row).execute(connection)
+                    })
+                    .map(|outcome| outcome.err().as_ref().is_some_and(is_identity_conflict))
+                    .collect();
+                anyhow::Ok(outcomes)
+            })
+            .await
+            .expect("the inserts run");
+
+        assert_eq!(identity_conflicts, vec![false, true], "a second link of one provider account");
     }
 
     #[tokio::test]
@@ -891,7 +938,7 @@ mod tests {
             &gatehouse_domain::RequestContext::default(),
             contender.created_at,
         );
-        let outcome = db.users().create(contender, event, None).await;
+        let outcome = db.users().create(contender, event, AccountCompanion::Nothing).await;
 
         blocker.join().expect("the blocker does not panic").expect("the blocker commits");
         outcome

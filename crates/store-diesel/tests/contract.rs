@@ -13,9 +13,10 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use futures::future::join_all;
 use gatehouse_domain::pagination::PageLimit;
 use gatehouse_domain::ports::{
-    ActivityQuery, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, Identity, LinkIdentityError,
-    NewOneTimeToken, PasswordHash, ProfileChanges, Rotation, SessionRepository, TokenHash, TokenKind, TokenMail,
-    UnlinkIdentityError, UpdateUserError, UseTokenError, UserCursor, UserQuery, UserRepository, UserSort,
+    AccountCompanion, ActivityQuery, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, Identity,
+    LinkIdentityError, NewOneTimeToken, PasswordHash, ProfileChanges, Rotation, SessionRepository, TokenHash,
+    TokenKind, TokenMail, UnlinkIdentityError, UpdateUserError, UseTokenError, UserCursor, UserQuery, UserRepository,
+    UserSort,
 };
 use gatehouse_domain::{
     ActivityAction, Avatar, AvatarFormat, AvatarKey, DisplayName, Email, EmailContent, EmailId, NewActivity,
@@ -75,7 +76,7 @@ trait Register {
 impl Register for dyn UserRepository {
     async fn register(&self, user: NewUser) -> Result<User, CreateUserError> {
         let event = registered(&user);
-        self.create(user, event, None).await
+        self.create(user, event, AccountCompanion::Nothing).await
     }
 }
 
@@ -1606,7 +1607,7 @@ async fn registered_with_verification(db: &Database, raw_email: &str, hash: &str
     let new = new_user(raw_email, &raw_email.replace(['@', '.'], "_"));
     let event = registered(&new);
     let mail = token_mail(new.id, raw_email, TokenKind::EmailVerification, hash, Utc::now(), Duration::hours(24));
-    db.users().create(new, event, Some(mail)).await.expect("the user is created")
+    db.users().create(new, event, AccountCompanion::Verification(mail)).await.expect("the user is created")
 }
 
 async fn a_registration_stores_its_verification_token_and_queues_its_mail_or_neither(test_db: TestDatabase) {
@@ -1619,7 +1620,7 @@ async fn a_registration_stores_its_verification_token_and_queues_its_mail_or_nei
         .create(
             new_user("ada@example.com", "other"),
             registered(&new_user("x@example.com", "xyz")),
-            Some(token_mail(
+            AccountCompanion::Verification(token_mail(
                 UserId::generate(),
                 "ada@example.com",
                 TokenKind::EmailVerification,
@@ -2144,6 +2145,42 @@ async fn identities_link_once_and_unlink_only_while_another_way_to_sign_in_remai
     assert_eq!(identities.list(id).await.expect("listed").len(), 1);
 }
 
+async fn an_account_made_by_a_provider_sign_up_is_created_with_its_identity_or_not_at_all(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let mut ada = new_user("ada@example.com", "ada");
+    ada.password_hash = None;
+    let ada_id = ada.id;
+    let github = identity("github", "42", ada_id);
+    let companion = AccountCompanion::Identity(github.clone(), linked(ada_id, ActivityAction::OAuthLinked));
+    let event = registered(&ada);
+    db.users().create(ada, event, companion).await.expect("created with its identity");
+
+    // Another sign-up with the same provider account (a race lost at the pre-check or the key).
+    let mut rival = new_user("rival@example.com", "rival");
+    rival.password_hash = None;
+    let rival_id = rival.id;
+    let stolen =
+        AccountCompanion::Identity(identity("github", "42", rival_id), linked(rival_id, ActivityAction::OAuthLinked));
+    let event = registered(&rival);
+    let refused = db.users().create(rival, event, stolen).await;
+
+    assert_eq!(db.identities().find("github", "42").await.expect("found"), Some(github));
+    assert!(matches!(refused, Err(CreateUserError::IdentityTaken)), "{refused:?}");
+    assert!(db.users().find_by_id(rival_id).await.expect("looked up").is_none(), "no account without its identity");
+    let actions = |user_id| {
+        let log = db.activity();
+        async move {
+            let query = ActivityQuery { user_id: Some(user_id), ..ActivityQuery::default() };
+            let mut actions: Vec<ActivityAction> =
+                log.list(query).await.expect("listed").items.into_iter().map(|event| event.action).collect();
+            actions.sort_by_key(|action| action.as_str());
+            actions
+        }
+    };
+    assert_eq!(actions(ada_id).await, [ActivityAction::OAuthLinked, ActivityAction::UserRegistered]);
+    assert!(actions(rival_id).await.is_empty(), "a refused sign-up records nothing");
+}
+
 async fn oauth_states_and_login_codes_are_single_use(test_db: TestDatabase) {
     let db = migrated(&test_db).await;
     let user = db.users().register(new_user("ada@example.com", "ada")).await.expect("created");
@@ -2197,6 +2234,7 @@ macro_rules! contract {
 
 contract!(
     identities_link_once_and_unlink_only_while_another_way_to_sign_in_remains,
+    an_account_made_by_a_provider_sign_up_is_created_with_its_identity_or_not_at_all,
     oauth_states_and_login_codes_are_single_use,
     a_created_user_is_found_again_with_every_field,
     a_user_created_without_roles_or_password_gets_the_user_role,

@@ -39,7 +39,9 @@ pub use rate_limits::{RateDecision, RateLimiter};
 pub use revocations::RevocationList;
 pub use sessions::{Rotation, SessionRepository};
 pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, TokenHash};
-pub use users::{AvatarChange, CreateUserError, ProfileChanges, SoftDeleted, UpdateUserError, UserRepository};
+pub use users::{
+    AccountCompanion, AvatarChange, CreateUserError, ProfileChanges, SoftDeleted, UpdateUserError, UserRepository,
+};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use activity::MockActivityLog;

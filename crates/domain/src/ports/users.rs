@@ -9,9 +9,21 @@ use crate::activity::NewActivity;
 use crate::avatar::{Avatar, AvatarKey};
 use crate::email::OutgoingEmail;
 use crate::ids::{SessionId, UserId};
-use crate::ports::{PasswordHash, TokenHash, TokenMail, UseTokenError};
+use crate::ports::{Identity, PasswordHash, TokenHash, TokenMail, UseTokenError};
 use crate::user::{Credentials, NewUser, User};
 use crate::values::{DisplayName, Email, Username};
+
+/// What is written together with a new account, in the same transaction.
+#[derive(Debug, Clone)]
+pub enum AccountCompanion {
+    /// Nothing more (an account an admin creates).
+    Nothing,
+    /// The verification token and its email (self-registration).
+    Verification(TokenMail),
+    /// The provider identity the account signs in with, and the event recording the link
+    /// (sign-up through a provider): an account never exists without the identity that made it.
+    Identity(Identity, NewActivity),
+}
 
 /// Why a user could not be inserted.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +34,10 @@ pub enum CreateUserError {
     /// A non-deleted user already has this username (compared case-insensitively).
     #[error("the username is already taken")]
     UsernameTaken,
+    /// The companion identity is linked already (another sign-up through the same provider
+    /// account won a race).
+    #[error("the identity is already linked")]
+    IdentityTaken,
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -85,21 +101,22 @@ pub struct SoftDeleted {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait UserRepository: Send + Sync {
-    /// Inserts a user and their roles (always including `user`), records `event`, and, when
-    /// given, stores the verification token and queues its email, in one transaction; returns
-    /// the user as stored.
+    /// Inserts a user and their roles (always including `user`), records `event`, and writes
+    /// `companion` (a verification token and its email, or a linked identity and its event),
+    /// in one transaction; returns the user as stored.
     ///
     /// # Errors
     ///
     /// MUST return [`CreateUserError::EmailTaken`] when a non-deleted user has the same
     /// email ignoring case, and [`CreateUserError::UsernameTaken`] likewise for the
     /// username, also when two inserts race: exactly one of them succeeds. The email check
-    /// wins when both collide.
+    /// wins when both collide. MUST return [`CreateUserError::IdentityTaken`] when the
+    /// companion identity is linked already. Each writes nothing.
     async fn create(
         &self,
         user: NewUser,
         event: NewActivity,
-        verification: Option<TokenMail>,
+        companion: AccountCompanion,
     ) -> Result<User, CreateUserError>;
 
     /// The non-deleted user with this id.

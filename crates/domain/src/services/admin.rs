@@ -8,7 +8,8 @@ use crate::activity::{ActivityAction, NewActivity};
 use crate::ids::UserId;
 use crate::pagination::Page;
 use crate::ports::{
-    AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, PasswordHash, UserCursor, UserQuery, from_hash_error,
+    AccountCompanion, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, PasswordHash, UserCursor,
+    UserQuery, from_hash_error,
 };
 use crate::services::auth::AuthSettings;
 use crate::services::sessions::Principal;
@@ -84,6 +85,7 @@ impl From<CreateUserError> for AdminError {
         match e {
             CreateUserError::EmailTaken => Self::EmailTaken,
             CreateUserError::UsernameTaken => Self::UsernameTaken,
+            CreateUserError::IdentityTaken => Self::Unexpected(anyhow::anyhow!("no identity was given")),
             CreateUserError::Unexpected(e) => Self::Unexpected(e),
         }
     }
@@ -348,7 +350,7 @@ impl AdminService {
             actor_id: actor.or(Some(id)),
             ..NewActivity::by_user(id, ActivityAction::UserRegistered, context, now)
         };
-        Ok(create_account(&self.ports, draft, now, event, |_| None).await?)
+        Ok(create_account(&self.ports, draft, now, event, |_| AccountCompanion::Nothing).await?)
     }
 }
 
@@ -509,8 +511,8 @@ mod tests {
         let mut users = MockUserRepository::new();
         users
             .expect_create()
-            .withf(move |user, event, mail| {
-                mail.is_none()
+            .withf(move |user, event, companion| {
+                matches!(companion, AccountCompanion::Nothing)
                     && user.roles == vec![Role::User, Role::Admin]
                     && user.password_hash.is_none()
                     && user.email_verified_at == Some(now())

@@ -8,7 +8,8 @@ use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::{EmailId, SessionId, UserId};
 use crate::pagination::PageLimit;
 use crate::ports::{
-    ActivityQuery, CreateUserError, PasswordCheck, TokenKind, TokenMail, UseTokenError, from_hash_error,
+    AccountCompanion, ActivityQuery, CreateUserError, PasswordCheck, TokenKind, TokenMail, UseTokenError,
+    from_hash_error,
 };
 use crate::services::{AccountDraft, Ports, create_account, new_token, recipient_name, start_session};
 use crate::session::RequestContext;
@@ -207,11 +208,12 @@ impl AuthService {
                 content,
                 created_at: now,
             };
-            Some(TokenMail { token, email })
+            AccountCompanion::Verification(TokenMail { token, email })
         };
         let user = create_account(&self.ports, draft, now, event, mail).await.map_err(|e| match e {
             CreateUserError::EmailTaken => RegisterError::EmailTaken,
             CreateUserError::UsernameTaken => RegisterError::UsernameTaken,
+            CreateUserError::IdentityTaken => RegisterError::Unexpected(anyhow::anyhow!("no identity was given")),
             CreateUserError::Unexpected(e) => RegisterError::Unexpected(e),
         })?;
         tracing::Span::current().record("user_id", tracing::field::display(user.id));
@@ -620,14 +622,14 @@ mod tests {
         let mut users = MockUserRepository::new();
         users
             .expect_create()
-            .withf(|u, event, mail| {
+            .withf(|u, event, companion| {
                 event.action == ActivityAction::UserRegistered
                     && u.password_hash == Some(hash())
                     && u.roles == vec![Role::User]
                     && u.username.as_ref() == "ada"
                     && u.email_verified_at.is_none()
                     && u.created_at == now()
-                    && mail.as_ref().is_some_and(|mail| {
+                    && matches!(companion, AccountCompanion::Verification(mail) if {
                         mail.token.kind == TokenKind::EmailVerification
                             && mail.token.user_id == u.id
                             && mail.token.hash.as_str() == "verification-hash"
@@ -678,10 +680,10 @@ mod tests {
             .returning(|_, _, _| Err(CreateUserError::UsernameTaken));
         users
             .expect_create()
-            .withf(|u, _, mail| {
+            .withf(|u, _, companion| {
                 u.username.as_ref().starts_with("ada-")
                     && u.username.as_ref().len() == 8
-                    && mail.as_ref().is_some_and(|m| m.email.recipient_name == u.username.as_ref())
+                    && matches!(companion, AccountCompanion::Verification(m) if m.email.recipient_name == u.username.as_ref())
             })
             .times(1)
             .in_sequence(&mut seq)

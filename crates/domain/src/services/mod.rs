@@ -23,9 +23,9 @@ use crate::avatar::Avatar;
 use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::{EmailId, SessionId, UserId};
 use crate::ports::{
-    AccessClaims, AccessTokens, ActivityLog, AvatarProcessor, AvatarStore, Clock, CreateUserError, NewOneTimeToken,
-    OneTimeTokenRepository, OpaqueToken, OpaqueTokens, PasswordHash, PasswordHasher, RevocationList, SessionRepository,
-    TokenKind, TokenMail, UserDirectory, UserRepository,
+    AccessClaims, AccessTokens, AccountCompanion, ActivityLog, AvatarProcessor, AvatarStore, Clock, CreateUserError,
+    NewOneTimeToken, OneTimeTokenRepository, OpaqueToken, OpaqueTokens, PasswordHash, PasswordHasher, RevocationList,
+    SessionRepository, TokenKind, UserDirectory, UserRepository,
 };
 use crate::services::auth::AuthSettings;
 use crate::session::RequestContext;
@@ -77,15 +77,15 @@ pub(crate) struct AccountDraft {
     pub email_verified_at: Option<DateTime<Utc>>,
 }
 
-/// Inserts an account, recording `event(id)` with it and storing `mail(user)` (a
-/// verification token and its email), all in one transaction. A chosen username that is
-/// taken is an error; a derived one is retried with a random suffix.
+/// Inserts an account, recording `event(id)` with it and writing `companion(user)` (a
+/// verification token and its email, or a linked identity), all in one transaction. A chosen
+/// username that is taken is an error; a derived one is retried with a random suffix.
 async fn create_account(
     ports: &Ports,
     draft: AccountDraft,
     now: DateTime<Utc>,
     event: impl Fn(UserId) -> NewActivity,
-    mail: impl Fn(&NewUser) -> Option<TokenMail>,
+    companion: impl Fn(&NewUser) -> AccountCompanion,
 ) -> Result<User, CreateUserError> {
     let id = UserId::generate();
     for attempt in 0..DERIVED_USERNAME_ATTEMPTS {
@@ -104,8 +104,8 @@ async fn create_account(
             email_verified_at: draft.email_verified_at,
             created_at: now,
         };
-        let mail = mail(&new_user);
-        match ports.users.create(new_user, event(id), mail).await {
+        let companion = companion(&new_user);
+        match ports.users.create(new_user, event(id), companion).await {
             Err(CreateUserError::UsernameTaken) if draft.username.is_none() => {}
             outcome => return outcome,
         }

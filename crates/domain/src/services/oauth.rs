@@ -9,13 +9,13 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::activity::{ActivityAction, NewActivity};
 use crate::ids::UserId;
 use crate::ports::{
-    AuthorizationRequest, CreateUserError, Identity, IdentityRepository, LinkIdentityError, OAuthProvider,
-    ProviderError, ProviderIdentity, TokenKind, UnlinkIdentityError, UseTokenError,
+    AccountCompanion, AuthorizationRequest, CreateUserError, Identity, IdentityRepository, LinkIdentityError,
+    OAuthProvider, ProviderError, ProviderIdentity, TokenKind, UnlinkIdentityError, UseTokenError,
 };
 use crate::services::auth::{AuthSettings, TokenPair};
 use crate::services::{AccountDraft, Ports, create_account, new_token, start_session};
 use crate::session::RequestContext;
-use crate::user::{Role, User, UserStatus};
+use crate::user::{NewUser, Role, User, UserStatus};
 use crate::values::Username;
 
 /// Lifetime of the one-time code the callback redirects with.
@@ -184,20 +184,24 @@ impl OAuthService {
             NewActivity::by_user(id, ActivityAction::UserRegistered, context, now)
                 .with_detail("provider", &identity.provider)
         };
-        let user = match create_account(&self.ports, draft.clone(), now, event, |_| None).await {
+        // The account and the identity it signs in with are written in one transaction.
+        let companion = |user: &NewUser| {
+            let (linked, event) = linked_identity(user.id, &identity, context, now);
+            AccountCompanion::Identity(linked, event)
+        };
+        match create_account(&self.ports, draft.clone(), now, event, companion).await {
             Err(CreateUserError::UsernameTaken) if draft.username.is_some() => {
                 draft.username = None;
-                create_account(&self.ports, draft, now, event, |_| None).await
+                create_account(&self.ports, draft, now, event, companion).await
             }
             outcome => outcome,
         }
         .map_err(|e| match e {
             CreateUserError::EmailTaken => OAuthError::Rejected("the email was registered meanwhile".to_owned()),
+            CreateUserError::IdentityTaken => OAuthError::Rejected("the identity was linked meanwhile".to_owned()),
             CreateUserError::UsernameTaken => OAuthError::Unexpected(anyhow::anyhow!("no free username")),
             CreateUserError::Unexpected(e) => OAuthError::Unexpected(e),
-        })?;
-        self.link(user.id, &identity, context, now).await?;
-        Ok(user)
+        })
     }
 
     async fn link(
@@ -207,15 +211,7 @@ impl OAuthService {
         context: &RequestContext,
         now: DateTime<Utc>,
     ) -> Result<(), OAuthError> {
-        let event = NewActivity::by_user(user_id, ActivityAction::OAuthLinked, context, now)
-            .with_detail("provider", &identity.provider);
-        let linked = Identity {
-            provider: identity.provider.clone(),
-            provider_user_id: identity.provider_user_id.clone(),
-            user_id,
-            email: identity.email.clone(),
-            linked_at: now,
-        };
+        let (linked, event) = linked_identity(user_id, identity, context, now);
         self.identities.link(linked, event).await.map_err(|e| match e {
             LinkIdentityError::AlreadyLinked => {
                 OAuthError::Rejected("the account already has another identity of this provider".to_owned())
@@ -294,6 +290,25 @@ impl OAuthService {
             .with_detail("provider", provider);
         self.identities.unlink(user_id, provider, event).await
     }
+}
+
+/// The identity `identity` becomes once linked to `user_id`, and the event recording the link.
+fn linked_identity(
+    user_id: UserId,
+    identity: &ProviderIdentity,
+    context: &RequestContext,
+    now: DateTime<Utc>,
+) -> (Identity, NewActivity) {
+    let event = NewActivity::by_user(user_id, ActivityAction::OAuthLinked, context, now)
+        .with_detail("provider", &identity.provider);
+    let linked = Identity {
+        provider: identity.provider.clone(),
+        provider_user_id: identity.provider_user_id.clone(),
+        user_id,
+        email: identity.email.clone(),
+        linked_at: now,
+    };
+    (linked, event)
 }
 
 #[cfg(test)]
@@ -398,11 +413,15 @@ mod tests {
         users.expect_find_credentials_by_email().returning(|_| Ok(None));
         users
             .expect_create()
-            .withf(|u, _, mail| {
+            .withf(|u, _, companion| {
                 u.password_hash.is_none()
                     && u.email_verified_at == Some(now())
                     && u.username.as_ref() == "ada-gh"
-                    && mail.is_none()
+                    && matches!(companion, AccountCompanion::Identity(identity, event)
+                        if identity.user_id == u.id
+                            && identity.provider == "github"
+                            && event.action == ActivityAction::OAuthLinked
+                            && event.user_id == u.id)
             })
             .times(1)
             .returning(|u, _, _| {
@@ -415,7 +434,7 @@ mod tests {
                 })
             });
         let mut identities = unlinked_identities();
-        identities.expect_link().times(1).returning(|_, _| Ok(()));
+        identities.expect_link().never();
         let user = service(users, identities, true)
             .callback("github", callback(), &RequestContext::default())
             .await
