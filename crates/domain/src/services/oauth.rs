@@ -398,6 +398,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sign_up_that_loses_the_race_for_its_identity_is_refused() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_credentials_by_email().returning(|_| Ok(None));
+        users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::IdentityTaken));
+        let outcome = service(users, unlinked_identities(), true)
+            .callback("github", callback(), &RequestContext::default())
+            .await;
+        assert!(matches!(outcome, Err(OAuthError::Rejected(_))), "{outcome:?}");
+    }
+
+    #[tokio::test]
     async fn a_replayed_state_is_refused_before_asking_the_provider() {
         let mut identities = MockIdentityRepository::new();
         identities.expect_spend_state().times(1).returning(|_, _| Ok(false));
