@@ -176,3 +176,71 @@ pub async fn require_https<B: MessageBody + 'static>(
     };
     Ok(req.into_response(response).map_into_right_body())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use actix_web::middleware::from_fn;
+    use actix_web::{App, HttpRequest, test};
+
+    use super::*;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn signed_in_handler(req: HttpRequest) -> HttpResponse {
+        req.extensions_mut().insert(LoggedUser(UserId::generate()));
+        HttpResponse::Ok().finish()
+    }
+
+    #[actix_web::test]
+    async fn each_request_logs_one_json_line_without_its_secrets() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let app = test::init_service(
+            App::new().wrap(from_fn(request_span)).route("/things/{id}", web::get().to(signed_in_handler)),
+        )
+        .await;
+
+        let request = test::TestRequest::get()
+            .uri("/things/42?token=query-secret")
+            .insert_header((header::AUTHORIZATION, "Bearer header-secret"))
+            .insert_header((REQUEST_ID, "req-1"))
+            .peer_addr("203.0.113.9:4711".parse().expect("an address"))
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), 200);
+
+        let output = String::from_utf8(captured.0.lock().expect("the sink").clone()).expect("UTF-8");
+        let lines: Vec<serde_json::Value> = output
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+            .filter(|line: &serde_json::Value| line["fields"]["message"] == "request completed")
+            .collect();
+        assert_eq!(lines.len(), 1, "one line per request: {output}");
+        let (fields, span) = (&lines[0]["fields"], &lines[0]["span"]);
+        assert_eq!(fields["route"], "/things/{id}", "the pattern, not the path");
+        assert_eq!(fields["status"], 200);
+        assert!(fields["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+        assert_eq!(fields["client_ip"], "203.0.113.9");
+        assert!(fields["user_id"].as_str().is_some_and(|id| id.len() == 36), "{fields}");
+        assert_eq!((span["method"].as_str(), span["request_id"].as_str()), (Some("GET"), Some("req-1")));
+        assert!(!output.contains("secret"), "no token, header or query string in the log: {output}");
+    }
+}
