@@ -240,6 +240,7 @@ async fn an_unreachable_redis_degrades_readiness_and_limits_still_hold_then_reco
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["checks"]["redis"]["status"], "degraded", "{body}");
+    assert_eq!(degraded_gauge(&app).await, Some(1.0), "the metric says limits are per instance");
 
     let _redis = ThrowawayRedis::start(port);
     let mut recovered = false;
@@ -253,4 +254,11 @@ async fn an_unreachable_redis_degrades_readiness_and_limits_still_hold_then_reco
         }
     }
     assert!(recovered, "readiness recovers by itself once Redis is back");
+    assert_eq!(degraded_gauge(&app).await, Some(0.0), "and so does the metric");
+}
+
+/// `gatehouse_rate_limit_degraded` as `/metrics` reports it.
+async fn degraded_gauge(app: &gatehouse_tests::TestApp) -> Option<f64> {
+    let text = app.get("/metrics", None).await.text().await.expect("a body");
+    text.lines().find_map(|line| line.strip_prefix("gatehouse_rate_limit_degraded ")?.trim().parse().ok())
 }

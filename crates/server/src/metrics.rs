@@ -47,6 +47,9 @@ pub const LOGINS: &str = "gatehouse_logins_total";
 pub const REFRESH_REUSE: &str = "gatehouse_refresh_token_reuse_total";
 /// Requests rejected by a rate limit, by `scope`.
 pub const RATE_LIMIT_REJECTIONS: &str = "gatehouse_rate_limit_rejections_total";
+/// 1 while the configured Redis did not answer the last attempt and limits are held per
+/// instance, 0 while they are shared on Redis; absent without `redis.url`.
+pub const RATE_LIMIT_DEGRADED: &str = "gatehouse_rate_limit_degraded";
 /// Always 1, labelled with the `version` of this build.
 pub const BUILD_INFO: &str = "gatehouse_build_info";
 
@@ -97,6 +100,10 @@ fn describe() {
     ::metrics::describe_counter!(LOGINS, "Password sign-ins by outcome.");
     ::metrics::describe_counter!(REFRESH_REUSE, "Spent refresh tokens presented again.");
     ::metrics::describe_counter!(RATE_LIMIT_REJECTIONS, "Requests rejected by a rate limit.");
+    ::metrics::describe_gauge!(
+        RATE_LIMIT_DEGRADED,
+        "1 while Redis is unreachable and rate limits are held per instance, 0 while shared on Redis."
+    );
     ::metrics::describe_gauge!(BUILD_INFO, "Always 1; the labels describe the build.");
 }
 

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, get, web};
 
 use crate::metrics::{
     DB_POOL_IN_USE, DB_POOL_MAX, DB_POOL_OPEN, DB_POOL_WAIT_SECONDS, DB_POOL_WAITS, HASH_QUEUE_DEPTH, OUTBOX_DEPTH,
+    RATE_LIMIT_DEGRADED,
 };
 use crate::state::AppState;
 
@@ -12,7 +13,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Metrics in the Prometheus text format: requests and latency by route pattern, method and
 /// status; database pool usage and waits; password-hashing queue depth and time; email outbox
-/// depth, sent and failed; sign-in outcomes; refresh-token reuse; build info. Expose it only
+/// depth, sent and failed; sign-in outcomes; refresh-token reuse; whether rate limits fell back
+/// from Redis to this instance; build info. Expose it only
 /// to the scraper (a private port or network policy): it reveals traffic patterns.
 #[utoipa::path(
     tag = "operations",
@@ -33,6 +35,9 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
         #[allow(clippy::cast_precision_loss)]
         Ok(depth) => ::metrics::gauge!(OUTBOX_DEPTH).set(depth as f64),
         Err(e) => tracing::warn!(error = format!("{e:#}"), "metrics: cannot count the email outbox"),
+    }
+    if let Some(redis) = state.rate_limits.redis() {
+        ::metrics::gauge!(RATE_LIMIT_DEGRADED).set(if redis.is_degraded() { 1.0 } else { 0.0 });
     }
     state.metrics.run_upkeep();
     HttpResponse::Ok().content_type(TEXT_FORMAT).body(state.metrics.render())
