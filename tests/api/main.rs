@@ -20,4 +20,5 @@ mod protocol;
 mod register;
 mod replica;
 mod sessions;
+mod spellings;
 mod tokens;

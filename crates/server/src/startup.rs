@@ -39,7 +39,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::avatar_sweep;
 use crate::background::BackgroundTask;
 use crate::http::rate_limit::RateLimits;
-use crate::http::{self, client_ip, cookies, extract, middleware, openapi, rate_limit};
+use crate::http::{self, client_ip, cookies, extract, middleware, openapi};
 use crate::metrics::TimedHasher;
 use crate::relay::{self, mail_relay};
 use crate::replica::{ReplicaActivityLog, ReplicaUserDirectory};
@@ -103,7 +103,6 @@ impl Application {
                 .split_for_parts();
             app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api))
                 .default_service(web::to(http::fallback))
-                .wrap(from_fn(rate_limit::limit_requests))
                 .wrap(from_fn(middleware::require_https))
                 .wrap(http::cors::cors(&origins))
                 .wrap(from_fn(middleware::security_headers))

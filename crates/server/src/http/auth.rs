@@ -22,7 +22,7 @@ use crate::http::problems::{
     BodyTooLarge, Internal, InvalidCredentials, InvalidFields, MalformedJson, MalformedJsonOrQuery, MalformedQuery,
     NoRefreshToken, NoToken, NotAnEmail, NotJson, Overloaded, RateLimited, RefreshCookieWithoutHeader, SignInRefused,
 };
-use crate::http::rate_limit::RuleName;
+use crate::http::rate_limit::{Limit, RuleName};
 use crate::state::AppState;
 
 /// `POST /auth/register`. Unknown fields are ignored.
@@ -79,7 +79,7 @@ impl TryFrom<RegisterBody> for RegisterRequest {
         (status = 503, response = Overloaded),
     )
 )]
-#[post("/register")]
+#[post("/register", wrap = "Limit::REGISTER")]
 pub async fn register(
     state: web::Data<AppState>,
     Client(context): Client,
@@ -146,7 +146,7 @@ fn identifier_key(identifier: &LoginIdentifier) -> String {
         (status = 503, response = Overloaded),
     )
 )]
-#[post("/login")]
+#[post("/login", wrap = "Limit::LOGIN")]
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -225,7 +225,7 @@ impl TryFrom<TokenForm> for LoginRequest {
         (status = 503, response = Overloaded),
     )
 )]
-#[post("/token")]
+#[post("/token", wrap = "Limit::LOGIN")]
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -395,7 +395,7 @@ where
         (status = 500, response = Internal),
     )
 )]
-#[post("/verify-email/resend")]
+#[post("/verify-email/resend", wrap = "Limit::RECOVERY")]
 pub async fn resend_verification(
     state: web::Data<AppState>,
     body: web::Json<EmailBody>,
@@ -423,7 +423,7 @@ pub async fn resend_verification(
         (status = 500, response = Internal),
     )
 )]
-#[post("/password/forgot")]
+#[post("/password/forgot", wrap = "Limit::RECOVERY")]
 pub async fn forgot_password(
     state: web::Data<AppState>,
     Client(context): Client,

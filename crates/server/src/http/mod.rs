@@ -28,11 +28,14 @@ use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::http::error::{ApiError, ErrorKind};
+use crate::http::rate_limit::Limit;
 use crate::state::AppState;
 
 /// Registers every documented route. Routes can only be added here through
 /// `utoipa-actix-web`, which requires a `#[utoipa::path]`, so the OpenAPI document and the
-/// router cannot drift apart.
+/// router cannot drift apart. Every API scope counts the general rate limit; handlers with a
+/// stricter rule name it in their route attribute. Probes, metrics and the key set are not
+/// limited.
 pub fn routes(config: &mut ServiceConfig<'_>) {
     config
         .service(health::live)
@@ -41,6 +44,7 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
         .service(wellknown::jwks)
         .service(
             scope("/api/v1/auth")
+                .wrap(Limit::GENERAL)
                 .service(auth::register)
                 .service(auth::login)
                 .service(auth::token)
@@ -60,6 +64,7 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
         )
         .service(
             scope("/api/v1/users")
+                .wrap(Limit::GENERAL)
                 .service(users::get_me)
                 .service(users::update_me)
                 .service(users::change_password)
@@ -77,7 +82,7 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
                 .service(avatars::delete_avatar)
                 .service(avatars::get_avatar),
         )
-        .service(scope("/api/v1").service(activity::audit));
+        .service(scope("/api/v1").wrap(Limit::GENERAL).service(activity::audit));
 }
 
 /// Unmatched requests: 405 with `Allow` when the path exists for other methods (as the

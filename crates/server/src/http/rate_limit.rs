@@ -1,16 +1,27 @@
-//! Rate limits per API.md's table: a middleware for the per-IP and per-user rules, and
-//! [`RateLimits::check_identifier`] and [`RateLimits::check_session`] for the per-email and
-//! per-session rules the handlers apply once they have read the body. Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining` and
-//! `RateLimit-Reset`; a 429 `rate_limited` also carries `Retry-After`.
+//! Rate limits per API.md's table, bound to the routes they guard.
+//!
+//! A rule is attached where its route or scope is registered: `wrap = "Limit::LOGIN"` on
+//! a handler, [`Limit::GENERAL`] on every API scope. The router has already decoded and
+//! matched the path when the middleware runs, so however a client spells a path
+//! (percent-encoding in either case, an extra slash), a request that reaches a handler meets that
+//! handler's limit; a spelling the router does not match reaches no handler at all.
+//!
+//! The middleware counts per IP (the general rule per user when a valid bearer token names
+//! one); [`RateLimits::check_identifier`] and [`RateLimits::check_session`] are the per-account
+//! and per-session parts the handlers apply once they have read the body. Every limited response
+//! carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` of the innermost rule
+//! that counted it; a 429 `rate_limited` also carries `Retry-After`.
 
 use std::sync::Arc;
 
+use std::future::{Ready, ready};
+use std::rc::Rc;
+
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::middleware::Next;
 use actix_web::{ResponseError as _, web};
+use futures::future::LocalBoxFuture;
 use gatehouse_cache_redis::FallbackRateLimiter;
 use gatehouse_domain::SessionId;
 use gatehouse_domain::ports::{RateDecision, RateLimiter};
@@ -56,25 +67,6 @@ impl RuleName {
             Self::Refresh => "refresh",
             Self::General => "general",
         }
-    }
-
-    /// The rule for a request, or `None` for unlimited paths (health probes, documentation).
-    #[must_use]
-    pub fn of(method: &Method, path: &str) -> Option<Self> {
-        if path.starts_with("/health/") || path.starts_with("/docs") || path == "/api-docs/openapi.json" {
-            return None;
-        }
-        if method != Method::POST {
-            return Some(Self::General);
-        }
-        Some(match path.strip_prefix("/api/v1/auth") {
-            Some("/login" | "/token") => Self::Login,
-            Some("/register") => Self::Register,
-            Some("/password/forgot" | "/verify-email/resend") => Self::Recovery,
-            // `Refresh` is per session, which only the token names: the handler applies it.
-            // Until then the per-IP general rule guards against floods of made-up tokens.
-            _ => Self::General,
-        })
     }
 }
 
@@ -164,57 +156,93 @@ fn set_headers(headers: &mut HeaderMap, decision: &RateDecision) {
     headers.insert(RESET, HeaderValue::from(decision.reset_after_secs));
 }
 
-/// The per-IP and per-user limits, in front of every route.
-///
-/// # Errors
-///
-/// Passes through errors of the inner services.
-pub async fn limit_requests<B: MessageBody + 'static>(
+/// The middleware that applies one rule to the routes it wraps. Registered with the route
+/// (`#[post("/login", wrap = "Limit::LOGIN")]`) or its scope, never by path.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(RuleName);
+
+impl Limit {
+    /// Sign-in: `/auth/login` and `/auth/token`.
+    pub const LOGIN: Self = Self(RuleName::Login);
+    /// Sign-up.
+    pub const REGISTER: Self = Self(RuleName::Register);
+    /// Password reset requests and verification resends.
+    pub const RECOVERY: Self = Self(RuleName::Recovery);
+    /// Everything in the API, per user when authenticated and per IP otherwise.
+    pub const GENERAL: Self = Self(RuleName::General);
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Limit
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = LimitService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(LimitService { rule: self.0, service: Rc::new(service) }))
+    }
+}
+
+/// [`Limit`] in front of one service.
+pub struct LimitService<S> {
+    rule: RuleName,
+    service: Rc<S>,
+}
+
+impl<S, B> Service<ServiceRequest> for LimitService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let (rule, service) = (self.rule, Rc::clone(&self.service));
+        Box::pin(limit(rule, req, service))
+    }
+}
+
+/// Counts `req` under `rule`, answers 429 once over the limit, and otherwise lets `service`
+/// answer, adding the rule's headers unless an inner (more specific) rule set its own.
+async fn limit<S, B>(
+    rule: RuleName,
     req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    service: Rc<S>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
-    };
-    let Some(name) = RuleName::of(req.method(), req.path()) else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return service.call(req).await.map(ServiceResponse::map_into_left_body);
     };
     let ip = client_ip::resolve(req.peer_addr().map(|a| a.ip()), req.headers(), &state.trusted_proxies);
-    let user = (name == RuleName::General)
+    let user = (rule == RuleName::General)
         .then(|| crate::http::extract::bearer_token(req.request()).and_then(|t| state.access_tokens.verify(t).ok()))
         .flatten()
         .map(|claims| format!("user:{}", claims.user_id));
     let key = user.unwrap_or_else(|| format!("ip:{}", ip.map_or_else(|| "unknown".to_owned(), client_ip::limit_key)));
-    let decision = state.rate_limits.hit(name, &key).await;
+    let decision = state.rate_limits.hit(rule, &key).await;
     if let Some(decision) = decision.filter(|d| !d.allowed) {
-        tracing::info!(rule = name.as_str(), "rate limited");
+        tracing::info!(rule = rule.as_str(), "rate limited");
         let mut response = ApiError::rate_limited(decision.reset_after_secs).error_response();
         set_headers(response.headers_mut(), &decision);
         return Ok(req.into_response(response).map_into_right_body());
     }
-    let mut response = next.call(req).await?;
-    if let Some(decision) = decision {
+    let mut response = service.call(req).await?;
+    if let Some(decision) = decision
+        && !response.headers().contains_key(LIMIT)
+    {
         set_headers(response.headers_mut(), &decision);
     }
     Ok(response.map_into_left_body())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_path_falls_under_its_rule() {
-        assert_eq!(RuleName::of(&Method::POST, "/api/v1/auth/login"), Some(RuleName::Login));
-        assert_eq!(RuleName::of(&Method::POST, "/api/v1/auth/token"), Some(RuleName::Login));
-        assert_eq!(RuleName::of(&Method::POST, "/api/v1/auth/register"), Some(RuleName::Register));
-        assert_eq!(RuleName::of(&Method::POST, "/api/v1/auth/password/forgot"), Some(RuleName::Recovery));
-        assert_eq!(
-            RuleName::of(&Method::POST, "/api/v1/auth/refresh"),
-            Some(RuleName::General),
-            "per session in the handler"
-        );
-        assert_eq!(RuleName::of(&Method::GET, "/api/v1/users/me"), Some(RuleName::General));
-        assert_eq!(RuleName::of(&Method::GET, "/health/ready"), None);
-    }
 }
