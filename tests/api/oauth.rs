@@ -18,6 +18,7 @@ on_both_backends!(
     a_new_google_identity_creates_a_verified_account_with_pkce_and_a_nonce,
     a_github_identity_with_a_verified_email_links_to_the_existing_account,
     an_unverified_provider_email_matching_an_account_links_nothing,
+    a_verified_identity_is_not_linked_into_a_stranger_s_unverified_pre_registration,
     the_one_time_code_is_exchanged_once,
     unlinking_the_last_way_to_sign_in_is_refused,
     a_disabled_account_cannot_sign_in_through_a_provider,
@@ -124,10 +125,19 @@ async fn a_new_google_identity_creates_a_verified_account_with_pkce_and_a_nonce(
     assert_eq!(me_again["id"], me["id"], "the same account");
 }
 
+/// Registers `email` and proves it with the link from the verification mail.
+async fn verified_user(app: &TestApp, email: &str) -> Value {
+    let user = app.register_user(email).await;
+    let token = TestApp::token_from(&app.wait_for_mail(1).await[0], "verify-email");
+    let verified = app.post_json("/api/v1/auth/verify-email", &json!({"token": token})).await;
+    assert_eq!(verified.status(), StatusCode::NO_CONTENT, "the email is verified");
+    user
+}
+
 async fn a_github_identity_with_a_verified_email_links_to_the_existing_account(backend: Backend) {
     let fake = FakeProvider::start().await;
     let app = app(backend, &fake, None).await;
-    let user = app.register_user("ada@example.com").await;
+    let user = verified_user(&app, "ada@example.com").await;
 
     let response = sign_in(&app, "github").await;
 
@@ -152,6 +162,35 @@ async fn an_unverified_provider_email_matching_an_account_links_nothing(backend:
 
     let token = app.access_token("ada@example.com").await;
     assert_eq!(identities(&app, &token).await, json!([]), "nothing was linked");
+}
+
+/// Pre-account hijacking: a stranger registers the victim's address with their own password
+/// and never verifies it. The victim's later sign-in with a provider that vouches for the
+/// address must not land in the stranger's account, where the stranger's password would keep
+/// working. Proving the address by email (a password reset) takes the account over; then the
+/// provider links.
+async fn a_verified_identity_is_not_linked_into_a_stranger_s_unverified_pre_registration(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = app(backend, &fake, None).await;
+    app.register_user("ada@example.com").await;
+    let stranger = app.token_pair("ada@example.com").await;
+
+    for provider in ["github", "google"] {
+        let refused = assert_problem(sign_in(&app, provider).await, StatusCode::CONFLICT, "conflict").await;
+        assert!(refused["detail"].as_str().is_some_and(|d| d.contains("verif")), "{refused}");
+    }
+    let token = stranger["access_token"].as_str().expect("token");
+    assert_eq!(identities(&app, token).await, json!([]), "nothing was linked into the stranger's account");
+
+    let forgot = app.post_json("/api/v1/auth/password/forgot", &json!({"email": "ada@example.com"})).await;
+    assert_eq!(forgot.status(), StatusCode::ACCEPTED);
+    let reset = TestApp::token_from(&app.wait_for_mail(2).await[1], "reset-password");
+    let body = json!({"token": reset, "new_password": "the victim's own passphrase"});
+    assert_eq!(app.post_json("/api/v1/auth/password/reset", &body).await.status(), StatusCode::NO_CONTENT);
+    let replayed = app.refresh(stranger["refresh_token"].as_str().expect("refresh")).await;
+    assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED, "the stranger's session ended with the reset");
+
+    assert_eq!(sign_in(&app, "github").await.status(), StatusCode::OK, "the proven address links");
 }
 
 async fn the_one_time_code_is_exchanged_once(backend: Backend) {
@@ -205,7 +244,7 @@ async fn a_disabled_account_cannot_sign_in_through_a_provider(backend: Backend) 
     })
     .await;
     let admin = app.access_token(ADMIN_EMAIL).await;
-    let user = app.register_user("ada@example.com").await;
+    let user = verified_user(&app, "ada@example.com").await;
     let id = user["id"].as_str().expect("id");
     let disable = json!({"status": "disabled"});
     let changed = app.send_authed(Method::PATCH, &format!("/api/v1/users/{id}"), &admin, Some(&disable)).await;

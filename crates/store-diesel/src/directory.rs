@@ -37,8 +37,8 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Bool, Text};
 use gatehouse_domain::pagination::Page;
 use gatehouse_domain::ports::{
-    AdminChangeError, AdminChangeOutcome, AdminChanges, EnsureAdmin, SoftDeleted, UserCursor, UserDirectory, UserQuery,
-    UserSort, UserSortKey,
+    AdminChangeError, AdminChangeOutcome, AdminChanges, EnsureAdmin, SoftDeleted, TokenKind, UserCursor, UserDirectory,
+    UserQuery, UserSort, UserSortKey,
 };
 use gatehouse_domain::{NewActivity, NewUser, Role, SessionId, User, UserId, UserStatus};
 
@@ -48,6 +48,7 @@ use crate::connection::{AnyConnection, MultiBackend, write_transaction};
 use crate::database::Database;
 use crate::schema::{user_roles, users};
 use crate::sessions::revoke_sessions;
+use crate::tokens::delete_user_tokens;
 use crate::types::sql::{PortableTimestamp, PortableUuid};
 use crate::types::{DbTime, DbUuid};
 use crate::users::{
@@ -421,6 +422,10 @@ impl Update {
         }
         if let Some(roles) = &self.roles {
             replace_roles(connection, self.id, roles)?;
+        }
+        if self.changeset.status.is_some() {
+            // An unlock link from an earlier lockout must not undo an admin's decision.
+            delete_user_tokens(connection, self.id, &[TokenKind::AccountUnlock])?;
         }
         if !admins_remain(connection, was_admin, self.at)? {
             return Err(Refusal::LastAdmin);

@@ -113,6 +113,21 @@ pub(crate) fn spend_token(
     Ok(spent == 1)
 }
 
+/// Deletes every token of `kinds` that `user_id` still holds, spent or not, so that no link
+/// mailed before survives a change that makes it moot (a new password, an admin's status
+/// change). Call it inside the transaction of that change.
+pub(crate) fn delete_user_tokens(
+    connection: &mut AnyConnection,
+    user_id: DbUuid,
+    kinds: &[TokenKind],
+) -> QueryResult<usize> {
+    let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+    diesel::delete(
+        one_time_tokens::table.filter(one_time_tokens::user_id.eq(user_id)).filter(one_time_tokens::kind.eq_any(kinds)),
+    )
+    .execute(connection)
+}
+
 #[async_trait]
 impl OneTimeTokenRepository for DieselOneTimeTokenRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.token.user_id, kind = %mail.token.kind), err)]

@@ -32,7 +32,7 @@ use crate::identities::{IdentityRow, identity_linked, insert_identity, is_identi
 use crate::outbox::{NewEmailRow, insert_email};
 use crate::schema::{user_roles, users};
 use crate::sessions::revoke_sessions;
-use crate::tokens::{TokenMailRows, insert_token_mail, spend_token};
+use crate::tokens::{TokenMailRows, delete_user_tokens, insert_token_mail, spend_token};
 use crate::types::{DbTime, DbUuid};
 
 /// The unique index on non-deleted users' normalised emails (see the migrations).
@@ -518,6 +518,8 @@ impl UserRepository for DieselUserRepository {
                         (users::password_hash.eq(Some(hash.as_str())), users::updated_at.eq(DbTime(at))),
                     )?;
                     let revoked = revoke_sessions(connection, id, keep, at)?;
+                    // Links mailed before the change must not outlive it.
+                    delete_user_tokens(connection, id, &[TokenKind::PasswordReset, TokenKind::AccountUnlock])?;
                     insert_activity(connection, &event)?;
                     Ok(revoked)
                 })
@@ -653,9 +655,16 @@ impl UserRepository for DieselUserRepository {
             .run(move |connection| {
                 write_transaction(connection, |connection| {
                     spend_and_touch(connection, TokenKind::AccountUnlock, &token, id, at)?;
-                    diesel::update(users::table.find(id).filter(users::status.eq(UserStatus::Locked.as_str())))
-                        .set((users::status.eq(UserStatus::Active.as_str()), users::locked_until.eq(None::<DbTime>)))
-                        .execute(connection)?;
+                    // Only the lockout that mailed the token: a lock without an end is an
+                    // admin's, and only an admin lifts it.
+                    diesel::update(
+                        users::table
+                            .find(id)
+                            .filter(users::status.eq(UserStatus::Locked.as_str()))
+                            .filter(users::locked_until.is_not_null()),
+                    )
+                    .set((users::status.eq(UserStatus::Active.as_str()), users::locked_until.eq(None::<DbTime>)))
+                    .execute(connection)?;
                     insert_activity(connection, &event)?;
                     Ok(())
                 })

@@ -1762,6 +1762,62 @@ async fn a_lock_stores_its_token_mail_and_event_and_the_unlock_link_ends_it_once
     );
 }
 
+async fn an_unlock_link_lifts_only_the_lockout_that_sent_it(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
+    let users = db.users();
+    let at = Utc::now();
+    let locked_event = || NewActivity::by_user(user.id, ActivityAction::AccountLocked, &RequestContext::default(), at);
+    let unlocked_event =
+        || NewActivity::by_user(user.id, ActivityAction::AccountUnlocked, &RequestContext::default(), at);
+    let mail = |hash| token_mail(user.id, "ada@example.com", TokenKind::AccountUnlock, hash, at, Duration::minutes(15));
+    let until = at + Duration::minutes(15);
+
+    assert!(users.lock(user.id, until, at, mail("h-u1"), locked_event()).await.expect("locks"));
+    let admin_lock = AdminChanges { status: Some(UserStatus::Locked), ..AdminChanges::default() };
+    db.directory().update(user.id, admin_lock, true, at, Vec::new()).await.expect("an admin locks");
+    let after_admin = users.unlock(token("h-u1"), user.id, at, unlocked_event()).await;
+    assert!(
+        matches!(after_admin, Err(UseTokenError::Invalid)),
+        "an admin's status change voids the link: {after_admin:?}"
+    );
+
+    let unlocked = AdminChanges { status: Some(UserStatus::Active), ..AdminChanges::default() };
+    db.directory().update(user.id, unlocked, true, at, Vec::new()).await.expect("an admin unlocks");
+    assert!(users.lock(user.id, until, at, mail("h-u2"), locked_event()).await.expect("locks again"));
+    // An admin's lock set behind the store's back, with the lockout's link still live.
+    lock(&db, &user, None).await;
+    let _ = users.unlock(token("h-u2"), user.id, at, unlocked_event()).await;
+    let found = users.find_by_id(user.id).await.expect("lookup").expect("found");
+    assert_eq!((found.status, found.locked_until), (UserStatus::Locked, None), "a lock without an end stays");
+}
+
+async fn a_password_change_voids_the_reset_and_unlock_links_mailed_before(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
+    let at = Utc::now();
+    let tokens = db.one_time_tokens();
+    for (kind, hash) in [(TokenKind::PasswordReset, "h-r"), (TokenKind::AccountUnlock, "h-u")] {
+        tokens
+            .issue(token_mail(user.id, "ada@example.com", kind, hash, at, Duration::hours(1)), None)
+            .await
+            .expect("issued");
+    }
+    let live = |kind, hash: &'static str| {
+        let tokens = db.one_time_tokens();
+        async move { tokens.find_live(kind, &token(hash), at).await.expect("lookup").is_some() }
+    };
+    assert!(live(TokenKind::PasswordReset, "h-r").await && live(TokenKind::AccountUnlock, "h-u").await);
+
+    let event = NewActivity::by_user(user.id, ActivityAction::PasswordChanged, &RequestContext::default(), at);
+    db.users()
+        .change_password(user.id, PasswordHash::new("$argon2id$new".to_owned()), None, at, event)
+        .await
+        .expect("changed");
+    assert!(!live(TokenKind::PasswordReset, "h-r").await, "a reset link dies with a password change");
+    assert!(!live(TokenKind::AccountUnlock, "h-u").await, "so does an unlock link");
+}
+
 async fn expired_tokens_and_tokens_of_another_kind_or_a_deleted_user_are_invalid(test_db: TestDatabase) {
     let db = migrated(&test_db).await;
     let user = registered_with_verification(&db, "ada@example.com", "h-v").await;
@@ -2307,6 +2363,8 @@ contract!(
     concurrent_avatar_changes_each_see_the_one_they_replaced,
     only_the_avatar_keys_users_point_at_are_referenced,
     a_lock_stores_its_token_mail_and_event_and_the_unlock_link_ends_it_once,
+    an_unlock_link_lifts_only_the_lockout_that_sent_it,
+    a_password_change_voids_the_reset_and_unlock_links_mailed_before,
 );
 
 #[tokio::test]

@@ -55,7 +55,13 @@ pub enum OAuthError {
     /// The provider gives no email, or an unverified one that belongs to an account.
     #[error("the provider's email is not verified")]
     UnverifiedEmail,
-    /// The account is locked.
+    /// An account with the provider's email exists but never proved it owns the address.
+    /// Linking into it would let whoever registered it keep a way in (pre-account hijacking),
+    /// so it is refused until the address is verified or the password reset by email.
+    #[error("the account with this email has not verified it")]
+    UnverifiedAccount,
+    /// An admin locked the account. (A lockout after failed password sign-ins stops only
+    /// password sign-ins.)
     #[error("the account is locked")]
     AccountLocked,
     /// The account is disabled.
@@ -140,12 +146,8 @@ impl OAuthService {
         let identity = provider.identify(callback.code, callback.pkce_verifier, callback.nonce).await?;
         let user = self.account_for(identity, context).await?;
         tracing::Span::current().record("user_id", tracing::field::display(user.id));
-        let now = self.ports.clock.now();
-        match user.status_at(now) {
-            UserStatus::Locked => Err(OAuthError::AccountLocked),
-            UserStatus::Disabled => Err(OAuthError::AccountDisabled),
-            UserStatus::Active => Ok(user),
-        }
+        may_sign_in(&user, self.ports.clock.now())?;
+        Ok(user)
     }
 
     async fn account_for(&self, identity: ProviderIdentity, context: &RequestContext) -> Result<User, OAuthError> {
@@ -164,6 +166,9 @@ impl OAuthService {
         if let Some(existing) = self.ports.users.find_credentials_by_email(&email).await? {
             if !identity.email_verified {
                 return Err(OAuthError::UnverifiedEmail);
+            }
+            if !existing.user.email_verified() {
+                return Err(OAuthError::UnverifiedAccount);
             }
             self.link(existing.user.id, &identity, context, now).await?;
             return Ok(existing.user);
@@ -257,11 +262,7 @@ impl OAuthService {
             UseTokenError::Unexpected(e) => OAuthError::Unexpected(e),
         })?;
         let user = self.ports.users.find_by_id(user_id).await?.ok_or(OAuthError::InvalidState)?;
-        match user.status_at(now) {
-            UserStatus::Locked => return Err(OAuthError::AccountLocked),
-            UserStatus::Disabled => return Err(OAuthError::AccountDisabled),
-            UserStatus::Active => {}
-        }
+        may_sign_in(&user, now)?;
         Ok(self.sign_in(&user, context).await?)
     }
 
@@ -289,6 +290,17 @@ impl OAuthService {
         let event = NewActivity::by_user(user_id, ActivityAction::OAuthUnlinked, context, now)
             .with_detail("provider", provider);
         self.identities.unlink(user_id, provider, event).await
+    }
+}
+
+/// Whether `user` may sign in through a provider at `now`: not disabled, not locked by an
+/// admin. A lockout after failed password sign-ins does not stop it: the provider proved who
+/// signs in, and the lockout exists to stop password guessing, not to lock the owner out.
+fn may_sign_in(user: &User, now: DateTime<Utc>) -> Result<(), OAuthError> {
+    match user.status_at(now) {
+        UserStatus::Disabled => Err(OAuthError::AccountDisabled),
+        UserStatus::Locked if user.locked_until.is_none() => Err(OAuthError::AccountLocked),
+        UserStatus::Locked | UserStatus::Active => Ok(()),
     }
 }
 
@@ -470,6 +482,62 @@ mod tests {
         });
         let outcome = service(users, identities, true).callback("github", callback(), &RequestContext::default()).await;
         assert!(matches!(outcome, Err(OAuthError::AccountDisabled)), "{outcome:?}");
+    }
+
+    fn linked_to(user: &User) -> MockIdentityRepository {
+        let user_id = user.id;
+        let mut identities = MockIdentityRepository::new();
+        identities.expect_spend_state().returning(|_, _| Ok(true));
+        identities.expect_find().returning(move |_, _| {
+            Ok(Some(Identity {
+                provider: "github".to_owned(),
+                provider_user_id: "42".to_owned(),
+                user_id,
+                email: None,
+                linked_at: now(),
+            }))
+        });
+        identities
+    }
+
+    #[tokio::test]
+    async fn a_verified_identity_is_not_linked_into_an_account_that_never_verified_its_email() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_credentials_by_email().returning(|_| {
+            Ok(Some(Credentials {
+                user: User { email_verified_at: None, ..sample_user() },
+                password_hash: Some(crate::ports::PasswordHash::new("$argon2id$stranger".to_owned())),
+            }))
+        });
+        let mut identities = unlinked_identities();
+        identities.expect_link().never();
+        let outcome = service(users, identities, true).callback("github", callback(), &RequestContext::default()).await;
+        assert!(matches!(outcome, Err(OAuthError::UnverifiedAccount)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lockout_after_failed_passwords_does_not_stop_a_provider_sign_in() {
+        let locked =
+            User { status: UserStatus::Locked, locked_until: Some(now() + Duration::minutes(15)), ..sample_user() };
+        let mut users = MockUserRepository::new();
+        let found = locked.clone();
+        users.expect_find_by_id().returning(move |_| Ok(Some(found.clone())));
+        let user = service(users, linked_to(&locked), true)
+            .callback("github", callback(), &RequestContext::default())
+            .await
+            .expect("the provider proved who signs in");
+        assert_eq!(user.id, locked.id);
+    }
+
+    #[tokio::test]
+    async fn an_admin_lock_stops_a_provider_sign_in() {
+        let locked = User { status: UserStatus::Locked, locked_until: None, ..sample_user() };
+        let mut users = MockUserRepository::new();
+        let found = locked.clone();
+        users.expect_find_by_id().returning(move |_| Ok(Some(found.clone())));
+        let outcome =
+            service(users, linked_to(&locked), true).callback("github", callback(), &RequestContext::default()).await;
+        assert!(matches!(outcome, Err(OAuthError::AccountLocked)), "{outcome:?}");
     }
 
     #[test]

@@ -559,9 +559,12 @@ impl From<OAuthError> for ApiError {
                 ErrorKind::Conflict,
                 "The provider does not vouch for this email address, so it cannot be linked to an account.",
             ),
-            OAuthError::AccountLocked => {
-                Self::new(ErrorKind::AccountLocked, "The account is temporarily locked; try again later.")
-            }
+            OAuthError::UnverifiedAccount => Self::new(
+                ErrorKind::Conflict,
+                "An account with this email exists but has not verified it, so nothing was linked; verify the \
+                 email or reset the account's password by email, then sign in with the provider again.",
+            ),
+            OAuthError::AccountLocked => Self::new(ErrorKind::AccountLocked, "An administrator locked the account."),
             OAuthError::AccountDisabled => Self::new(ErrorKind::AccountDisabled, "The account is disabled."),
             OAuthError::Unexpected(cause) => Self::internal(cause),
         }
