@@ -59,7 +59,10 @@ async fn failed_sign_ins_are_recorded_without_the_password(backend: Backend) {
     app.register_user("ada@example.com").await;
     app.login(&json!({"email": "ada@example.com", "password": "hunter2-the-wrong-one"})).await;
 
-    let response = app.get("/api/v1/audit-events?action=auth.login_failed", Some(&admin)).await;
+    // The failure is recorded after the answer.
+    let path = "/api/v1/audit-events?action=auth.login_failed";
+    app.get_until(path, Some(&admin), |page| page["items"].as_array().is_some_and(|items| !items.is_empty())).await;
+    let response = app.get(path, Some(&admin)).await;
 
     let text = response.text().await.expect("body");
     assert!(!text.contains("hunter2"), "{text}");

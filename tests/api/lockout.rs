@@ -9,6 +9,7 @@ on_both_backends!(
     five_failures_lock_the_account_and_the_unlock_link_ends_the_lock,
     a_known_device_signs_in_during_a_lockout_with_its_own_count,
     a_successful_sign_in_resets_the_count,
+    concurrent_failures_are_each_counted_and_lock_the_account_once,
 );
 
 const EMAIL: &str = "owner@example.com";
@@ -43,15 +44,27 @@ async fn fail(app: &TestApp, times: usize, device: Option<&str>) {
     }
 }
 
+/// Waits until the audit trail of the holder of `access` shows `count` failed sign-ins from
+/// a known device (the bookkeeping of a refused sign-in runs after its answer).
+async fn wait_for_device_failures(app: &TestApp, access: &str, count: usize) {
+    app.get_until("/api/v1/users/me/activity?limit=100", Some(access), |activity| {
+        let items = activity["items"].as_array().map_or(&[][..], Vec::as_slice);
+        items.iter().filter(|e| e["action"] == "auth.login_failed" && e["details"]["device"].is_string()).count()
+            >= count
+    })
+    .await;
+}
+
 async fn five_failures_lock_the_account_and_the_unlock_link_ends_the_lock(backend: Backend) {
     let app = spawn_app(backend).await;
     app.register_user(EMAIL).await;
     app.wait_for_mail(1).await;
 
     fail(&app, 5, None).await;
+    // The lock and its email are one transaction: once the email is out, the lock holds.
+    let mails = app.wait_for_mail(2).await;
 
     assert_problem(login(&app, PASSWORD, None).await, StatusCode::FORBIDDEN, "account_locked").await;
-    let mails = app.wait_for_mail(2).await;
     let token = TestApp::token_from(&mails[1], "unlock");
     let bad = app.post_json("/api/v1/auth/unlock", &json!({"token": "not-a-token"})).await;
     assert_problem(bad, StatusCode::BAD_REQUEST, "invalid_token").await;
@@ -78,14 +91,17 @@ async fn a_known_device_signs_in_during_a_lockout_with_its_own_count(backend: Ba
     let device = device_cookie(&signed_in);
 
     fail(&app, 5, None).await;
+    app.wait_for_mail(2).await;
     assert_problem(login(&app, PASSWORD, None).await, StatusCode::FORBIDDEN, "account_locked").await;
 
     let from_device = login(&app, PASSWORD, Some(&device)).await;
     assert_eq!(from_device.status(), StatusCode::OK, "the owner's browser still signs in");
     let device = device_cookie(&from_device);
+    let access = from_device.json::<Value>().await.expect("json")["access_token"].as_str().expect("token").to_owned();
     let forged = format!("{device}x");
     assert_problem(login(&app, PASSWORD, Some(&forged)).await, StatusCode::FORBIDDEN, "account_locked").await;
     fail(&app, 5, Some(&device)).await;
+    wait_for_device_failures(&app, &access, 5).await;
     assert_problem(login(&app, PASSWORD, Some(&device)).await, StatusCode::FORBIDDEN, "account_locked").await;
 }
 
@@ -98,4 +114,28 @@ async fn a_successful_sign_in_resets_the_count(backend: Backend) {
     fail(&app, 4, None).await;
 
     assert_eq!(login(&app, PASSWORD, None).await.status(), StatusCode::OK, "eight failures, never five in a row");
+}
+
+/// Guesses sent at once must not slip past the threshold by all reading the same count.
+async fn concurrent_failures_are_each_counted_and_lock_the_account_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register_user(EMAIL).await;
+    let access = app.access_token(EMAIL).await;
+
+    let guesses = futures::future::join_all((0..12).map(|_| login(&app, "wrong password", None))).await;
+
+    let refused = [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN];
+    assert!(guesses.iter().all(|r| refused.contains(&r.status())), "401, or 403 once the lock holds");
+    let mails = app.wait_for_mail(2).await;
+    assert!(mails[1].data.contains("unlock"), "the lock email is sent");
+    let activity = app
+        .get_until("/api/v1/users/me/activity?limit=100", Some(&access), |activity| {
+            let items = activity["items"].as_array().map_or(&[][..], Vec::as_slice);
+            items.iter().filter(|e| e["action"] == "auth.login_failed").count() == 12
+        })
+        .await;
+    let actions: Vec<&str> =
+        activity["items"].as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "auth.account_locked").count(), 1, "{actions:?}");
+    assert_problem(login(&app, PASSWORD, None).await, StatusCode::FORBIDDEN, "account_locked").await;
 }

@@ -192,6 +192,25 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 
+    /// GETs `path` until `done` holds for its JSON body, and returns that body. For effects
+    /// that land after the response (the bookkeeping of a refused sign-in); gives up after
+    /// 10 s with the last body.
+    ///
+    /// # Panics
+    ///
+    /// When `done` never holds, or a body is not JSON.
+    pub async fn get_until(&self, path: &str, token: Option<&str>, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let body: Value = self.get(path, token).await.json().await.expect("a JSON body");
+            if done(&body) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "GET {path} never became what the test waits for: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `POST /api/v1/auth/register`.
     pub async fn register(&self, body: &Value) -> Response {
         self.post_json("/api/v1/auth/register", body).await

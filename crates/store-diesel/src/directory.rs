@@ -426,6 +426,7 @@ impl Update {
         if self.changeset.status.is_some() {
             // An unlock link from an earlier lockout must not undo an admin's decision.
             delete_user_tokens(connection, self.id, &[TokenKind::AccountUnlock])?;
+            diesel::update(users::table.find(self.id)).set(users::failed_logins.eq(0)).execute(connection)?;
         }
         if !admins_remain(connection, was_admin, self.at)? {
             return Err(Refusal::LastAdmin);

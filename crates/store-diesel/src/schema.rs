@@ -2,7 +2,7 @@
 //! `migrations/sqlite` (which differ only in column types; see [`crate::types`]).
 
 diesel::table! {
-    use diesel::sql_types::{Nullable, Text};
+    use diesel::sql_types::{Integer, Nullable, Text};
     use crate::types::sql::{PortableTimestamp, PortableUuid};
 
     users (id) {
@@ -26,6 +26,8 @@ diesel::table! {
         search_text -> Text,
         avatar_key -> Nullable<Text>,
         avatar_content_type -> Nullable<Text>,
+        /// Consecutive failed password sign-ins since the last success, lockout or unlock.
+        failed_logins -> Integer,
     }
 }
 

@@ -93,7 +93,7 @@ fn insert_session(
     diesel::insert_into(sessions::table).values(row).execute(connection)?;
     insert_refresh_token(connection, token_hash, row.id, row.created_at)?;
     diesel::update(users::table.find(row.user_id))
-        .set(users::last_login_at.eq(Some(row.created_at)))
+        .set((users::last_login_at.eq(Some(row.created_at)), users::failed_logins.eq(0)))
         .execute(connection)?;
     insert_activity(connection, event)?;
     sessions::table.find(row.id).select(SessionRow::as_select()).first(connection)

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use gatehouse_domain::ports::{
-    AccountCompanion, AvatarChange, CreateUserError, PasswordHash, ProfileChanges, SoftDeleted, TokenHash, TokenKind,
-    TokenMail, UpdateUserError, UseTokenError, UserRepository,
+    AccountCompanion, AvatarChange, CreateUserError, Lockout, PasswordHash, ProfileChanges, SoftDeleted, TokenHash,
+    TokenKind, TokenMail, UpdateUserError, UseTokenError, UserRepository,
 };
 use gatehouse_domain::{
     Avatar, AvatarFormat, AvatarKey, Credentials, DisplayName, Email, NewActivity, NewUser, OutgoingEmail, Role,
@@ -613,30 +613,53 @@ impl UserRepository for DieselUserRepository {
         event: NewActivity,
     ) -> anyhow::Result<bool> {
         let id = DbUuid(*id.as_uuid());
+        let lock = LockRows::new(until, at, &mail, &event)?;
+        self.db
+            .run(move |connection| {
+                write_transaction(connection, |connection| lock_in(connection, id, &lock))
+                    .map_err(|error: DieselError| anyhow::Error::new(error).context("could not lock the account"))
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, event, lockout), err)]
+    async fn record_failed_login(
+        &self,
+        id: UserId,
+        attempted_at: DateTime<Utc>,
+        event: NewActivity,
+        lockout: Lockout,
+    ) -> anyhow::Result<bool> {
+        let id = DbUuid(*id.as_uuid());
         let event = NewActivityRow::new(&event)?;
-        let mail = TokenMailRows::new(&mail)?;
+        let threshold = i32::try_from(lockout.threshold).unwrap_or(i32::MAX);
+        let lock = LockRows::new(lockout.until, attempted_at, &lockout.mail, &lockout.event)?;
+        let attempted = DbTime(attempted_at);
         self.db
             .run(move |connection| {
                 write_transaction(connection, |connection| {
-                    let lockable = users::status
-                        .eq(UserStatus::Active.as_str())
-                        .or(users::status.eq(UserStatus::Locked.as_str()).and(users::locked_until.lt(DbTime(at))));
-                    let locked =
-                        diesel::update(users::table.find(id).filter(users::deleted_at.is_null()).filter(lockable))
-                            .set((
-                                users::status.eq(UserStatus::Locked.as_str()),
-                                users::locked_until.eq(Some(DbTime(until))),
-                                users::updated_at.eq(DbTime(at)),
-                            ))
-                            .execute(connection)?;
-                    if locked == 0 {
+                    insert_activity(connection, &event)?;
+                    // One UPDATE counts: on PostgreSQL it takes the row lock, so a racing failure
+                    // waits and then counts on top of this one; on SQLite the transaction holds
+                    // the write lock already. A failure from before the last success is late.
+                    let counted = diesel::update(
+                        users::table
+                            .find(id)
+                            .filter(users::deleted_at.is_null())
+                            .filter(users::last_login_at.is_null().or(users::last_login_at.lt(attempted))),
+                    )
+                    .set(users::failed_logins.eq(users::failed_logins + 1))
+                    .execute(connection)?;
+                    if counted == 0 {
                         return Ok(false);
                     }
-                    insert_token_mail(connection, &mail)?;
-                    insert_activity(connection, &event)?;
-                    Ok(true)
+                    let failures: i32 = users::table.find(id).select(users::failed_logins).first(connection)?;
+                    if failures < threshold {
+                        return Ok(false);
+                    }
+                    lock_in(connection, id, &lock)
                 })
-                .map_err(|error: DieselError| anyhow::Error::new(error).context("could not lock the account"))
+                .map_err(|error: DieselError| anyhow::Error::new(error).context("could not record the failed sign-in"))
             })
             .await
     }
@@ -663,7 +686,11 @@ impl UserRepository for DieselUserRepository {
                             .filter(users::status.eq(UserStatus::Locked.as_str()))
                             .filter(users::locked_until.is_not_null()),
                     )
-                    .set((users::status.eq(UserStatus::Active.as_str()), users::locked_until.eq(None::<DbTime>)))
+                    .set((
+                        users::status.eq(UserStatus::Active.as_str()),
+                        users::locked_until.eq(None::<DbTime>),
+                        users::failed_logins.eq(0),
+                    ))
                     .execute(connection)?;
                     insert_activity(connection, &event)?;
                     Ok(())
@@ -753,6 +780,48 @@ impl TokenFailure {
             }
         }
     }
+}
+
+/// The rows of a lockout, built before its transaction.
+struct LockRows {
+    until: DbTime,
+    at: DbTime,
+    mail: TokenMailRows,
+    event: NewActivityRow,
+}
+
+impl LockRows {
+    fn new(until: DateTime<Utc>, at: DateTime<Utc>, mail: &TokenMail, event: &NewActivity) -> anyhow::Result<Self> {
+        Ok(Self {
+            until: DbTime(until),
+            at: DbTime(at),
+            mail: TokenMailRows::new(mail)?,
+            event: NewActivityRow::new(event)?,
+        })
+    }
+}
+
+/// Locks `id` until `lock.until` when it is active (or its earlier lock has run out), starts
+/// its failure count again, stores the unlock token, queues its email and records the event;
+/// `false`, writing nothing, otherwise. Must run inside [`write_transaction`].
+fn lock_in(connection: &mut AnyConnection, id: DbUuid, lock: &LockRows) -> QueryResult<bool> {
+    let lockable = users::status
+        .eq(UserStatus::Active.as_str())
+        .or(users::status.eq(UserStatus::Locked.as_str()).and(users::locked_until.lt(lock.at)));
+    let locked = diesel::update(users::table.find(id).filter(users::deleted_at.is_null()).filter(lockable))
+        .set((
+            users::status.eq(UserStatus::Locked.as_str()),
+            users::locked_until.eq(Some(lock.until)),
+            users::updated_at.eq(lock.at),
+            users::failed_logins.eq(0),
+        ))
+        .execute(connection)?;
+    if locked == 0 {
+        return Ok(false);
+    }
+    insert_token_mail(connection, &lock.mail)?;
+    insert_activity(connection, &lock.event)?;
+    Ok(true)
 }
 
 /// Spends the token and sets the non-deleted user's `updated_at`, or fails with

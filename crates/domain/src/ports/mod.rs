@@ -40,7 +40,8 @@ pub use revocations::RevocationList;
 pub use sessions::{Rotation, SessionRepository};
 pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, TokenHash};
 pub use users::{
-    AccountCompanion, AvatarChange, CreateUserError, ProfileChanges, SoftDeleted, UpdateUserError, UserRepository,
+    AccountCompanion, AvatarChange, CreateUserError, Lockout, ProfileChanges, SoftDeleted, UpdateUserError,
+    UserRepository,
 };
 
 #[cfg(any(test, feature = "mocks"))]

@@ -96,6 +96,19 @@ pub struct SoftDeleted {
     pub avatar: Option<Avatar>,
 }
 
+/// The lock a failed sign-in applies when it reaches the threshold.
+#[derive(Debug, Clone)]
+pub struct Lockout {
+    /// Consecutive failures that lock the account.
+    pub threshold: u32,
+    /// When the lock ends.
+    pub until: DateTime<Utc>,
+    /// The unlock token and the email that carries it.
+    pub mail: TokenMail,
+    /// `auth.account_locked`.
+    pub event: NewActivity,
+}
+
 /// Stores users and their roles. Soft-deleted users (`deleted_at` set) are invisible to
 /// every lookup here.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -240,6 +253,26 @@ pub trait UserRepository: Send + Sync {
         event: NewActivity,
         notice: OutgoingEmail,
     ) -> Result<Vec<SessionId>, UseTokenError>;
+
+    /// Records the failed password sign-in `event` of the non-deleted user `id`, attempted at
+    /// `attempted_at`, and counts it, in one transaction. Counting MUST be atomic: of N
+    /// concurrent failures each is counted once, and exactly the one that brings the count to
+    /// `lockout.threshold` locks the account as [`UserRepository::lock`] does (until
+    /// `lockout.until`, storing `lockout.mail` and recording `lockout.event`) and starts the
+    /// count again. A failure attempted before the account's last successful sign-in is
+    /// recorded but not counted (its bookkeeping ran late). Returns whether it locked the
+    /// account.
+    ///
+    /// # Errors
+    ///
+    /// Only infrastructure failures; nothing is written then.
+    async fn record_failed_login(
+        &self,
+        id: UserId,
+        attempted_at: DateTime<Utc>,
+        event: NewActivity,
+        lockout: Lockout,
+    ) -> anyhow::Result<bool>;
 
     /// Locks an active account (or one whose earlier lock has run out) until `until`, stores
     /// the unlock token and queues its email (`mail`), and records `event`, in one

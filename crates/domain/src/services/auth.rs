@@ -8,12 +8,12 @@ use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::{EmailId, SessionId, UserId};
 use crate::pagination::PageLimit;
 use crate::ports::{
-    AccountCompanion, ActivityQuery, CreateUserError, PasswordCheck, TokenKind, TokenMail, UseTokenError,
+    AccountCompanion, ActivityQuery, CreateUserError, Lockout, PasswordCheck, TokenKind, TokenMail, UseTokenError,
     from_hash_error,
 };
 use crate::services::{AccountDraft, Ports, create_account, new_token, recipient_name, start_session};
 use crate::session::RequestContext;
-use crate::user::{NewUser, Role, User, UserStatus};
+use crate::user::{Credentials, NewUser, Role, User, UserStatus};
 use crate::values::{DisplayName, Email, NewPassword, Username};
 
 /// Policy for sign-in and tokens, from configuration.
@@ -118,6 +118,68 @@ pub struct LoginRequest {
     pub device: Option<KnownDevice>,
 }
 
+/// The account a sign-in names, looked up once (see [`AuthService::find_account`]).
+#[derive(Debug)]
+pub struct SignInAccount {
+    identifier: LoginIdentifier,
+    credentials: Option<Credentials>,
+}
+
+impl SignInAccount {
+    /// The key of the per-account login limit: the account's id when the identifier names
+    /// one, so that its email and its username share one budget; otherwise the identifier,
+    /// normalised.
+    #[must_use]
+    pub fn limit_key(&self) -> String {
+        match (&self.credentials, &self.identifier) {
+            (Some(credentials), _) => format!("account:{}", credentials.user.id),
+            (None, LoginIdentifier::Email(email)) => format!("email:{}", email.as_ref().to_lowercase()),
+            (None, LoginIdentifier::Username(username)) => format!("username:{}", username.as_ref().to_lowercase()),
+        }
+    }
+}
+
+/// Why a known account's sign-in was refused, as the audit trail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The password was wrong.
+    WrongPassword,
+    /// The account has no password (it signs in through providers).
+    NoPassword,
+    /// The account is locked.
+    AccountLocked,
+    /// The account is disabled.
+    AccountDisabled,
+    /// The email is not verified.
+    EmailNotVerified,
+}
+
+impl FailureReason {
+    /// The `reason` detail of `auth.login_failed`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WrongPassword => "wrong_password",
+            Self::NoPassword => "no_password",
+            Self::AccountLocked => "account_locked",
+            Self::AccountDisabled => "account_disabled",
+            Self::EmailNotVerified => "email_not_verified",
+        }
+    }
+}
+
+/// The bookkeeping a refused sign-in of a known account still owes; run it with
+/// [`AuthService::record_failed_login`].
+#[derive(Debug)]
+#[must_use = "a refused sign-in must be recorded with AuthService::record_failed_login"]
+pub struct FailedLogin {
+    user: User,
+    reason: FailureReason,
+    device: Option<String>,
+    context: RequestContext,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Why sign-in failed. `InvalidCredentials` covers unknown accounts and wrong passwords
 /// alike, so the two cannot be told apart.
 #[derive(Debug, thiserror::Error)]
@@ -220,63 +282,128 @@ impl AuthService {
         Ok(user)
     }
 
-    /// Signs a user in with a password and starts a session.
-    ///
-    /// Every attempt costs one password verification, also for unknown accounts, so the
-    /// answer's timing does not tell whether an account exists. A locked account answers
-    /// `AccountLocked` whatever the password; a disabled or unverified one only tells so to
-    /// someone who knows the password.
+    /// Signs a user in with a password and starts a session: [`AuthService::find_account`],
+    /// [`AuthService::sign_in_with_password`], then, for a refusal, the bookkeeping
+    /// ([`AuthService::record_failed_login`]) before returning. The HTTP layer runs the steps
+    /// itself, to limit attempts per account in between and to answer before the bookkeeping.
     ///
     /// # Errors
     ///
     /// See [`LoginError`].
-    #[tracing::instrument(skip_all, fields(user_id))]
     pub async fn login(&self, request: LoginRequest, context: RequestContext) -> Result<TokenPair, LoginError> {
+        let account = self.find_account(&request.identifier).await?;
+        let (answer, failure) = self.sign_in_with_password(account, &request.password, request.device, context).await;
+        if let Some(failure) = failure {
+            self.record_failed_login(failure).await;
+        }
+        answer
+    }
+
+    /// Looks up the account a sign-in names, once, so that the caller can limit attempts per
+    /// account ([`SignInAccount::limit_key`]) before the password is checked.
+    ///
+    /// # Errors
+    ///
+    /// Only infrastructure failures; an unknown account is not an error here.
+    pub async fn find_account(&self, identifier: &LoginIdentifier) -> Result<SignInAccount, LoginError> {
         let users = &self.ports.users;
-        let credentials = match &request.identifier {
+        let credentials = match identifier {
             LoginIdentifier::Email(email) => users.find_credentials_by_email(email).await?,
             LoginIdentifier::Username(username) => users.find_credentials_by_username(username).await?,
         };
+        Ok(SignInAccount { identifier: identifier.clone(), credentials })
+    }
+
+    /// Checks `password` for `account` and starts a session, or says why not. A refusal of
+    /// a known account comes with its bookkeeping (the audit event, the failure count, maybe
+    /// a lockout), which the caller runs after answering with
+    /// [`AuthService::record_failed_login`].
+    ///
+    /// Up to the answer, a wrong password for an existing account and any password for an
+    /// unknown one do the same work (one lookup, one password verification), so the timing
+    /// does not tell whether an account exists. A locked account answers `AccountLocked`
+    /// whatever the password; a disabled or unverified one only tells so to someone who
+    /// knows the password.
+    #[tracing::instrument(skip_all, fields(user_id))]
+    pub async fn sign_in_with_password(
+        &self,
+        account: SignInAccount,
+        password: &SecretString,
+        device: Option<KnownDevice>,
+        context: RequestContext,
+    ) -> (Result<TokenPair, LoginError>, Option<FailedLogin>) {
+        let credentials = account.credentials;
         let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.as_ref());
-        let check = self.ports.hasher.verify(&request.password, stored_hash).await?;
-        let Some(credentials) = credentials else {
-            return Err(LoginError::InvalidCredentials);
+        let check = match self.ports.hasher.verify(password, stored_hash).await {
+            Ok(check) => check,
+            Err(e) => return (Err(e.into()), None),
         };
+        let Some(credentials) = credentials else {
+            return (Err(LoginError::InvalidCredentials), None);
+        };
+        let has_password = credentials.password_hash.is_some();
         let user = credentials.user;
         tracing::Span::current().record("user_id", tracing::field::display(user.id));
         let now = self.ports.clock.now();
-        // The history is read only when needed: a known device, or a refusal to count.
-        let mut history = None;
-        let device = match request.device.filter(|device| device.user_id == user.id) {
+        // A known device's own failures decide whether it still counts as known; reading them
+        // tells nothing an attacker without the owner's signed cookie could learn.
+        let device = match device.filter(|device| device.user_id == user.id) {
             Some(device) => {
-                let events = history.insert(self.recent_activity(user.id).await);
-                (consecutive_failures(events, Some(&device.nonce)) < self.settings.lockout_threshold)
+                let events = self.recent_activity(user.id).await;
+                (consecutive_failures(&events, Some(&device.nonce)) < self.settings.lockout_threshold)
                     .then_some(device.nonce)
             }
             None => None,
         };
-        let needs_rehash = match self.judge(&user, check, now, device.is_some()) {
-            Ok(needs_rehash) => needs_rehash,
-            Err(refusal) => {
-                let counted = matches!(refusal, LoginError::InvalidCredentials) && device.is_none();
-                if counted && history.is_none() {
-                    history = Some(self.recent_activity(user.id).await);
+        match self.judge(&user, check, now, device.is_some()) {
+            Ok(needs_rehash) => {
+                if needs_rehash {
+                    self.upgrade_hash(user.id, password).await;
                 }
-                self.record_failure(&user, &refusal, device.as_deref(), &context, now).await;
-                let failures = history.as_deref().map_or(0, |events| consecutive_failures(events, None));
-                if counted
-                    && failures + 1 >= self.settings.lockout_threshold
-                    && user.status_at(now) == UserStatus::Active
-                {
-                    self.lock(&user, &context, now).await;
-                }
-                return Err(refusal);
+                (self.start_session(&user, context).await, None)
             }
-        };
-        if needs_rehash {
-            self.upgrade_hash(user.id, &request.password).await;
+            Err(refusal) => {
+                let reason = match &refusal {
+                    LoginError::InvalidCredentials if !has_password => FailureReason::NoPassword,
+                    LoginError::InvalidCredentials => FailureReason::WrongPassword,
+                    LoginError::AccountLocked => FailureReason::AccountLocked,
+                    LoginError::AccountDisabled => FailureReason::AccountDisabled,
+                    LoginError::EmailNotVerified => FailureReason::EmailNotVerified,
+                    LoginError::Overloaded | LoginError::Unexpected(_) => return (Err(refusal), None),
+                };
+                (Err(refusal), Some(FailedLogin { user, reason, device, context, at: now }))
+            }
         }
-        self.start_session(&user, context).await
+    }
+
+    /// The bookkeeping of a refused sign-in: records `auth.login_failed` (with the reason,
+    /// never the password) and, for a wrong password from no known device, counts it
+    /// atomically, locking the account when the count reaches the threshold. Failures are
+    /// logged, not returned: the answer was given already.
+    #[tracing::instrument(skip_all, fields(user_id = %failure.user.id))]
+    pub async fn record_failed_login(&self, failure: FailedLogin) {
+        let FailedLogin { user, reason, device, context, at } = failure;
+        let mut event =
+            NewActivity { actor_id: None, ..NewActivity::by_user(user.id, ActivityAction::LoginFailed, &context, at) }
+                .with_detail("reason", reason.as_str());
+        if let Some(device) = &device {
+            event = event.with_detail(DEVICE_DETAIL, device);
+        }
+        // Only guesses at a password count towards the lockout: a known device has its own
+        // count, an account without a password has nothing to guess, and a refusal for the
+        // account's state says nothing about the password.
+        if reason != FailureReason::WrongPassword || device.is_some() {
+            if let Err(e) = self.ports.activity.record(event).await {
+                tracing::warn!(error = %e, "a failed sign-in could not be recorded");
+            }
+            return;
+        }
+        let lockout = self.lockout(&user, &context, at);
+        match self.ports.users.record_failed_login(user.id, at, event, lockout).await {
+            Ok(true) => tracing::info!(user_id = %user.id, "account locked after repeated failed sign-ins"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "a failed sign-in could not be recorded"),
+        }
     }
 
     /// Whether a user whose password checked as `check` may sign in at `now`; `Ok` says
@@ -305,34 +432,6 @@ impl AuthService {
         Ok(needs_rehash)
     }
 
-    /// Records `auth.login_failed` for a known account, with the reason and never the
-    /// attempted password. A failure to record is logged: the answer stays the same.
-    async fn record_failure(
-        &self,
-        user: &User,
-        refusal: &LoginError,
-        device: Option<&str>,
-        context: &RequestContext,
-        now: chrono::DateTime<chrono::Utc>,
-    ) {
-        let reason = match refusal {
-            LoginError::InvalidCredentials => "wrong_password",
-            LoginError::AccountLocked => "account_locked",
-            LoginError::AccountDisabled => "account_disabled",
-            LoginError::EmailNotVerified => "email_not_verified",
-            LoginError::Overloaded | LoginError::Unexpected(_) => return,
-        };
-        let mut event =
-            NewActivity { actor_id: None, ..NewActivity::by_user(user.id, ActivityAction::LoginFailed, context, now) }
-                .with_detail("reason", reason);
-        if let Some(device) = device {
-            event = event.with_detail(DEVICE_DETAIL, device);
-        }
-        if let Err(e) = self.ports.activity.record(event).await {
-            tracing::warn!(error = %e, "a failed sign-in could not be recorded");
-        }
-    }
-
     /// The user's latest events, newest first, from which consecutive failures are counted. A
     /// failure to read them is logged and counts as no failures: the answer stays the same.
     async fn recent_activity(&self, user_id: UserId) -> Vec<NewActivity> {
@@ -353,10 +452,10 @@ impl AuthService {
         }
     }
 
-    /// Locks the account for the configured time, records `auth.account_locked` and emails the
-    /// owner a one-time unlock link, in one transaction. A failure is logged: the failed
-    /// sign-in still answers `InvalidCredentials`.
-    async fn lock(&self, user: &User, context: &RequestContext, now: chrono::DateTime<chrono::Utc>) {
+    /// The lock a failure applies if it reaches the threshold: until the configured time, with
+    /// `auth.account_locked` and an email carrying a one-time unlock link. Built for every
+    /// counted failure (a token is cheap), used by the one that locks.
+    fn lockout(&self, user: &User, context: &RequestContext, now: chrono::DateTime<chrono::Utc>) -> Lockout {
         let until = now + self.settings.lockout_duration;
         let unlock = self.ports.opaque_tokens.generate();
         let token = new_token(TokenKind::AccountUnlock, user.id, &unlock, now, self.settings.lockout_duration);
@@ -372,11 +471,7 @@ impl AuthService {
             ..NewActivity::by_user(user.id, ActivityAction::AccountLocked, context, now)
         }
         .with_detail("locked_until", until.to_rfc3339());
-        match self.ports.users.lock(user.id, until, now, TokenMail { token, email }, event).await {
-            Ok(true) => tracing::info!(user_id = %user.id, "account locked after repeated failed sign-ins"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "could not lock the account after repeated failed sign-ins"),
-        }
+        Lockout { threshold: self.settings.lockout_threshold, until, mail: TokenMail { token, email }, event }
     }
 
     /// Ends a lock with the token from the lockout email and records `auth.account_unlocked`.
@@ -539,32 +634,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_fifth_consecutive_failure_locks_the_account_and_still_answers_invalid_credentials() {
+    async fn a_wrong_password_is_counted_by_the_store_which_locks_at_the_threshold() {
         let user = sample_user();
         let mut users = finding(&user);
         let until = now() + Duration::minutes(15);
+        let id = user.id;
         users
-            .expect_lock()
-            .withf(move |_, locked_until, at, mail, event| {
-                *locked_until == until
+            .expect_record_failed_login()
+            .withf(move |user_id, at, event, lockout| {
+                *user_id == id
                     && *at == now()
-                    && mail.token.kind == TokenKind::AccountUnlock
-                    && matches!(mail.email.content, EmailContent::AccountLocked { .. })
-                    && event.action == ActivityAction::AccountLocked
+                    && event.action == ActivityAction::LoginFailed
+                    && lockout.threshold == 5
+                    && lockout.until == until
+                    && lockout.mail.token.kind == TokenKind::AccountUnlock
+                    && matches!(lockout.mail.email.content, EmailContent::AccountLocked { .. })
+                    && lockout.event.action == ActivityAction::AccountLocked
             })
             .times(1)
-            .returning(|_, _, _, _, _| Ok(true));
+            .returning(|_, _, _, _| Ok(true));
         let mut mocks = Mocks::default();
         mocks.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Invalid));
-        mocks.activity.expect_record().times(1).returning(|_| Ok(()));
+        mocks.activity.expect_record().never();
         mocks.opaque_tokens.expect_generate().times(1).returning(|| OpaqueToken {
             secret: secret("unlock-secret"),
             hash: TokenHash::new("unlock-hash".to_owned()),
         });
-        let mut history: Vec<NewActivity> = (0..4).map(|_| failure(&user, None)).collect();
-        history.push(NewActivity::by_user(user.id, ActivityAction::LoginSucceeded, &RequestContext::default(), now()));
-        history.push(failure(&user, None));
-        let service = service_with_history(users, MockSessionRepository::new(), mocks, history);
+        let service = service(users, MockSessionRepository::new(), mocks);
 
         let result = service.login(login_request("wrong"), RequestContext::default()).await;
 
@@ -773,6 +869,7 @@ mod tests {
             .with(eq(email()))
             .times(1)
             .return_once(move |_| Ok(user.map(|user| Credentials { user, password_hash: Some(hash()) })));
+        users.expect_record_failed_login().times(0..=1).returning(|_, _, _, _| Ok(false));
         users
     }
 
@@ -780,6 +877,12 @@ mod tests {
         let mut mocks = Mocks::default();
         mocks.hasher.expect_verify().times(1).returning(move |_, _| Ok(check));
         mocks.activity.expect_record().times(0..=1).returning(|_| Ok(()));
+        if check == PasswordCheck::Invalid {
+            mocks.opaque_tokens.expect_generate().times(0..=1).returning(|| OpaqueToken {
+                secret: secret("unlock-secret"),
+                hash: TokenHash::new("unlock-hash".to_owned()),
+            });
+        }
         mocks
     }
 
@@ -875,22 +978,27 @@ mod tests {
     async fn a_failed_sign_in_of_a_known_account_is_recorded_with_its_reason_and_no_password() {
         let user = sample_user();
         let user_id = user.id;
-        let mut mocks = Mocks::default();
-        mocks.hasher.expect_verify().times(1).returning(|_, _| Ok(PasswordCheck::Invalid));
-        mocks
-            .activity
-            .expect_record()
-            .withf(move |event| {
-                event.user_id == user_id
+        let mut mocks = verifying(PasswordCheck::Invalid);
+        mocks.activity.checkpoint();
+        mocks.activity.expect_record().never();
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_credentials_by_email()
+            .return_once(move |_| Ok(Some(Credentials { user, password_hash: Some(hash()) })));
+        users
+            .expect_record_failed_login()
+            .withf(move |id, _, event, _| {
+                *id == user_id
+                    && event.user_id == user_id
                     && event.action == ActivityAction::LoginFailed
                     && event.actor_id.is_none()
                     && event.details.get("reason").map(String::as_str) == Some("wrong_password")
                     && !event.details.values().any(|v| v.contains("hunter2"))
             })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_, _, _, _| Ok(false));
 
-        let result = service(users_finding(Some(user)), MockSessionRepository::new(), mocks)
+        let result = service(users, MockSessionRepository::new(), mocks)
             .login(login_request("hunter2"), RequestContext::default())
             .await;
 
@@ -899,11 +1007,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_to_record_a_failed_sign_in_does_not_change_the_answer() {
-        let mut mocks = Mocks::default();
-        mocks.hasher.expect_verify().times(1).returning(|_, _| Ok(PasswordCheck::Invalid));
-        mocks.activity.expect_record().times(1).returning(|_| Err(anyhow::anyhow!("disk full")));
+        let mocks = verifying(PasswordCheck::Invalid);
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_credentials_by_email()
+            .return_once(|_| Ok(Some(Credentials { user: sample_user(), password_hash: Some(hash()) })));
+        users.expect_record_failed_login().times(1).returning(|_, _, _, _| Err(anyhow::anyhow!("disk full")));
 
-        let result = service(users_finding(Some(sample_user())), MockSessionRepository::new(), mocks)
+        let result = service(users, MockSessionRepository::new(), mocks)
             .login(login_request("wrong"), RequestContext::default())
             .await;
 
@@ -938,13 +1049,55 @@ mod tests {
             .times(1)
             .returning(|_, _| Ok(PasswordCheck::Invalid));
 
-        mocks.activity.expect_record().times(1).returning(|_| Ok(()));
+        mocks
+            .activity
+            .expect_record()
+            .withf(|event| event.details.get("reason").map(String::as_str) == Some("no_password"))
+            .times(1)
+            .returning(|_| Ok(()));
+        users.expect_record_failed_login().never();
 
         let result = service(users, MockSessionRepository::new(), mocks)
             .login(login_request("pw"), RequestContext::default())
             .await;
 
         assert!(matches!(result, Err(LoginError::InvalidCredentials)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_is_answered_before_its_bookkeeping_and_like_an_unknown_account() {
+        let mut mocks = verifying(PasswordCheck::Invalid);
+        mocks.activity.checkpoint();
+        mocks.activity.expect_record().never();
+        mocks.opaque_tokens.checkpoint();
+        mocks.opaque_tokens.expect_generate().never();
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_credentials_by_email()
+            .return_once(|_| Ok(Some(Credentials { user: sample_user(), password_hash: Some(hash()) })));
+        users.expect_record_failed_login().never();
+        let service = service(users, MockSessionRepository::new(), mocks);
+
+        let account = service.find_account(&LoginIdentifier::Email(email())).await.expect("looked up");
+        let (answer, failure) =
+            service.sign_in_with_password(account, &secret("wrong"), None, RequestContext::default()).await;
+
+        assert!(matches!(answer, Err(LoginError::InvalidCredentials)), "{answer:?}");
+        assert_eq!(failure.map(|f| f.reason), Some(FailureReason::WrongPassword), "owed, not yet done");
+    }
+
+    #[test]
+    fn an_account_s_email_and_username_share_one_login_limit() {
+        let user = sample_user();
+        let account = |identifier| SignInAccount {
+            identifier,
+            credentials: Some(Credentials { user: user.clone(), password_hash: Some(hash()) }),
+        };
+        let by_email = account(LoginIdentifier::Email(email()));
+        let by_username = account(LoginIdentifier::Username(Username::parse("ada").expect("valid")));
+        assert_eq!(by_email.limit_key(), by_username.limit_key());
+        let unknown = SignInAccount { identifier: LoginIdentifier::Email(email()), credentials: None };
+        assert_eq!(unknown.limit_key(), "email:ada@example.com");
     }
 
     #[tokio::test]

@@ -119,13 +119,27 @@ impl TryFrom<LoginBody> for LoginRequest {
     }
 }
 
-/// The per-account rate-limit key of a sign-in: an email, or a username (kept apart from
-/// emails, which always contain `@`).
-fn identifier_key(identifier: &LoginIdentifier) -> String {
-    match identifier {
-        LoginIdentifier::Email(email) => email.as_ref().to_owned(),
-        LoginIdentifier::Username(username) => format!("username:{}", username.as_ref()),
+/// A password sign-in, shared by `/login` and `/token`: looks the account up, applies the
+/// per-account limit (one budget per account, whether named by email or username), checks
+/// the password, and answers before the bookkeeping of a refusal, which runs after the
+/// response so that a wrong password for an existing account takes as long to answer as
+/// one for an unknown account.
+async fn sign_in_with_password(
+    state: &web::Data<AppState>,
+    request: LoginRequest,
+    context: gatehouse_domain::RequestContext,
+) -> Result<TokenPair, ApiError> {
+    let account = state.auth.find_account(&request.identifier).await?;
+    state.rate_limits.check_identifier(RuleName::Login, &account.limit_key()).await?;
+    let (answer, failure) = state.auth.sign_in_with_password(account, &request.password, request.device, context).await;
+    if let Some(failure) = failure {
+        let state = state.clone().into_inner();
+        in_background("recording a failed sign-in", async move {
+            state.auth.record_failed_login(failure).await;
+            Ok(())
+        });
     }
+    Ok(metered_login(answer)?)
 }
 
 /// Signs in with a password and starts a session.
@@ -156,8 +170,7 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let mut request = LoginRequest::try_from(body.into_inner())?;
     request.device = cookies::known_device(&req, &state.devices);
-    state.rate_limits.check_identifier(RuleName::Login, &identifier_key(&request.identifier)).await?;
-    let pair = metered_login(state.auth.login(request, context).await)?;
+    let pair = sign_in_with_password(&state, request, context).await?;
     Ok(signed_in_response(&state, &pair, query.cookie))
 }
 
@@ -235,8 +248,7 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     let mut request = LoginRequest::try_from(form.into_inner())?;
     request.device = cookies::known_device(&req, &state.devices);
-    state.rate_limits.check_identifier(RuleName::Login, &identifier_key(&request.identifier)).await?;
-    let pair = metered_login(state.auth.login(request, context).await)?;
+    let pair = sign_in_with_password(&state, request, context).await?;
     Ok(signed_in_response(&state, &pair, query.cookie))
 }
 

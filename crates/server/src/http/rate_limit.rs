@@ -122,7 +122,7 @@ impl RateLimits {
         }
     }
 
-    /// The per-email (or per-username) part of a rule, applied by handlers after reading the
+    /// The per-account (or per-email) part of a rule, applied by handlers after reading the
     /// body, whatever IP the request comes from.
     ///
     /// # Errors
