@@ -18,8 +18,8 @@ mod pool;
 
 pub use cursor::CursorSealer;
 pub use jwt::{
-    Jwk, Jwks, JwtAccessTokens, JwtAlgorithm, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS, SigningKeyPem, UnknownJwtAlgorithm,
-    VerificationKeyPem,
+    ACCESS_TOKEN_TYP, Jwk, Jwks, JwtAccessTokens, JwtAlgorithm, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS, SigningKeyPem,
+    UnknownJwtAlgorithm, VerificationKeyPem,
 };
 pub use opaque::RandomTokens;
 pub use password::{Argon2Hasher, Argon2Params, HashPoolSettings};

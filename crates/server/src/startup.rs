@@ -291,7 +291,9 @@ fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(
                 SecretString::from(random.generate().secret.expose_secret().to_owned())
             }
         };
-        let tokens = JwtAccessTokens::hs256(&secret, &auth.issuer).context("auth.jwt_secret")?;
+        let tokens = JwtAccessTokens::hs256(&secret, &auth.issuer)
+            .and_then(|tokens| tokens.with_audience(auth.effective_audience()))
+            .context("auth.jwt_secret")?;
         return Ok((tokens, secret));
     }
     let (Some(path), Some(kid)) = (&auth.jwt_private_key_file, &auth.jwt_key_id) else {
@@ -311,7 +313,9 @@ fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let private_pem = SecretString::from(private_pem);
     let signing = SigningKeyPem { algorithm, kid: kid.clone(), private_pem: private_pem.clone() };
-    let tokens = JwtAccessTokens::asymmetric(signing, retired, &auth.issuer).context("auth.jwt_private_key_file")?;
+    let tokens = JwtAccessTokens::asymmetric(signing, retired, &auth.issuer)
+        .and_then(|tokens| tokens.with_audience(auth.effective_audience()))
+        .context("auth.jwt_private_key_file")?;
     Ok((tokens, private_pem))
 }
 
