@@ -34,10 +34,21 @@ use crate::state::AppState;
 /// `utoipa-actix-web`, which requires a `#[utoipa::path]`, so the OpenAPI document and the
 /// router cannot drift apart.
 pub fn routes(config: &mut ServiceConfig<'_>) {
+    register(config, true);
+}
+
+/// [`routes`] but `/metrics`: the main listener's routes when `metrics.listen` serves it on
+/// another address.
+pub fn routes_without_metrics(config: &mut ServiceConfig<'_>) {
+    register(config, false);
+}
+
+fn register(config: &mut ServiceConfig<'_>, with_metrics: bool) {
+    config.service(health::live).service(health::ready);
+    if with_metrics {
+        config.service(metrics::scrape);
+    }
     config
-        .service(health::live)
-        .service(health::ready)
-        .service(metrics::scrape)
         .service(wellknown::jwks)
         .service(
             scope("/api/v1/auth")
