@@ -6,6 +6,8 @@
 //!   ([`gatehouse_domain::ports::AccessTokens`]).
 //! - [`RandomTokens`]: 256-bit random opaque tokens stored as SHA-256 hashes
 //!   ([`gatehouse_domain::ports::OpaqueTokens`]).
+//! - [`DerivedSuccessors`]: refresh-token successors keyed from the server's secret, the same
+//!   for the same predecessor ([`gatehouse_domain::ports::RefreshSuccessors`]).
 //!
 //! Depends on the domain's ports only; never on storage, HTTP or configuration crates. Secrets
 //! come in as [`secrecy::SecretString`] and are never logged.
@@ -15,6 +17,7 @@ mod jwt;
 mod opaque;
 mod password;
 mod pool;
+mod successors;
 
 pub use cursor::CursorSealer;
 pub use jwt::{
@@ -23,3 +26,4 @@ pub use jwt::{
 };
 pub use opaque::RandomTokens;
 pub use password::{Argon2Hasher, Argon2Params, HashPoolSettings};
+pub use successors::DerivedSuccessors;

@@ -28,8 +28,8 @@ use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_domain::{Email, NewPassword};
 use gatehouse_oauth_providers::{ClientSettings, GitHubProvider, GoogleEndpoints, GoogleProvider};
 use gatehouse_security::{
-    Argon2Hasher, Argon2Params, CursorSealer, HashPoolSettings, JwtAccessTokens, JwtAlgorithm, RandomTokens,
-    SigningKeyPem, VerificationKeyPem,
+    Argon2Hasher, Argon2Params, CursorSealer, DerivedSuccessors, HashPoolSettings, JwtAccessTokens, JwtAlgorithm,
+    RandomTokens, SigningKeyPem, VerificationKeyPem,
 };
 use gatehouse_store_diesel::{Backend, Database};
 use secrecy::{ExposeSecret, SecretString};
@@ -463,6 +463,7 @@ fn build_state(
         hasher: hasher.clone(),
         access_tokens: access_tokens.clone(),
         opaque_tokens: Arc::new(opaque_tokens),
+        refresh_successors: Arc::new(DerivedSuccessors::new(key_material.expose_secret().as_bytes())),
         clock: clock.clone(),
         revocations,
         directory: match &dependencies.replica {
