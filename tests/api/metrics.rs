@@ -161,6 +161,8 @@ async fn with_metrics_listen_set_metrics_are_served_only_on_their_own_listener()
 
     let on_main = app.get("/metrics", None).await;
     gatehouse_tests::assert_problem(on_main, StatusCode::NOT_FOUND, "not_found").await;
+    let posted = app.client.post(app.url("/metrics")).send().await.expect("an answer");
+    gatehouse_tests::assert_problem(posted, StatusCode::NOT_FOUND, "not_found").await;
 
     let response = app.client.get(format!("{metrics}/metrics")).send().await.expect("the metrics listener answers");
     assert_eq!(response.status(), StatusCode::OK);

@@ -111,8 +111,9 @@ impl Application {
                 .app_data(extract::path_config())
                 .configure(if separate_metrics { http::routes_without_metrics } else { http::routes })
                 .split_for_parts();
-            app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api))
-                .default_service(web::to(http::fallback))
+            let app = app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api));
+            let app = if separate_metrics { app.route("/metrics", web::route().to(http::not_here)) } else { app };
+            app.default_service(web::to(http::fallback))
                 .wrap(from_fn(rate_limit::limit_requests))
                 .wrap(from_fn(middleware::require_https))
                 .wrap(http::cors::cors(&origins))

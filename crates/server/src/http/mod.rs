@@ -97,6 +97,13 @@ pub async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     unrouted(&req, &state.routes)
 }
 
+/// The 404 problem for every method, as if nothing were there: how the main listener
+/// answers `/metrics` when `metrics.listen` serves it elsewhere (so no `405` with an `Allow`
+/// hints at it either).
+pub async fn not_here() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::new(ErrorKind::NotFound, "No such resource."))
+}
+
 /// The answer to a request no handler takes: see [`fallback`]. Also used when a path
 /// parameter does not parse, so `GET /users/me/avatar` (which `/users/{id}/avatar` would take
 /// with an id of `me`) is a 405 naming the methods of `/users/me/avatar`.
