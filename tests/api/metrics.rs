@@ -151,3 +151,57 @@ async fn readiness_checks_redis_when_configured_and_degrades_when_it_is_gone() {
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["checks"]["redis"]["status"], "degraded", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_metrics_listen_set_metrics_are_served_only_on_their_own_listener() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.metrics.listen = Some("127.0.0.1:0".to_owned())).await;
+    let metrics = app.metrics_address.clone().expect("a metrics listener");
+    assert_ne!(metrics, app.address, "a listener of its own");
+    assert_eq!(app.get("/health/live", None).await.status(), StatusCode::OK, "the main listener serves the API");
+
+    let on_main = app.get("/metrics", None).await;
+    gatehouse_tests::assert_problem(on_main, StatusCode::NOT_FOUND, "not_found").await;
+    let posted = app.client.post(app.url("/metrics")).send().await.expect("an answer");
+    gatehouse_tests::assert_problem(posted, StatusCode::NOT_FOUND, "not_found").await;
+
+    let response = app.client.get(format!("{metrics}/metrics")).send().await.expect("the metrics listener answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = response.text().await.expect("a body");
+    let scrape = Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("valid Prometheus text");
+    assert_eq!(one(&scrape, "gatehouse_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+    assert!(
+        text.contains(r#"gatehouse_http_requests_total{route="/health/live",method="GET",status="200"} 1"#),
+        "the main listener's requests are counted:\n{text}"
+    );
+
+    let api_on_metrics = app.client.get(format!("{metrics}/health/live")).send().await.expect("an answer");
+    gatehouse_tests::assert_problem(api_on_metrics, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_metrics_listen_metrics_stay_on_the_main_listener() {
+    let app = spawn_app(Backend::Sqlite).await;
+
+    assert!(app.metrics_address.is_none(), "no second listener");
+    assert!(scrape_text(&app).await.contains("gatehouse_build_info"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_stops_with_the_main_one() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.metrics.listen = Some("127.0.0.1:0".to_owned())).await;
+    let metrics = format!("{}/metrics", app.metrics_address.clone().expect("a metrics listener"));
+    assert_eq!(app.client.get(&metrics).send().await.expect("an answer").status(), StatusCode::OK);
+
+    drop(app);
+
+    for _ in 0..100 {
+        let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("a client");
+        if fresh.get(&metrics).send().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the metrics listener still answers after the application stopped");
+}

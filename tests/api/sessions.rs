@@ -11,7 +11,8 @@ on_both_backends!(
     a_refresh_rotates_the_refresh_token_and_keeps_the_session,
     a_spent_refresh_token_revokes_the_whole_session,
     concurrent_refreshes_of_one_token_let_exactly_one_rotate,
-    within_the_grace_window_a_spent_token_gets_a_fresh_pair,
+    within_the_grace_window_a_spent_token_gets_the_same_successor_and_the_session_stays_one,
+    outside_the_grace_window_a_spent_token_still_revokes_the_session,
     an_expired_session_cannot_refresh,
     an_unknown_refresh_token_is_unauthorized,
     logout_ends_the_session_and_its_access_tokens_at_once,
@@ -85,7 +86,7 @@ async fn concurrent_refreshes_of_one_token_let_exactly_one_rotate(backend: Backe
     assert!(codes.iter().all(|c| c == "refresh_token_reused" || c == "unauthorized"), "{codes:?}");
 }
 
-async fn within_the_grace_window_a_spent_token_gets_a_fresh_pair(backend: Backend) {
+async fn within_the_grace_window_a_spent_token_gets_the_same_successor_and_the_session_stays_one(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.auth.refresh_reuse_grace_secs = 30).await;
     app.register_user("ada@example.com").await;
     let pair = app.token_pair("ada@example.com").await;
@@ -95,10 +96,52 @@ async fn within_the_grace_window_a_spent_token_gets_a_fresh_pair(backend: Backen
 
     assert_eq!(again.status(), StatusCode::OK, "a second tab refreshing at once is not a replay");
     let again: Value = again.json().await.expect("json");
-    assert_ne!(refresh_token(&again), refresh_token(&first));
+    assert_eq!(refresh_token(&again), refresh_token(&first), "the same successor, not a second chain");
+    assert_ne!(access_token(&again), access_token(&first), "a fresh access token");
     for token in [access_token(&first), access_token(&again)] {
         assert_eq!(app.get("/api/v1/users/me", Some(token)).await.status(), StatusCode::OK, "the session lives on");
     }
+    let sessions: Value =
+        app.get("/api/v1/auth/sessions", Some(access_token(&again))).await.json().await.expect("json");
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "still one session: {sessions}");
+
+    let next: Value = app.refresh(refresh_token(&again)).await.json().await.expect("json");
+    let next_again: Value = app.refresh(refresh_token(&first)).await.json().await.expect("json");
+    assert_eq!(refresh_token(&next), refresh_token(&next_again), "both tabs hold one chain and stay on it");
+}
+
+async fn outside_the_grace_window_a_spent_token_still_revokes_the_session(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.auth.refresh_reuse_grace_secs = 1).await;
+    app.register_user("ada@example.com").await;
+    let pair = app.token_pair("ada@example.com").await;
+    let first: Value = app.refresh(refresh_token(&pair)).await.json().await.expect("json");
+
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let late = app.refresh(refresh_token(&pair)).await;
+
+    assert_problem(late, StatusCode::UNAUTHORIZED, "refresh_token_reused").await;
+    let successor = app.refresh(refresh_token(&first)).await;
+    assert_problem(successor, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+/// Two instances on one database: the retry may land on the other instance and still gets
+/// the successor the first one issued (nothing is kept in a process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_within_the_grace_window_on_another_instance_gets_the_same_successor() {
+    let first = spawn_app_with(Backend::Postgres, |s| s.auth.refresh_reuse_grace_secs = 30).await;
+    let second = first.spawn_sibling(|_| {}).await;
+    first.register_user("ada@example.com").await;
+    let pair = first.token_pair("ada@example.com").await;
+
+    let here: Value = first.refresh(refresh_token(&pair)).await.json().await.expect("json");
+    let there = second.refresh(refresh_token(&pair)).await;
+
+    assert_eq!(there.status(), StatusCode::OK);
+    let there: Value = there.json().await.expect("json");
+    assert_eq!(refresh_token(&there), refresh_token(&here));
+    let sessions: Value =
+        second.get("/api/v1/auth/sessions", Some(access_token(&there))).await.json().await.expect("json");
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "still one session: {sessions}");
 }
 
 async fn an_expired_session_cannot_refresh(backend: Backend) {

@@ -17,6 +17,7 @@ on_both_backends!(
     an_expired_access_token_is_refused,
     a_token_signed_with_another_key_is_refused,
     a_token_whose_session_belongs_to_another_user_is_refused,
+    a_token_with_our_key_but_another_audience_or_type_is_refused,
 );
 
 async fn the_password_grant_signs_in_by_username_or_email(backend: Backend) {
@@ -90,9 +91,68 @@ fn base64_url_decode(input: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(input).expect("base64url")
 }
 
+/// Signs `claims` as this server signs access tokens (HS256, `typ: at+jwt`).
 fn sign_hs256(claims: &Value, secret: &str) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .expect("signed")
+    sign_hs256_typed(claims, secret, Some("at+jwt"))
+}
+
+fn sign_hs256_typed(claims: &Value, secret: &str, typ: Option<&str>) -> String {
+    let header = Header { typ: typ.map(str::to_owned), ..Header::new(Algorithm::HS256) };
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).expect("signed")
+}
+
+fn header_of(access_token: &str) -> Value {
+    let header = access_token.split('.').next().expect("a JWT");
+    serde_json::from_slice(&base64_url_decode(header)).expect("a JSON header")
+}
+
+async fn a_token_with_our_key_but_another_audience_or_type_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register_user("ada@example.com").await;
+    let access = app.access_token("ada@example.com").await;
+    assert_eq!(header_of(&access)["typ"], "at+jwt", "access tokens are typed (RFC 9068)");
+    let claims = claims_of(&access);
+    assert_eq!(claims["aud"], app.settings.auth.issuer, "the audience defaults to the issuer");
+    assert_eq!(
+        app.get("/api/v1/users/me", Some(&sign_hs256(&claims, JWT_SECRET))).await.status(),
+        StatusCode::OK,
+        "control: re-signed with our key as an access token"
+    );
+
+    let mut other_audience = claims.clone();
+    other_audience["aud"] = json!("https://another-service.test");
+    let mut no_audience = claims.clone();
+    no_audience.as_object_mut().expect("an object").remove("aud");
+    let forgeries = [
+        ("another audience", sign_hs256(&other_audience, JWT_SECRET)),
+        ("no audience", sign_hs256(&no_audience, JWT_SECRET)),
+        ("typ JWT", sign_hs256_typed(&claims, JWT_SECRET, Some("JWT"))),
+        ("no typ", sign_hs256_typed(&claims, JWT_SECRET, None)),
+    ];
+    for (what, token) in forgeries {
+        let response = app.get("/api/v1/users/me", Some(&token)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+}
+
+/// `auth.jwt_audience`: two deployments sharing a secret but not an audience do not accept
+/// each other's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_audience_is_issued_and_tokens_for_another_audience_are_refused() {
+    let app =
+        spawn_app_with(Backend::Postgres, |s| s.auth.jwt_audience = Some("https://api.gatehouse.test".into())).await;
+    let default_audience = app.spawn_sibling(|s| s.auth.jwt_audience = None).await;
+    app.register_user("ada@example.com").await;
+    let access = app.access_token("ada@example.com").await;
+    assert_eq!(claims_of(&access)["aud"], "https://api.gatehouse.test");
+    assert_eq!(app.get("/api/v1/users/me", Some(&access)).await.status(), StatusCode::OK);
+
+    let elsewhere = default_audience.get("/api/v1/users/me", Some(&access)).await;
+
+    assert_problem(elsewhere, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let theirs = default_audience.access_token("ada@example.com").await;
+    assert_problem(app.get("/api/v1/users/me", Some(&theirs)).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
 async fn a_token_signed_with_another_key_is_refused(backend: Backend) {

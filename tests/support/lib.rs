@@ -62,6 +62,9 @@ fn test_settings_without_database() -> Settings {
 pub struct TestApp {
     /// `http://127.0.0.1:{port}`.
     pub address: String,
+    /// `http://127.0.0.1:{port}` of the `/metrics` listener, with `metrics.listen` set (use
+    /// `127.0.0.1:0` for a free port).
+    pub metrics_address: Option<String>,
     /// A client that keeps no cookies and follows no redirects.
     pub client: reqwest::Client,
     /// The settings the server was built with.
@@ -113,11 +116,12 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
 async fn start(settings: Settings, database: Option<TestDatabase>, sink: Option<Arc<SmtpSink>>) -> TestApp {
     let application = Application::build(settings.clone()).await.expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let metrics_address = application.metrics_port().map(|port| format!("http://127.0.0.1:{port}"));
     let handle = application.handle();
     tokio::spawn(application.run_until_stopped());
     let client =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a reqwest client");
-    TestApp { address, client, settings, sink, handle, _database: database, owned_avatar_dir: None }
+    TestApp { address, metrics_address, client, settings, sink, handle, _database: database, owned_avatar_dir: None }
 }
 
 impl Drop for TestApp {

@@ -12,6 +12,11 @@
 //! token naming another `alg` (HS256 signed with a public key as the HMAC secret, `none`, or the
 //! algorithm of another configured key) or an unknown or missing `kid` is invalid.
 //!
+//! Tokens follow the JWT profile for access tokens (RFC 9068) as RFC 8725 advises: the header
+//! says `typ: at+jwt` and the claims name an audience (`aud`, by default the issuer). Both are
+//! required on verification, so no other JWT signed with the same key (an ID token, a token
+//! meant for another service) passes for an access token here.
+//!
 //! # Keys for operators
 //!
 //! Keys are unencrypted PEM files; only the private signing key is secret. Ed25519 (preferred):
@@ -70,16 +75,21 @@ pub use keys::{Jwk, Jwks, JwtAlgorithm, MIN_RSA_BITS, SigningKeyPem, UnknownJwtA
 /// The shortest HS256 secret accepted: 256 bits, the size of the HMAC-SHA-256 output.
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
-/// Issues and verifies JWT access tokens. Claims: `iss`, `sub` (user id), `sid` (session id),
-/// `roles`, `iat`, `exp`, `jti`.
+/// The JOSE `typ` of access tokens (RFC 9068, section 2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Issues and verifies JWT access tokens. Header `typ`: [`ACCESS_TOKEN_TYP`]. Claims: `iss`,
+/// `aud`, `sub` (user id), `sid` (session id), `roles`, `iat`, `exp`, `jti`.
 ///
 /// Verification accepts only the configured algorithm(s) and key(s) (so `alg: none`, another
-/// HMAC size or another key is invalid), picks an asymmetric key by `kid`, requires every
-/// claim, checks `iss`, rejects unknown roles, and checks `exp` against the [`Clock`] with **no
+/// HMAC size or another key is invalid), picks an asymmetric key by `kid`, requires the `typ`
+/// (`at+jwt` or `application/at+jwt`, in any case, RFC 7515 section 4.1.9) and every claim,
+/// checks `iss` and `aud`, rejects unknown roles, and checks `exp` against the [`Clock`] with **no
 /// leeway**: a token is invalid from the second its `exp` names (RFC 7519: the current time
 /// must be *before* `exp`). Times are whole seconds, so `iat`/`exp` come back truncated.
 pub struct JwtAccessTokens {
     issuer: String,
+    audience: String,
     signing: SigningKey,
     verifying: Vec<VerifyingKey>,
     jwks: Jwks,
@@ -99,14 +109,16 @@ enum SigningKey {
 
 impl SigningKey {
     fn header(&self) -> Header {
-        match self {
+        let mut header = match self {
             SigningKey::Hs256(_) => Header::new(Algorithm::HS256),
             SigningKey::Asymmetric { algorithm, kid, .. } => {
                 let mut header = Header::new(*algorithm);
                 header.kid = Some(kid.clone());
                 header
             }
-        }
+        };
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header
     }
 
     fn encoding_key(&self) -> &EncodingKey {
@@ -126,10 +138,12 @@ struct VerifyingKey {
 }
 
 impl VerifyingKey {
+    /// A key accepting tokens of `issuer` for `issuer` (the default audience).
     fn new(kid: Option<String>, algorithm: Algorithm, key: DecodingKey, issuer: &str) -> Self {
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_audience(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         // `exp` is checked against our clock in `verify`, with no leeway.
         validation.validate_exp = false;
         validation.leeway = 0;
@@ -137,14 +151,25 @@ impl VerifyingKey {
     }
 
     fn accepts(&self, header: &Header) -> bool {
-        header.alg == self.algorithm && (self.kid.is_none() || self.kid == header.kid)
+        header.alg == self.algorithm
+            && (self.kid.is_none() || self.kid == header.kid)
+            && header.typ.as_deref().is_some_and(is_access_token_typ)
     }
+}
+
+/// Whether a JOSE `typ` names an access token: `at+jwt`, with or without the `application/`
+/// prefix, compared case-insensitively as media types are (RFC 7515, section 4.1.9).
+fn is_access_token_typ(typ: &str) -> bool {
+    let typ = typ.to_ascii_lowercase();
+    typ.strip_prefix("application/").unwrap_or(&typ) == ACCESS_TOKEN_TYP
 }
 
 /// The wire form of the claims.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     iss: String,
+    /// A single string, as issued; a token with an array `aud` is refused when read.
+    aud: String,
     sub: Uuid,
     sid: Uuid,
     roles: Vec<String>,
@@ -171,6 +196,7 @@ impl JwtAccessTokens {
         anyhow::ensure!(!issuer.is_empty(), "the JWT issuer must not be empty");
         let tokens = Self {
             issuer: issuer.to_owned(),
+            audience: issuer.to_owned(),
             signing: SigningKey::Hs256(EncodingKey::from_secret(secret)),
             verifying: vec![VerifyingKey::new(None, Algorithm::HS256, DecodingKey::from_secret(secret), issuer)],
             jwks: Jwks::default(),
@@ -211,7 +237,14 @@ impl JwtAccessTokens {
         let (signing, verifying, jwks) =
             catch_unwind(AssertUnwindSafe(|| load_key_pairs(signing, &extra_verification, issuer)))
                 .map_err(|_| anyhow::anyhow!("loading the JWT keys panicked: {NO_CRYPTO_BACKEND}"))??;
-        let tokens = Self { issuer: issuer.to_owned(), signing, verifying, jwks, clock: Arc::new(SystemClock) };
+        let tokens = Self {
+            issuer: issuer.to_owned(),
+            audience: issuer.to_owned(),
+            signing,
+            verifying,
+            jwks,
+            clock: Arc::new(SystemClock),
+        };
         tokens.self_test()?;
         Ok(tokens)
     }
@@ -221,6 +254,21 @@ impl JwtAccessTokens {
     #[must_use]
     pub fn jwks(&self) -> Jwks {
         self.jwks.clone()
+    }
+
+    /// Issues tokens for `audience` and accepts only tokens naming it in `aud`, instead of the
+    /// issuer (the constructors' default).
+    ///
+    /// # Errors
+    ///
+    /// When `audience` is empty.
+    pub fn with_audience(mut self, audience: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(!audience.is_empty(), "the JWT audience must not be empty");
+        audience.clone_into(&mut self.audience);
+        for key in &mut self.verifying {
+            key.validation.set_audience(&[audience]);
+        }
+        Ok(self)
     }
 
     /// Checks `exp` against `clock` instead of the system clock (tests at fixed instants).
@@ -258,6 +306,7 @@ impl fmt::Debug for JwtAccessTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtAccessTokens")
             .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
             .field("algorithm", &self.signing.header().alg)
             .field("kid", &self.signing.header().kid)
             .field("verifying_keys", &self.verifying.len())
@@ -269,6 +318,7 @@ impl AccessTokens for JwtAccessTokens {
     fn issue(&self, claims: &AccessClaims) -> anyhow::Result<String> {
         let wire = Claims {
             iss: self.issuer.clone(),
+            aud: self.audience.clone(),
             sub: *claims.user_id.as_uuid(),
             sid: *claims.session_id.as_uuid(),
             roles: claims.roles.iter().map(|role| role.as_str().to_owned()).collect(),
@@ -371,9 +421,14 @@ mod tests {
     fn wire_claims() -> serde_json::Value {
         let now = Utc::now().timestamp();
         json!({
-            "iss": ISSUER, "sub": Uuid::now_v7(), "sid": Uuid::now_v7(), "roles": ["user"],
+            "iss": ISSUER, "aud": ISSUER, "sub": Uuid::now_v7(), "sid": Uuid::now_v7(), "roles": ["user"],
             "iat": now, "exp": now + 900, "jti": Uuid::now_v7(),
         })
+    }
+
+    /// The header of an HS256 access token, as this crate writes it.
+    fn at_header() -> Header {
+        Header { typ: Some(ACCESS_TOKEN_TYP.to_owned()), ..Header::new(Algorithm::HS256) }
     }
 
     struct FixedClock(DateTime<Utc>);
@@ -415,8 +470,9 @@ mod tests {
                 .expect("json");
 
         assert_eq!(header["alg"], "HS256");
-        assert_eq!(header["typ"], "JWT");
+        assert_eq!(header["typ"], "at+jwt");
         assert_eq!(payload["iss"], ISSUER);
+        assert_eq!(payload["aud"], ISSUER, "the audience defaults to the issuer");
         assert_eq!(payload["sub"], claims.user_id.to_string());
         assert_eq!(payload["sid"], claims.session_id.to_string());
         assert_eq!(payload["roles"], json!(["user", "admin"]));
@@ -476,7 +532,7 @@ mod tests {
 
     #[test]
     fn a_hand_made_token_with_the_right_key_verifies() {
-        let token = sign(&Header::new(Algorithm::HS256), &wire_claims(), SECRET);
+        let token = sign(&at_header(), &wire_claims(), SECRET);
         assert!(tokens().verify(&token).is_ok(), "the negative tests below differ only in what they name");
     }
 
@@ -500,24 +556,84 @@ mod tests {
     fn a_token_from_another_issuer_is_rejected() {
         let mut claims = wire_claims();
         claims["iss"] = json!("https://evil.test");
-        assert_eq!(tokens().verify(&sign(&Header::new(Algorithm::HS256), &claims, SECRET)), Err(InvalidAccessToken));
+        assert_eq!(tokens().verify(&sign(&at_header(), &claims, SECRET)), Err(InvalidAccessToken));
     }
 
     #[test]
     fn a_token_missing_a_claim_is_rejected() {
-        for missing in ["iss", "sub", "sid", "roles", "iat", "exp", "jti"] {
+        for missing in ["iss", "aud", "sub", "sid", "roles", "iat", "exp", "jti"] {
             let mut claims = wire_claims();
             claims.as_object_mut().expect("object").remove(missing);
-            let token = sign(&Header::new(Algorithm::HS256), &claims, SECRET);
+            let token = sign(&at_header(), &claims, SECRET);
             assert_eq!(tokens().verify(&token), Err(InvalidAccessToken), "without {missing}");
         }
+    }
+
+    #[test]
+    fn a_token_with_the_same_key_but_not_typed_as_an_access_token_is_rejected() {
+        for typ in [Some("JWT"), None, Some("jwt"), Some("id_token+jwt"), Some("at+jwt2"), Some("")] {
+            let header = Header { typ: typ.map(str::to_owned), ..Header::new(Algorithm::HS256) };
+            let token = sign(&header, &wire_claims(), SECRET);
+            assert_eq!(tokens().verify(&token), Err(InvalidAccessToken), "typ {typ:?}");
+        }
+    }
+
+    #[test]
+    fn the_access_token_typ_is_compared_as_a_media_type() {
+        for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/AT+JWT"] {
+            let header = Header { typ: Some(typ.to_owned()), ..Header::new(Algorithm::HS256) };
+            let token = sign(&header, &wire_claims(), SECRET);
+            assert!(tokens().verify(&token).is_ok(), "typ {typ:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_with_the_same_key_for_another_audience_is_rejected() {
+        for audience in [json!("https://other-service.test"), json!(""), json!(["https://other-service.test"])] {
+            let mut claims = wire_claims();
+            claims["aud"] = audience.clone();
+            assert_eq!(
+                tokens().verify(&sign(&at_header(), &claims, SECRET)),
+                Err(InvalidAccessToken),
+                "aud {audience}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_with_the_same_key_and_no_audience_is_rejected() {
+        let mut claims = wire_claims();
+        claims.as_object_mut().expect("object").remove("aud");
+        assert_eq!(tokens().verify(&sign(&at_header(), &claims, SECRET)), Err(InvalidAccessToken));
+    }
+
+    #[test]
+    fn a_configured_audience_is_issued_and_required_instead_of_the_issuer() {
+        let api = tokens().with_audience("https://api.gatehouse.test").expect("an audience");
+        let claims = claims_expiring_in(Duration::minutes(15));
+
+        let token = api.issue(&claims).expect("issue");
+        let payload: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).expect("payload")).expect("b64"))
+                .expect("json");
+
+        assert_eq!(payload["aud"], "https://api.gatehouse.test");
+        assert_eq!(api.verify(&token), Ok(claims.clone()));
+        assert_eq!(tokens().verify(&token), Err(InvalidAccessToken), "a verifier of the default audience refuses it");
+        let default_audience = tokens().issue(&claims).expect("issue");
+        assert_eq!(api.verify(&default_audience), Err(InvalidAccessToken), "and the other way round");
+    }
+
+    #[test]
+    fn an_empty_audience_is_refused() {
+        assert!(tokens().with_audience("").is_err());
     }
 
     #[test]
     fn a_token_with_an_unknown_role_is_rejected() {
         let mut claims = wire_claims();
         claims["roles"] = json!(["user", "superuser"]);
-        assert_eq!(tokens().verify(&sign(&Header::new(Algorithm::HS256), &claims, SECRET)), Err(InvalidAccessToken));
+        assert_eq!(tokens().verify(&sign(&at_header(), &claims, SECRET)), Err(InvalidAccessToken));
     }
 
     #[test]

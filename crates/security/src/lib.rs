@@ -6,6 +6,8 @@
 //!   ([`gatehouse_domain::ports::AccessTokens`]).
 //! - [`RandomTokens`]: 256-bit random opaque tokens stored as SHA-256 hashes
 //!   ([`gatehouse_domain::ports::OpaqueTokens`]).
+//! - [`DerivedSuccessors`]: refresh-token successors keyed from the server's secret, the same
+//!   for the same predecessor ([`gatehouse_domain::ports::RefreshSuccessors`]).
 //!
 //! Depends on the domain's ports only; never on storage, HTTP or configuration crates. Secrets
 //! come in as [`secrecy::SecretString`] and are never logged.
@@ -15,11 +17,13 @@ mod jwt;
 mod opaque;
 mod password;
 mod pool;
+mod successors;
 
 pub use cursor::CursorSealer;
 pub use jwt::{
-    Jwk, Jwks, JwtAccessTokens, JwtAlgorithm, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS, SigningKeyPem, UnknownJwtAlgorithm,
-    VerificationKeyPem,
+    ACCESS_TOKEN_TYP, Jwk, Jwks, JwtAccessTokens, JwtAlgorithm, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS, SigningKeyPem,
+    UnknownJwtAlgorithm, VerificationKeyPem,
 };
 pub use opaque::RandomTokens;
 pub use password::{Argon2Hasher, Argon2Params, HashPoolSettings};
+pub use successors::DerivedSuccessors;

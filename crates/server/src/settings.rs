@@ -93,6 +93,18 @@ pub struct Settings {
     pub bootstrap: BootstrapSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port` of a listener serving only `/metrics` (the main listener then answers it
+    /// with 404); `None`: `/metrics` is on the main listener.
+    pub listen: Option<String>,
 }
 
 /// What `gatehouse config check` shows instead of a secret.
@@ -256,6 +268,8 @@ pub struct AuthSettings {
     pub jwt_retired_keys: Vec<String>,
     /// `iss` of access tokens.
     pub issuer: String,
+    /// `aud` of access tokens, required on verification; `None`: the issuer.
+    pub jwt_audience: Option<String>,
     /// Access-token lifetime.
     pub access_ttl_secs: u32,
     /// Session lifetime.
@@ -288,6 +302,12 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
+    /// The `aud` of access tokens: `jwt_audience`, or the issuer when it is unset.
+    #[must_use]
+    pub fn effective_audience(&self) -> &str {
+        self.jwt_audience.as_deref().unwrap_or(&self.issuer)
+    }
+
     /// The hashing thread count with 0 resolved to one less than the number of cores (at least
     /// one), so a sign-in flood always leaves a core to cheap requests.
     #[must_use]
@@ -629,6 +649,19 @@ impl Settings {
         if self.auth.hash_queue_capacity == 0 {
             return Err(SettingsError("auth.hash_queue_capacity must be at least 1".to_owned()));
         }
+        if self.auth.jwt_audience.as_deref().is_some_and(|audience| audience.trim().is_empty()) {
+            return Err(SettingsError(
+                "auth.jwt_audience must not be empty (leave it unset for the issuer)".to_owned(),
+            ));
+        }
+        if let Some(listen) = &self.metrics.listen {
+            let port = listen.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+            if port.and_then(|port| port.parse::<u16>().ok()).is_none() {
+                return Err(SettingsError(format!(
+                    "metrics.listen must be host:port like 127.0.0.1:9090, not {listen:?}"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -680,6 +713,27 @@ mod tests {
         assert_eq!(settings.auth.password_reset_ttl_secs, 3_600);
         assert!(settings.mail.smtp_url.is_none(), "mail goes to files by default");
         assert!(settings.mail.relay_enabled);
+        assert_eq!(settings.auth.jwt_audience, None);
+        assert_eq!(settings.auth.effective_audience(), "gatehouse", "the audience defaults to the issuer");
+        assert_eq!(settings.metrics.listen, None, "/metrics is on the main listener by default");
+    }
+
+    #[test]
+    fn the_jwt_audience_and_the_metrics_listener_are_read_and_checked() {
+        let settings = load(
+            AppEnv::Development,
+            &[("APP__AUTH__JWT_AUDIENCE", "https://api.example.com"), ("APP__METRICS__LISTEN", "127.0.0.1:9090")],
+        )
+        .expect("loads");
+        assert_eq!(settings.auth.effective_audience(), "https://api.example.com");
+        assert_eq!(settings.metrics.listen.as_deref(), Some("127.0.0.1:9090"));
+
+        let error = load(AppEnv::Development, &[("APP__AUTH__JWT_AUDIENCE", " ")]).expect_err("refused").to_string();
+        assert!(error.contains("auth.jwt_audience"), "{error}");
+        for bad in ["9090", "127.0.0.1", ":9090", "127.0.0.1:http"] {
+            let error = load(AppEnv::Development, &[("APP__METRICS__LISTEN", bad)]).expect_err("refused").to_string();
+            assert!(error.contains("metrics.listen"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -28,8 +28,8 @@ use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_domain::{Email, NewPassword};
 use gatehouse_oauth_providers::{ClientSettings, GitHubProvider, GoogleEndpoints, GoogleProvider};
 use gatehouse_security::{
-    Argon2Hasher, Argon2Params, CursorSealer, HashPoolSettings, JwtAccessTokens, JwtAlgorithm, RandomTokens,
-    SigningKeyPem, VerificationKeyPem,
+    Argon2Hasher, Argon2Params, CursorSealer, DerivedSuccessors, HashPoolSettings, JwtAccessTokens, JwtAlgorithm,
+    RandomTokens, SigningKeyPem, VerificationKeyPem,
 };
 use gatehouse_store_diesel::{Backend, Database};
 use secrecy::{ExposeSecret, SecretString};
@@ -55,10 +55,11 @@ const SHUTDOWN_GRACE_SECS: u64 = 30;
 
 /// A built, bound, not yet running server, with its mail relay already running (unless
 /// `mail.relay_enabled` is off) and its avatar sweep (unless `storage.avatar_sweep_interval_secs`
-/// is 0).
+/// is 0); with `metrics.listen` set, a second server serving only `/metrics` on that address.
 pub struct Application {
     port: u16,
     server: Server,
+    metrics: Option<MetricsServer>,
     relay: Option<BackgroundTask>,
     sweep: Option<BackgroundTask>,
 }
@@ -81,6 +82,15 @@ impl Application {
             None
         };
         let sweep = avatar_sweep(&settings, &state);
+        // Both listeners are bound before either server runs, so a failure leaves nothing behind.
+        let metrics_listener = match &settings.metrics.listen {
+            Some(address) => {
+                Some(TcpListener::bind(address).with_context(|| format!("metrics.listen: binding {address}"))?)
+            }
+            None => None,
+        };
+        let separate_metrics = metrics_listener.is_some();
+        let metrics_state = state.clone();
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
@@ -99,10 +109,11 @@ impl Application {
                 .app_data(extract::form_config(json_limit))
                 .app_data(extract::query_config())
                 .app_data(extract::path_config())
-                .configure(http::routes)
+                .configure(if separate_metrics { http::routes_without_metrics } else { http::routes })
                 .split_for_parts();
-            app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api))
-                .default_service(web::to(http::fallback))
+            let app = app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api));
+            let app = if separate_metrics { app.route("/metrics", web::route().to(http::not_here)) } else { app };
+            app.default_service(web::to(http::fallback))
                 .wrap(from_fn(middleware::require_https))
                 .wrap(http::cors::cors(&origins))
                 .wrap(from_fn(middleware::security_headers))
@@ -117,8 +128,9 @@ impl Application {
             None => server.listen(listener)?,
         }
         .run();
+        let metrics = metrics_listener.map(|listener| metrics_server(listener, metrics_state)).transpose()?;
         tracing::info!(port, env = %settings.env, "gatehouse is listening");
-        Ok(Self { port, server, relay, sweep })
+        Ok(Self { port, server, metrics, relay, sweep })
     }
 
     /// The bound port.
@@ -127,20 +139,44 @@ impl Application {
         self.port
     }
 
-    /// A handle to stop the server gracefully.
+    /// The bound port of the `/metrics` listener; `None` without `metrics.listen`.
+    #[must_use]
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|metrics| metrics.port)
+    }
+
+    /// A handle to stop the server gracefully (the `/metrics` listener stops with it).
     #[must_use]
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
     /// Serves until stopped by a signal or the handle; in-flight requests finish first, then
-    /// the mail relay finishes its current batch.
+    /// the mail relay finishes its current batch. The main and the `/metrics` listener stop
+    /// together: whichever stops first stops the other.
     ///
     /// # Errors
     ///
-    /// I/O failures of the server.
+    /// I/O failures of either server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let served = match self.metrics {
+            None => self.server.await,
+            Some(metrics) => {
+                let (main_handle, metrics_handle) = (self.server.handle(), metrics.server.handle());
+                let main = async {
+                    let served = self.server.await;
+                    metrics_handle.stop(true).await;
+                    served
+                };
+                let scrapes = async {
+                    let served = metrics.server.await;
+                    main_handle.stop(true).await;
+                    served
+                };
+                let (main, scrapes) = tokio::join!(main, scrapes);
+                main.and(scrapes)
+            }
+        };
         if let Some(relay) = self.relay {
             relay.stop().await;
         }
@@ -149,6 +185,36 @@ impl Application {
         }
         served
     }
+}
+
+/// The listener of `metrics.listen`, serving only `/metrics`.
+struct MetricsServer {
+    port: u16,
+    server: Server,
+}
+
+/// A one-worker server on `listener` with only `/metrics` (and the problem 404 for anything
+/// else). It is plain HTTP, for a scraper on a private address, and it has no rate limit:
+/// what reaches it is the operator's to decide.
+fn metrics_server(listener: TcpListener, state: AppState) -> anyhow::Result<MetricsServer> {
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .service(http::metrics::scrape)
+            .default_service(web::to(http::fallback))
+            .wrap(from_fn(middleware::security_headers))
+            .wrap(from_fn(middleware::request_span))
+    })
+    .workers(1)
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .client_request_timeout(std::time::Duration::from_secs(REQUEST_HEAD_TIMEOUT_SECS))
+    .client_disconnect_timeout(std::time::Duration::from_secs(REQUEST_HEAD_TIMEOUT_SECS))
+    .listen(listener)
+    .context("metrics.listen")?
+    .run();
+    tracing::info!(port, "metrics are served on their own listener (metrics.listen)");
+    Ok(MetricsServer { port, server })
 }
 
 /// Starts the periodic avatar sweep over `state`'s avatar service, unless
@@ -290,7 +356,9 @@ fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(
                 SecretString::from(random.generate().secret.expose_secret().to_owned())
             }
         };
-        let tokens = JwtAccessTokens::hs256(&secret, &auth.issuer).context("auth.jwt_secret")?;
+        let tokens = JwtAccessTokens::hs256(&secret, &auth.issuer)
+            .and_then(|tokens| tokens.with_audience(auth.effective_audience()))
+            .context("auth.jwt_secret")?;
         return Ok((tokens, secret));
     }
     let (Some(path), Some(kid)) = (&auth.jwt_private_key_file, &auth.jwt_key_id) else {
@@ -310,7 +378,9 @@ fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let private_pem = SecretString::from(private_pem);
     let signing = SigningKeyPem { algorithm, kid: kid.clone(), private_pem: private_pem.clone() };
-    let tokens = JwtAccessTokens::asymmetric(signing, retired, &auth.issuer).context("auth.jwt_private_key_file")?;
+    let tokens = JwtAccessTokens::asymmetric(signing, retired, &auth.issuer)
+        .and_then(|tokens| tokens.with_audience(auth.effective_audience()))
+        .context("auth.jwt_private_key_file")?;
     Ok((tokens, private_pem))
 }
 
@@ -393,6 +463,7 @@ fn build_state(
         hasher: hasher.clone(),
         access_tokens: access_tokens.clone(),
         opaque_tokens: Arc::new(opaque_tokens),
+        refresh_successors: Arc::new(DerivedSuccessors::new(key_material.expose_secret().as_bytes())),
         clock: clock.clone(),
         revocations,
         directory: match &dependencies.replica {

@@ -74,6 +74,7 @@ diesel::table! {
         session_id -> PortableUuid,
         created_at -> PortableTimestamp,
         spent_at -> Nullable<PortableTimestamp>,
+        successor_hash -> Nullable<Text>,
     }
 }
 

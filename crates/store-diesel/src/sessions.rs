@@ -111,6 +111,7 @@ fn insert_refresh_token(
             refresh_tokens::session_id.eq(session_id),
             refresh_tokens::created_at.eq(created_at),
             refresh_tokens::spent_at.eq(None::<DbTime>),
+            refresh_tokens::successor_hash.eq(None::<String>),
         ))
         .execute(connection)
         .map(|_| ())
@@ -124,19 +125,23 @@ enum RotationRow {
     Unknown,
 }
 
-/// When the presented token was spent (if it was) and its session, with both rows locked
+/// `spent_at` and `successor_hash` of a refresh token, and its session.
+type LockedToken = (Option<DbTime>, Option<String>, SessionRow);
+
+/// When the presented token was spent (if it was), the successor it was spent for, and its
+/// session, with both rows locked
 /// against concurrent rotations until the transaction ends. On PostgreSQL that is a row lock
 /// (`FOR UPDATE`, which Diesel's `MultiConnection` cannot express, hence the match); a caller
 /// that waited for it reads the rows as the lock holder left them. On SQLite the caller's
 /// `BEGIN IMMEDIATE` already holds the database's only write lock.
-fn lock_token(connection: &mut AnyConnection, token_hash: &str) -> QueryResult<Option<(Option<DbTime>, SessionRow)>> {
+fn lock_token(connection: &mut AnyConnection, token_hash: &str) -> QueryResult<Option<LockedToken>> {
     // A macro, not a value: `as_select()` fixes the backend, and each arm has its own.
     macro_rules! query {
         () => {
             refresh_tokens::table
                 .inner_join(sessions::table)
                 .filter(refresh_tokens::token_hash.eq(token_hash))
-                .select((refresh_tokens::spent_at, SessionRow::as_select()))
+                .select((refresh_tokens::spent_at, refresh_tokens::successor_hash, SessionRow::as_select()))
         };
     }
     match connection {
@@ -150,6 +155,8 @@ fn lock_token(connection: &mut AnyConnection, token_hash: &str) -> QueryResult<O
 /// A zero (or negative) `grace` means no grace at all: every second presentation is a reuse,
 /// even one made in the same microsecond as the first. Times are compared at the microsecond
 /// precision they are stored with, so a retry exactly `grace` after the first spend is in.
+/// Within the window only the successor the token was spent for is accepted, and it is
+/// already stored: nothing new is inserted, so the session stays one chain.
 fn rotate_in(
     connection: &mut AnyConnection,
     presented: &str,
@@ -158,7 +165,7 @@ fn rotate_in(
     grace: Duration,
 ) -> QueryResult<RotationRow> {
     let now = now.trunc_subsecs(6);
-    let Some((spent_at, session)) = lock_token(connection, presented)? else {
+    let Some((spent_at, spent_for, session)) = lock_token(connection, presented)? else {
         return Ok(RotationRow::Unknown);
     };
     if session.revoked_at.is_some() || session.expires_at.0 <= now {
@@ -167,13 +174,17 @@ fn rotate_in(
     match spent_at {
         None => {
             diesel::update(refresh_tokens::table.find(presented))
-                .set(refresh_tokens::spent_at.eq(Some(DbTime(now))))
+                .set((
+                    refresh_tokens::spent_at.eq(Some(DbTime(now))),
+                    refresh_tokens::successor_hash.eq(Some(successor)),
+                ))
                 .execute(connection)?;
+            insert_refresh_token(connection, successor, session.id, DbTime(now))?;
         }
-        Some(spent_at) if grace > Duration::zero() && now - spent_at.0 <= grace => {}
+        Some(spent_at)
+            if grace > Duration::zero() && now - spent_at.0 <= grace && spent_for.as_deref() == Some(successor) => {}
         Some(_) => return Ok(RotationRow::Reused(session)),
     }
-    insert_refresh_token(connection, successor, session.id, DbTime(now))?;
     diesel::update(sessions::table.find(session.id)).set(sessions::last_used_at.eq(DbTime(now))).execute(connection)?;
     let stored = sessions::table.find(session.id).select(SessionRow::as_select()).first(connection)?;
     Ok(RotationRow::Rotated(stored))

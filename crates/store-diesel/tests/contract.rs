@@ -510,7 +510,9 @@ async fn a_token_spent_outside_the_grace_window_is_reused_and_nothing_is_written
     assert_eq!(late, None, "no successor was stored");
 }
 
-async fn a_token_spent_within_the_grace_window_rotates_again(test_db: TestDatabase) {
+async fn a_token_spent_within_the_grace_window_for_the_same_successor_rotates_without_storing_another(
+    test_db: TestDatabase,
+) {
     let db = migrated(&test_db).await;
     let t0 = Utc::now();
     let (_, session) = user_with_session(&db, t0).await;
@@ -518,18 +520,56 @@ async fn a_token_spent_within_the_grace_window_rotates_again(test_db: TestDataba
     let grace = Duration::seconds(5);
     db.sessions().rotate(token("first"), token("second"), t1, grace).await.expect("the first rotation");
 
-    let retry = db.sessions().rotate(token("first"), token("second-retry"), t1 + grace, grace).await;
+    let retry = db.sessions().rotate(token("first"), token("second"), t1 + grace, grace).await;
 
     assert!(
         matches!(&retry, Ok(Rotation::Rotated(s)) if s.id == session.id && s.last_used_at == stored(t1 + grace)),
         "a retry within the grace window rotates: {retry:?}"
     );
-    for successor in ["second", "second-retry"] {
-        let found = db.sessions().find_by_refresh_token(&token(successor)).await.expect("lookup works");
-        assert_eq!(found.map(|s| s.id), Some(session.id), "both successors are stored ({successor})");
-    }
-    let later = db.sessions().rotate(token("first"), token("third"), t1 + Duration::seconds(6), grace).await;
+    let next = db.sessions().rotate(token("second"), token("third"), t1 + grace, grace).await;
+    assert!(matches!(next, Ok(Rotation::Rotated(_))), "the successor is still unspent, once: {next:?}");
+    let again = db.sessions().rotate(token("first"), token("second"), t1 + grace, grace).await;
+    assert!(matches!(again, Ok(Rotation::Rotated(_))), "spending the successor does not change the retry: {again:?}");
+    let later = db.sessions().rotate(token("first"), token("second"), t1 + Duration::seconds(6), grace).await;
     assert!(matches!(later, Ok(Rotation::Reused(_))), "the grace window runs from the first spend: {later:?}");
+}
+
+async fn a_token_spent_within_the_grace_window_for_another_successor_is_reused_and_nothing_is_written(
+    test_db: TestDatabase,
+) {
+    let db = migrated(&test_db).await;
+    let t0 = Utc::now();
+    let (_, session) = user_with_session(&db, t0).await;
+    let t1 = t0 + Duration::minutes(1);
+    let grace = Duration::seconds(5);
+    db.sessions().rotate(token("first"), token("second"), t1, grace).await.expect("the first rotation");
+    let before = db.sessions().find(session.id).await.expect("lookup works").expect("found");
+
+    let fork = db.sessions().rotate(token("first"), token("fork"), t1 + Duration::seconds(1), grace).await;
+
+    assert_eq!(fork.ok(), Some(Rotation::Reused(before.clone())), "a second chain is never started");
+    assert_eq!(db.sessions().find_by_refresh_token(&token("fork")).await.expect("lookup works"), None);
+    assert_eq!(db.sessions().find(session.id).await.expect("lookup works"), Some(before), "the session is unchanged");
+}
+
+async fn concurrent_retries_within_the_grace_window_all_get_the_one_successor(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    let t0 = Utc::now();
+    let (_, session) = user_with_session(&db, t0).await;
+    let now = t0 + Duration::minutes(1);
+    let attempts = (0..RACERS).map(|_| {
+        let sessions = db.sessions();
+        tokio::spawn(async move { sessions.rotate(token("first"), token("second"), now, Duration::seconds(5)).await })
+    });
+
+    let outcomes: Vec<_> = join_all(attempts).await.into_iter().map(|joined| joined.expect("no task panics")).collect();
+
+    assert!(
+        outcomes.iter().all(|outcome| matches!(outcome, Ok(Rotation::Rotated(s)) if s.id == session.id)),
+        "every presentation within the window rotates to the same successor: {outcomes:?}"
+    );
+    let next = db.sessions().rotate(token("second"), token("third"), now, Duration::zero()).await;
+    assert!(matches!(next, Ok(Rotation::Rotated(_))), "the one successor is stored and unspent: {next:?}");
 }
 
 async fn rotating_a_token_of_a_revoked_session_ends_it(test_db: TestDatabase) {
@@ -2312,7 +2352,9 @@ contract!(
     starting_a_session_records_the_login_event,
     rotating_a_live_token_spends_it_and_stores_its_successor,
     a_token_spent_outside_the_grace_window_is_reused_and_nothing_is_written,
-    a_token_spent_within_the_grace_window_rotates_again,
+    a_token_spent_within_the_grace_window_for_the_same_successor_rotates_without_storing_another,
+    a_token_spent_within_the_grace_window_for_another_successor_is_reused_and_nothing_is_written,
+    concurrent_retries_within_the_grace_window_all_get_the_one_successor,
     rotating_a_token_of_a_revoked_session_ends_it,
     rotating_a_token_of_an_expired_session_ends_it,
     rotating_an_unknown_token_finds_nothing,

@@ -38,7 +38,9 @@ pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use rate_limits::{RateDecision, RateLimiter};
 pub use revocations::RevocationList;
 pub use sessions::{Rotation, SessionRepository};
-pub use tokens::{AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, TokenHash};
+pub use tokens::{
+    AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, RefreshSuccessors, TokenHash,
+};
 pub use users::{
     AccountCompanion, AvatarChange, CreateUserError, Lockout, ProfileChanges, SoftDeleted, UpdateUserError,
     UserRepository,
@@ -67,6 +69,6 @@ pub use revocations::MockRevocationList;
 #[cfg(any(test, feature = "mocks"))]
 pub use sessions::MockSessionRepository;
 #[cfg(any(test, feature = "mocks"))]
-pub use tokens::{MockAccessTokens, MockOpaqueTokens};
+pub use tokens::{MockAccessTokens, MockOpaqueTokens, MockRefreshSuccessors};
 #[cfg(any(test, feature = "mocks"))]
 pub use users::MockUserRepository;

@@ -11,11 +11,11 @@ use crate::session::{NewSession, Session};
 /// What presenting a refresh token did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// The token was live (or spent within the grace window): it is now spent and the
-    /// successor is stored.
+    /// The token was live: it is now spent and the successor is stored. Or it was spent
+    /// within the grace window for this same successor, which is stored already.
     Rotated(Session),
-    /// The token was spent before, outside the grace window: a replay. Nothing was
-    /// written; the caller revokes the session.
+    /// The token was spent before, outside the grace window or for another successor: a
+    /// replay. Nothing was written; the caller revokes the session.
     Reused(Session),
     /// The token belongs to a revoked or expired session. Nothing was written.
     SessionEnded,
@@ -54,12 +54,13 @@ pub trait SessionRepository: Send + Sync {
     /// transaction that serialises concurrent presentations of the same token: of two
     /// racing calls, exactly one finds it unspent.
     ///
-    /// - live session, unspent token: spend it, store the successor, set `last_used_at`;
-    ///   [`Rotation::Rotated`].
-    /// - live session, `grace` positive and the token spent at most `grace` ago: store
-    ///   the successor (the token
-    ///   stays spent); [`Rotation::Rotated`].
-    /// - live session, token spent longer ago: write nothing; [`Rotation::Reused`].
+    /// - live session, unspent token: spend it, recording `successor` as the token it was
+    ///   spent for, store the successor, set `last_used_at`; [`Rotation::Rotated`].
+    /// - live session, `grace` positive, the token spent at most `grace` ago and for this
+    ///   same `successor`: set `last_used_at` only (the successor is stored already, so the
+    ///   session stays one chain); [`Rotation::Rotated`].
+    /// - live session, token spent longer ago, or spent for another successor (or before
+    ///   successors were recorded): write nothing; [`Rotation::Reused`].
     /// - revoked session, or `expires_at <= now`: write nothing; [`Rotation::SessionEnded`].
     /// - no such token: [`Rotation::Unknown`].
     ///

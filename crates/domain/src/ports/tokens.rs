@@ -85,3 +85,16 @@ pub trait OpaqueTokens: Send + Sync {
     /// The hash of a token a client presented, comparable with [`OpaqueToken::hash`].
     fn hash(&self, presented: &str) -> TokenHash;
 }
+
+/// Derives the refresh token that succeeds a presented one when it is spent.
+///
+/// A successor is a keyed function of its predecessor, so presenting a just-spent token again
+/// within `auth.refresh_reuse_grace_secs` gives back the very successor issued the first time,
+/// on any instance sharing the key, with nothing but its hash ever stored. Without the key it
+/// is as unpredictable as a random token.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait RefreshSuccessors: Send + Sync {
+    /// The successor of `presented`: always the same token for the same `presented` and key,
+    /// 256 bits, with its hash as [`OpaqueTokens::hash`] computes it.
+    fn successor_of(&self, presented: &str) -> OpaqueToken;
+}

@@ -24,8 +24,8 @@ use crate::email::{EmailContent, OutgoingEmail};
 use crate::ids::{EmailId, SessionId, UserId};
 use crate::ports::{
     AccessClaims, AccessTokens, AccountCompanion, ActivityLog, AvatarProcessor, AvatarStore, Clock, CreateUserError,
-    NewOneTimeToken, OneTimeTokenRepository, OpaqueToken, OpaqueTokens, PasswordHash, PasswordHasher, RevocationList,
-    SessionRepository, TokenKind, UserDirectory, UserRepository,
+    NewOneTimeToken, OneTimeTokenRepository, OpaqueToken, OpaqueTokens, PasswordHash, PasswordHasher,
+    RefreshSuccessors, RevocationList, SessionRepository, TokenKind, UserDirectory, UserRepository,
 };
 use crate::services::auth::AuthSettings;
 use crate::session::RequestContext;
@@ -51,6 +51,8 @@ pub struct Ports {
     pub access_tokens: Arc<dyn AccessTokens>,
     /// Opaque-token generation and hashing.
     pub opaque_tokens: Arc<dyn OpaqueTokens>,
+    /// The successors of spent refresh tokens.
+    pub refresh_successors: Arc<dyn RefreshSuccessors>,
     /// The time.
     pub clock: Arc<dyn Clock>,
     /// Sessions whose access tokens must stop working before they expire.

@@ -116,8 +116,10 @@ impl SessionService {
     }
 
     /// Exchanges a refresh token for a new pair in the same session. The presented token is
-    /// spent; presenting it again (outside the configured grace window) revokes the whole
-    /// session and records `auth.refresh_reused`.
+    /// spent; presenting it again outside the configured grace window revokes the whole
+    /// session and records `auth.refresh_reused`. Within the window it gets a fresh access
+    /// token and the same successor refresh token as the first time (the successor is derived
+    /// from the presented token), so the session never forks into two chains.
     ///
     /// # Errors
     ///
@@ -125,8 +127,8 @@ impl SessionService {
     #[tracing::instrument(skip_all, fields(session_id))]
     pub async fn refresh(&self, presented: &SecretString, context: RequestContext) -> Result<TokenPair, RefreshError> {
         let now = self.ports.clock.now();
+        let successor = self.ports.refresh_successors.successor_of(presented.expose_secret());
         let presented = self.ports.opaque_tokens.hash(presented.expose_secret());
-        let successor = self.ports.opaque_tokens.generate();
         let rotation =
             self.ports.sessions.rotate(presented, successor.hash, now, self.settings.refresh_reuse_grace).await?;
         let session = match rotation {
@@ -398,10 +400,7 @@ mod tests {
             .expect_hash()
             .with(eq("presented"))
             .returning(|_| TokenHash::new("presented-hash".to_owned()));
-        mocks.opaque_tokens.expect_generate().times(1).returning(|| OpaqueToken {
-            secret: SecretString::from("successor".to_owned()),
-            hash: TokenHash::new("successor-hash".to_owned()),
-        });
+        mocks.refresh_successors.expect_successor_of().with(eq("presented")).times(1).returning(|_| successor());
         let mut sessions = MockSessionRepository::new();
         sessions
             .expect_rotate()
@@ -418,6 +417,59 @@ mod tests {
 
     fn presented() -> SecretString {
         SecretString::from("presented".to_owned())
+    }
+
+    /// The successor derived from [`presented`].
+    fn successor() -> OpaqueToken {
+        OpaqueToken {
+            secret: SecretString::from("successor".to_owned()),
+            hash: TokenHash::new("successor-hash".to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_presented_twice_within_the_grace_window_gets_the_same_successor_and_fresh_access_tokens() {
+        let user = sample_user();
+        let session = session_of(user.id);
+        let grace = Duration::seconds(10);
+        let mut mocks = Mocks::default();
+        mocks
+            .opaque_tokens
+            .expect_hash()
+            .with(eq("presented"))
+            .returning(|_| TokenHash::new("presented-hash".to_owned()));
+        mocks.refresh_successors.expect_successor_of().with(eq("presented")).times(2).returning(|_| successor());
+        let mut sessions = MockSessionRepository::new();
+        sessions
+            .expect_rotate()
+            .withf(move |presented, successor, at, window| {
+                presented.as_str() == "presented-hash"
+                    && successor.as_str() == "successor-hash"
+                    && *at == now()
+                    && *window == grace
+            })
+            .times(2)
+            .returning(move |_, _, _, _| Ok(Rotation::Rotated(session.clone())));
+        let mut issued = 0;
+        mocks.access_tokens.expect_issue().times(2).returning(move |_| {
+            issued += 1;
+            Ok(format!("access-{issued}"))
+        });
+        let found = user.clone();
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_id().with(eq(user.id)).times(2).returning(move |_| Ok(Some(found.clone())));
+        let service = SessionService::new(
+            ports_with_mocks(users, sessions, mocks),
+            AuthSettings { refresh_reuse_grace: grace, ..settings() },
+        );
+
+        let first = service.refresh(&presented(), RequestContext::default()).await.expect("the first refresh");
+        let retry = service.refresh(&presented(), RequestContext::default()).await.expect("the retry");
+
+        assert_eq!(first.refresh_token.expose_secret(), "successor");
+        assert_eq!(retry.refresh_token.expose_secret(), "successor", "the retry gets the same successor, not a fork");
+        assert_eq!((first.access_token.as_str(), retry.access_token.as_str()), ("access-1", "access-2"));
+        assert_eq!(first.session_id, retry.session_id);
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use crate::ids::UserId;
 use crate::ports::{
     MockAccessTokens, MockActivityLog, MockAvatarProcessor, MockAvatarStore, MockClock, MockOneTimeTokenRepository,
-    MockOpaqueTokens, MockPasswordHasher, MockRevocationList, MockSessionRepository, MockUserDirectory,
-    MockUserRepository,
+    MockOpaqueTokens, MockPasswordHasher, MockRefreshSuccessors, MockRevocationList, MockSessionRepository,
+    MockUserDirectory, MockUserRepository,
 };
 use crate::services::Ports;
 use crate::services::auth::AuthSettings;
@@ -46,6 +46,7 @@ pub(crate) struct Mocks {
     pub hasher: MockPasswordHasher,
     pub access_tokens: MockAccessTokens,
     pub opaque_tokens: MockOpaqueTokens,
+    pub refresh_successors: MockRefreshSuccessors,
     pub revocations: MockRevocationList,
     pub directory: MockUserDirectory,
     pub activity: MockActivityLog,
@@ -70,6 +71,7 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
         hasher: Arc::new(mocks.hasher),
         access_tokens: Arc::new(mocks.access_tokens),
         opaque_tokens: Arc::new(mocks.opaque_tokens),
+        refresh_successors: Arc::new(mocks.refresh_successors),
         clock: Arc::new(clock),
         revocations: Arc::new(mocks.revocations),
         directory: Arc::new(mocks.directory),

@@ -89,7 +89,7 @@ fn claims() -> AccessClaims {
 fn wire_claims() -> serde_json::Value {
     let now = Utc::now().timestamp();
     json!({
-        "iss": ISSUER, "sub": Uuid::now_v7(), "sid": Uuid::now_v7(), "roles": ["user"],
+        "iss": ISSUER, "aud": ISSUER, "sub": Uuid::now_v7(), "sid": Uuid::now_v7(), "roles": ["user"],
         "iat": now, "exp": now + 900, "jti": Uuid::now_v7(),
     })
 }
@@ -103,9 +103,11 @@ fn b64(value: &serde_json::Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
+/// A header as this crate writes it (`typ: at+jwt`), with `algorithm` and `kid`.
 fn header(algorithm: Algorithm, kid: Option<&str>) -> Header {
     let mut header = Header::new(algorithm);
     header.kid = kid.map(str::to_owned);
+    header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
     header
 }
 
@@ -176,7 +178,7 @@ fn an_asymmetric_token_names_its_algorithm_and_kid_in_the_header() {
 
         assert_eq!(header["alg"], alg);
         assert_eq!(header["kid"], "2026-11");
-        assert_eq!(header["typ"], "JWT");
+        assert_eq!(header["typ"], "at+jwt");
     }
 }
 
@@ -226,6 +228,60 @@ fn a_token_with_an_unknown_or_missing_kid_is_rejected() {
         let token = forge(&header(Algorithm::EdDSA, kid), &key);
         assert_eq!(tokens.verify(&token), Err(InvalidAccessToken), "kid {kid:?}");
     }
+}
+
+#[test]
+fn an_asymmetric_token_with_the_right_key_but_not_typed_as_an_access_token_is_rejected() {
+    let (ed, old) = (ed25519(), rsa(0));
+    let tokens = tokens(signing(JwtAlgorithm::EdDsa, "ed", &ed), vec![verification(JwtAlgorithm::Rs256, "old", &old)]);
+    for (algorithm, kid, key) in
+        [(Algorithm::EdDSA, "ed", ed_private(&ed)), (Algorithm::RS256, "old", rsa_private(&old))]
+    {
+        assert!(tokens.verify(&forge(&header(algorithm, Some(kid)), &key)).is_ok(), "control: {kid} with at+jwt");
+        for typ in [Some("JWT"), None] {
+            let header = Header { typ: typ.map(str::to_owned), ..header(algorithm, Some(kid)) };
+            assert_eq!(tokens.verify(&forge(&header, &key)), Err(InvalidAccessToken), "{kid} with typ {typ:?}");
+        }
+    }
+}
+
+#[test]
+fn an_asymmetric_token_with_the_right_key_for_another_or_no_audience_is_rejected() {
+    let (ed, old) = (ed25519(), rsa(0));
+    let tokens = tokens(signing(JwtAlgorithm::EdDsa, "ed", &ed), vec![verification(JwtAlgorithm::Rs256, "old", &old)]);
+    for (algorithm, kid, key) in
+        [(Algorithm::EdDSA, "ed", ed_private(&ed)), (Algorithm::RS256, "old", rsa_private(&old))]
+    {
+        let mut other = wire_claims();
+        other["aud"] = json!("https://other-service.test");
+        let mut none = wire_claims();
+        none.as_object_mut().expect("object").remove("aud");
+        for claims in [other, none] {
+            let token = jsonwebtoken::encode(&header(algorithm, Some(kid)), &claims, &key).expect("sign");
+            assert_eq!(tokens.verify(&token), Err(InvalidAccessToken), "{kid} with {claims}");
+        }
+    }
+}
+
+#[test]
+fn a_configured_audience_applies_to_every_asymmetric_key() {
+    let (ed, old) = (ed25519(), rsa(0));
+    let old_token = tokens(signing(JwtAlgorithm::Rs256, "old", &old), vec![])
+        .with_audience("https://api.test")
+        .expect("an audience")
+        .issue(&claims())
+        .expect("issue");
+    let tokens = tokens(signing(JwtAlgorithm::EdDsa, "ed", &ed), vec![verification(JwtAlgorithm::Rs256, "old", &old)])
+        .with_audience("https://api.test")
+        .expect("an audience");
+
+    assert!(tokens.verify(&tokens.issue(&claims()).expect("issue")).is_ok(), "the signing key");
+    assert!(tokens.verify(&old_token).is_ok(), "the retired key");
+    assert_eq!(
+        tokens.verify(&forge(&header(Algorithm::EdDSA, Some("ed")), &ed_private(&ed))),
+        Err(InvalidAccessToken),
+        "a token for the issuer as audience is not for this audience"
+    );
 }
 
 #[test]

@@ -14,8 +14,9 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Metrics in the Prometheus text format: requests and latency by route pattern, method and
 /// status; database pool usage and waits; password-hashing queue depth and time; email outbox
 /// depth, sent and failed; sign-in outcomes; refresh-token reuse; whether rate limits fell back
-/// from Redis to this instance; build info. Expose it only
-/// to the scraper (a private port or network policy): it reveals traffic patterns.
+/// from Redis to this instance; build info. Expose it only to the scraper: it reveals traffic
+/// patterns. Served on the main listener, or with `metrics.listen` set only on that address
+/// (plain HTTP, nothing else served there), the main listener then answering 404.
 #[utoipa::path(
     tag = "operations",
     responses((status = 200, description = "The metrics.", content_type = "text/plain", body = String,

@@ -37,10 +37,21 @@ use crate::state::AppState;
 /// stricter rule name it in their route attribute. Probes, metrics and the key set are not
 /// limited.
 pub fn routes(config: &mut ServiceConfig<'_>) {
+    register(config, true);
+}
+
+/// [`routes`] but `/metrics`: the main listener's routes when `metrics.listen` serves it on
+/// another address.
+pub fn routes_without_metrics(config: &mut ServiceConfig<'_>) {
+    register(config, false);
+}
+
+fn register(config: &mut ServiceConfig<'_>, with_metrics: bool) {
+    config.service(health::live).service(health::ready);
+    if with_metrics {
+        config.service(metrics::scrape);
+    }
     config
-        .service(health::live)
-        .service(health::ready)
-        .service(metrics::scrape)
         .service(wellknown::jwks)
         .service(
             scope("/api/v1/auth")
@@ -89,6 +100,13 @@ pub fn routes(config: &mut ServiceConfig<'_>) {
 /// OpenAPI document knows), 404 otherwise. Always a problem body.
 pub async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     unrouted(&req, &state.routes)
+}
+
+/// The 404 problem for every method, as if nothing were there: how the main listener
+/// answers `/metrics` when `metrics.listen` serves it elsewhere (so no `405` with an `Allow`
+/// hints at it either).
+pub async fn not_here() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::new(ErrorKind::NotFound, "No such resource."))
 }
 
 /// The answer to a request no handler takes: see [`fallback`]. Also used when a path
