@@ -347,7 +347,7 @@ impl UserRepository for DieselUserRepository {
         let event = NewActivityRow::new(&event)?;
         let (verification, identity) = match companion {
             AccountCompanion::Nothing => (None, None),
-            AccountCompanion::Verification(mail) => (Some(TokenMailRows::new(&mail)?), None),
+            AccountCompanion::Verification(mail) => (Some(TokenMailRows::new(&mail, self.db.secrets())?), None),
             AccountCompanion::Identity(identity, linked) => {
                 (None, Some((IdentityRow::from(identity), NewActivityRow::new(&linked)?)))
             }
@@ -582,7 +582,7 @@ impl UserRepository for DieselUserRepository {
     ) -> Result<Vec<SessionId>, UseTokenError> {
         let id = DbUuid(*user_id.as_uuid());
         let event = NewActivityRow::new(&event)?;
-        let notice = NewEmailRow::new(&notice)?;
+        let notice = NewEmailRow::new(&notice, self.db.secrets())?;
         self.db
             .run(move |connection| {
                 write_transaction(connection, |connection| {
@@ -612,7 +612,7 @@ impl UserRepository for DieselUserRepository {
     ) -> anyhow::Result<bool> {
         let id = DbUuid(*id.as_uuid());
         let event = NewActivityRow::new(&event)?;
-        let mail = TokenMailRows::new(&mail)?;
+        let mail = TokenMailRows::new(&mail, self.db.secrets())?;
         self.db
             .run(move |connection| {
                 write_transaction(connection, |connection| {
