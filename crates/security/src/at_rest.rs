@@ -74,14 +74,22 @@ impl EncryptionKey {
     ///
     /// [`InvalidEncryptionKey`] when it is not base64 or not 32 bytes.
     pub fn from_base64(encoded: &str) -> Result<Self, InvalidEncryptionKey> {
+        Ok(Self::from_bytes(&Self::decode_base64(encoded)?))
+    }
+
+    /// The 32 bytes that `encoded` stands for, as [`from_base64`](Self::from_base64) reads
+    /// them (for checks on the key material itself, such as production's weak-key rule).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidEncryptionKey`] when it is not base64 or not 32 bytes.
+    pub fn decode_base64(encoded: &str) -> Result<[u8; ENCRYPTION_KEY_BYTES], InvalidEncryptionKey> {
         let encoded = encoded.trim();
         let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
             .iter()
             .find_map(|engine| engine.decode(encoded).ok())
             .ok_or(InvalidEncryptionKey::NotBase64)?;
-        let bytes: [u8; ENCRYPTION_KEY_BYTES] =
-            bytes.as_slice().try_into().map_err(|_| InvalidEncryptionKey::WrongLength(bytes.len()))?;
-        Ok(Self::from_bytes(&bytes))
+        bytes.as_slice().try_into().map_err(|_| InvalidEncryptionKey::WrongLength(bytes.len()))
     }
 
     /// A key derived from `secret_material` (for example the JWT secret) with HKDF-SHA-256 under
