@@ -60,8 +60,8 @@ impl Refusal {
                     .to_owned()
             }
             Refusal::Predictable(bits) => format!(
-                "is too predictable (estimated {bits:.0} bits of entropy, at least {MIN_SECRET_BITS:.0} needed: \
-                 no repeated pattern, runs or handful of characters)"
+                "is too predictable (estimated {bits:.0} bits of entropy, at least {MIN_SECRET_BITS:.0} needed; \
+                 repeated patterns, runs and few distinct characters count for little)"
             ),
         }
     }
@@ -133,7 +133,8 @@ fn shannon_bits(sample: &[u8]) -> f64 {
             -p * p.log2()
         })
         .sum();
-    per_byte * total
+    // A single repeated byte gives -0.0; report it as 0.
+    if per_byte > 0.0 { per_byte * total } else { 0.0 }
 }
 
 #[cfg(test)]
