@@ -53,7 +53,7 @@ migrate: ## Apply migrations to DATABASE_URL (default: the embedded SQLite file)
 docker: ## Build the container image (needs a Docker engine)
 	docker build -f docker/Dockerfile -t gatehouse:latest .
 
-docker-config: ## Validate docker/docker-compose.yml without a daemon, and that it refuses to run without GATEHOUSE_JWT_SECRET
+docker-config: ## Validate docker/docker-compose.yml without a daemon (and that it requires GATEHOUSE_JWT_SECRET)
 	@if docker compose version >/dev/null 2>&1; then compose="docker compose"; \
 	elif command -v docker-compose >/dev/null 2>&1; then compose="docker-compose"; \
 	else echo "neither 'docker compose' nor 'docker-compose' is installed (apt-get install docker-compose)" >&2; exit 1; fi; \
