@@ -53,8 +53,11 @@ migrate: ## Apply migrations to DATABASE_URL (default: the embedded SQLite file)
 docker: ## Build the container image (needs a Docker engine)
 	docker build -f docker/Dockerfile -t gatehouse:latest .
 
-docker-config: ## Validate docker/docker-compose.yml without a daemon (compose plugin, or docker-compose v1)
-	@if docker compose version >/dev/null 2>&1; then docker compose -f docker/docker-compose.yml config --quiet; \
-	elif command -v docker-compose >/dev/null 2>&1; then docker-compose -f docker/docker-compose.yml config --quiet; \
-	else echo "neither 'docker compose' nor 'docker-compose' is installed (apt-get install docker-compose)" >&2; exit 1; fi
-	@echo "docker/docker-compose.yml is valid"
+docker-config: ## Validate docker/docker-compose.yml without a daemon (and that it requires GATEHOUSE_JWT_SECRET)
+	@if docker compose version >/dev/null 2>&1; then compose="docker compose"; \
+	elif command -v docker-compose >/dev/null 2>&1; then compose="docker-compose"; \
+	else echo "neither 'docker compose' nor 'docker-compose' is installed (apt-get install docker-compose)" >&2; exit 1; fi; \
+	if env -u GATEHOUSE_JWT_SECRET $$compose -f docker/docker-compose.yml config --quiet >/dev/null 2>&1; then \
+		echo "docker/docker-compose.yml renders without GATEHOUSE_JWT_SECRET: it must require it" >&2; exit 1; fi; \
+	GATEHOUSE_JWT_SECRET=placeholder-for-make-docker-config $$compose -f docker/docker-compose.yml config --quiet
+	@echo "docker/docker-compose.yml is valid and requires GATEHOUSE_JWT_SECRET"

@@ -22,6 +22,7 @@ on_both_backends!(
     expired_links_are_refused,
     mail_queued_while_smtp_is_down_goes_out_when_it_returns,
     a_relay_that_dies_after_claiming_is_replaced_once_the_lease_ends,
+    a_queued_token_is_stored_sealed_and_a_relay_with_the_key_rotated_still_delivers_it,
 );
 
 /// Lets any mail that would wrongly be sent arrive before a test counts.
@@ -259,6 +260,34 @@ async fn a_relay_that_dies_after_claiming_is_replaced_once_the_lease_ends(backen
     assert_eq!(app.mailbox().messages().len(), 1);
     let rows = db.outbox_rows().await.expect("outbox");
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("sent", 2), "{rows:?}");
+}
+
+async fn a_queued_token_is_stored_sealed_and_a_relay_with_the_key_rotated_still_delivers_it(backend: Backend) {
+    use base64::Engine as _;
+    let key = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    let (old_key, new_key) = (key(0x11), key(0x22));
+    let app = spawn_app_with(backend, |s| {
+        s.mail.relay_enabled = false;
+        s.secrets.encryption_key = Some(old_key.clone().into());
+    })
+    .await;
+    app.register(&json!({"email": "ada@example.com", "password": PASSWORD})).await;
+    let queued = app.database().await.outbox_rows().await.expect("outbox");
+
+    let _relay = app
+        .spawn_sibling(|s| {
+            s.mail.relay_enabled = true;
+            s.secrets.encryption_key = Some(new_key.clone().into());
+            s.secrets.retired_keys = vec![old_key.clone().into()];
+        })
+        .await;
+    let mails = app.wait_for_mail(1).await;
+
+    let token = TestApp::token_from(&mails[0], "verify-email");
+    let raw = queued[0].raw_payload.as_deref().expect("the queued row has its payload");
+    assert!(!raw.contains(&token), "the outbox kept the token in plain text: {raw}");
+    assert!(raw.contains("sealed1."), "{raw}");
+    assert_eq!(verify(&app, &token).await.status(), StatusCode::NO_CONTENT, "the delivered link works");
 }
 
 /// Several relays on one PostgreSQL database (as with several instances, or `gatehouse

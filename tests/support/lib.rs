@@ -142,13 +142,16 @@ impl TestApp {
         start(settings, None, self.sink.clone()).await
     }
 
-    /// A connection pool to the app's database, for checks the API cannot make.
+    /// A connection pool to the app's database, for checks the API cannot make, with the app's
+    /// keys for secrets at rest.
     pub async fn database(&self) -> Database {
         let url = secrecy::ExposeSecret::expose_secret(&self.settings.database.url).to_owned();
+        let cipher = gatehouse_server::startup::secret_cipher(&self.settings).expect("the app's keys parse");
         tokio::task::spawn_blocking(move || Database::connect(&url, 2))
             .await
             .expect("connecting does not panic")
             .expect("the test database is reachable")
+            .with_secret_cipher(cipher)
     }
 
     /// The app's SMTP sink.

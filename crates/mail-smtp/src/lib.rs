@@ -6,8 +6,8 @@
 //!   `?tls=starttls`), `smtps://` (TLS from the first byte), credentials from the URL, a
 //!   timeout per command, pooled connections. TLS is rustls with the ring provider only.
 //! - [`FileSender`] is the embedded default for development: each message becomes an `.eml`
-//!   file in a folder and its link is logged, so a developer can finish a sign-up with no mail
-//!   server at all.
+//!   file in a folder and its link is logged ([`LinkLogging`]), so a developer can finish a
+//!   sign-up with no mail server at all.
 //!
 //! This crate depends on `gatehouse-domain` only; it must never depend on the server, a web
 //! framework or the store.
@@ -16,4 +16,4 @@ mod compose;
 mod senders;
 
 pub use compose::{ComposeSettings, Composer, Rendered};
-pub use senders::{FileSender, SmtpSender};
+pub use senders::{FileSender, LinkLogging, SmtpSender};

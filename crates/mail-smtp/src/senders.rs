@@ -74,21 +74,32 @@ impl EmailSender for SmtpSender {
     }
 }
 
+/// Whether [`FileSender`] logs the link of each message it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkLogging {
+    /// Log it (development: `cargo run` alone is enough to finish a sign-up).
+    Log,
+    /// Never: links carry tokens, and logs travel further than the mail folder.
+    Omit,
+}
+
 /// The development transport: writes each message as an `.eml` file (open it with any mail
-/// client, or read it as text) into a folder, and logs its link, so that `cargo run` alone is
-/// enough to finish a sign-up. Links carry tokens: this is the one place they are logged, and
-/// only because no mail server is configured.
+/// client, or read it as text) into a folder and, with [`LinkLogging::Log`], logs its link, so
+/// that `cargo run` alone is enough to finish a sign-up. Links carry tokens: this is the one
+/// place they are ever logged, and only because no mail server is configured (production
+/// requires one, and would omit them anyway).
 #[derive(Debug, Clone)]
 pub struct FileSender {
     dir: PathBuf,
     composer: Arc<Composer>,
+    links: LinkLogging,
 }
 
 impl FileSender {
-    /// A sender writing into `dir` (created when missing).
+    /// A sender writing into `dir` (created when missing), logging links or not.
     #[must_use]
-    pub fn new(dir: PathBuf, composer: Arc<Composer>) -> Self {
-        Self { dir, composer }
+    pub fn new(dir: PathBuf, composer: Arc<Composer>, links: LinkLogging) -> Self {
+        Self { dir, composer, links }
     }
 }
 
@@ -108,7 +119,7 @@ impl EmailSender for FileSender {
         .map_err(|e| SendError::Transient(anyhow::Error::new(e).context("the mail writer panicked")))?
         .map_err(SendError::Transient)?;
         let template = email.content.template().as_str();
-        match link {
+        match link.filter(|_| self.links == LinkLogging::Log) {
             Some(link) => tracing::info!(
                 to = %email.to, template, path = %path.display(), link = link.expose_secret(),
                 "email written to the outbox folder (mail.smtp_url is not set); open the link to continue"
@@ -157,7 +168,7 @@ mod tests {
     #[tokio::test]
     async fn the_file_sender_writes_one_eml_file_per_message() {
         let dir = std::env::temp_dir().join(format!("gatehouse-mail-{}", uuid_like()));
-        let sender = FileSender::new(dir.clone(), composer());
+        let sender = FileSender::new(dir.clone(), composer(), LinkLogging::Log);
         let email = email();
 
         sender.send(&email).await.expect("written");
@@ -171,6 +182,53 @@ mod tests {
         let raw = raw.replace("=\r\n", "").replace("=3D", "=");
         assert!(raw.contains("http://127.0.0.1:8080/verify-email?token=tok"), "{raw}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A log sink for one test thread.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the file sender logs while sending one message whose token is `token`.
+    async fn logged_while_sending(links: LinkLogging, token: &str) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let dir = std::env::temp_dir().join(format!("gatehouse-mail-{}", uuid_like()));
+        let email = OutgoingEmail {
+            content: EmailContent::PasswordReset {
+                token: SecretString::from(token.to_owned()),
+                expires_at: Utc::now() + ChronoDuration::hours(1),
+            },
+            ..email()
+        };
+
+        FileSender::new(dir.clone(), composer(), links).send(&email).await.expect("written");
+
+        std::fs::remove_dir_all(&dir).ok();
+        let logged = captured.0.lock().expect("the sink").clone();
+        String::from_utf8(logged).expect("UTF-8")
+    }
+
+    #[tokio::test]
+    async fn a_file_sender_that_omits_links_never_logs_the_token() {
+        let omitted = logged_while_sending(LinkLogging::Omit, "omitted-token-4f1c").await;
+        let logged = logged_while_sending(LinkLogging::Log, "logged-token-9b2e").await;
+
+        assert!(omitted.contains("email written to the outbox folder"), "the message is still logged: {omitted}");
+        assert!(!omitted.contains("omitted-token-4f1c"), "the token reached the log: {omitted}");
+        assert!(logged.contains("logged-token-9b2e"), "development logs the link: {logged}");
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 //!   ([`gatehouse_domain::ports::PasswordHasher`]).
 //! - [`JwtAccessTokens`]: signed JWT access tokens, HS256 or EdDSA/RS256 with a JWKS
 //!   ([`gatehouse_domain::ports::AccessTokens`]).
+//! - [`AtRestCipher`]: XChaCha20-Poly1305 encryption of secrets kept at rest, with key ids so
+//!   retired keys still decrypt ([`gatehouse_domain::ports::SecretCipher`]).
 //! - [`RandomTokens`]: 256-bit random opaque tokens stored as SHA-256 hashes
 //!   ([`gatehouse_domain::ports::OpaqueTokens`]).
 //! - [`DerivedSuccessors`]: refresh-token successors keyed from the server's secret, the same
@@ -12,6 +14,7 @@
 //! Depends on the domain's ports only; never on storage, HTTP or configuration crates. Secrets
 //! come in as [`secrecy::SecretString`] and are never logged.
 
+mod at_rest;
 mod cursor;
 mod jwt;
 mod opaque;
@@ -19,6 +22,7 @@ mod password;
 mod pool;
 mod successors;
 
+pub use at_rest::{AtRestCipher, ENCRYPTION_KEY_BYTES, EncryptionKey, InvalidEncryptionKey};
 pub use cursor::CursorSealer;
 pub use jwt::{
     ACCESS_TOKEN_TYP, Jwk, Jwks, JwtAccessTokens, JwtAlgorithm, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS, SigningKeyPem,

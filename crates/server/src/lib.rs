@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod relay;
 pub mod replica;
+pub mod secret_policy;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -8,15 +8,16 @@ use std::time::Duration;
 use anyhow::Context;
 use gatehouse_domain::ports::{Clock, EmailSender};
 use gatehouse_domain::services::mail_relay::{MailRelay, RelaySettings};
-use gatehouse_mail_smtp::{ComposeSettings, Composer, FileSender, SmtpSender};
+use gatehouse_mail_smtp::{ComposeSettings, Composer, FileSender, LinkLogging, SmtpSender};
 use gatehouse_store_diesel::Database;
 use tokio::sync::watch;
 
 use crate::background::BackgroundTask;
-use crate::settings::Settings;
+use crate::settings::{AppEnv, Settings};
 
 /// The sender the configuration asks for: SMTP when `mail.smtp_url` is set, `.eml` files in
-/// `mail.outbox_dir` otherwise. Call it within a Tokio runtime.
+/// `mail.outbox_dir` otherwise (their links logged, except in production). Call it within a
+/// Tokio runtime.
 ///
 /// # Errors
 ///
@@ -33,11 +34,15 @@ pub fn email_sender(settings: &Settings) -> anyhow::Result<Arc<dyn EmailSender>>
             Ok(Arc::new(SmtpSender::new(url, timeout, composer)?))
         }
         None => {
+            // Production requires mail.smtp_url (Settings::validate); should a production
+            // process get here anyway, its links still stay out of the log.
+            let links = if settings.env == AppEnv::Production { LinkLogging::Omit } else { LinkLogging::Log };
             tracing::warn!(
                 dir = %settings.mail.outbox_dir.display(),
-                "mail.smtp_url is not set: emails are written to this folder and their links logged"
+                links_logged = links == LinkLogging::Log,
+                "mail.smtp_url is not set: emails are written to this folder"
             );
-            Ok(Arc::new(FileSender::new(settings.mail.outbox_dir.clone(), composer)))
+            Ok(Arc::new(FileSender::new(settings.mail.outbox_dir.clone(), composer, links)))
         }
     }
 }

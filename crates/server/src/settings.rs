@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use config::{Config, Environment, File, FileFormat};
+use gatehouse_security::EncryptionKey;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
+
+use crate::secret_policy;
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
@@ -79,6 +82,8 @@ pub struct Settings {
     pub cors: CorsSettings,
     /// Passwords, tokens, sign-in policy.
     pub auth: AuthSettings,
+    /// Keys for data encrypted at rest.
+    pub secrets: SecretsSettings,
     /// Outgoing email.
     pub mail: MailSettings,
     /// Shared cache and rate limits.
@@ -119,6 +124,10 @@ fn redacted_optional<S: Serializer>(secret: &Option<SecretString>, serializer: S
         Some(_) => serializer.serialize_str(REDACTED),
         None => serializer.serialize_none(),
     }
+}
+
+fn redacted_list<S: Serializer>(secrets: &[SecretString], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(secrets.iter().map(|_| REDACTED))
 }
 
 fn redacted_url<S: Serializer>(url: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
@@ -314,6 +323,21 @@ impl AuthSettings {
     pub fn effective_hash_workers(&self) -> usize {
         if self.hash_workers > 0 { self.hash_workers } else { cores().saturating_sub(1).max(1) }
     }
+}
+
+/// `[secrets]`: the keys of data encrypted at rest (the one-time tokens of queued emails; TOTP
+/// secrets later). Each is 32 random bytes in base64 (`openssl rand -base64 32`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// The key new values are sealed with; derived from `auth.jwt_secret` (HKDF, its own label)
+    /// when unset. Required in production when there is no `auth.jwt_secret`.
+    #[serde(serialize_with = "redacted_optional")]
+    pub encryption_key: Option<SecretString>,
+    /// Former keys, still used to open what they sealed until it is gone (see "Encryption at
+    /// rest" in the README).
+    #[serde(serialize_with = "redacted_list")]
+    pub retired_keys: Vec<SecretString>,
 }
 
 /// `[mail]`.
@@ -519,6 +543,7 @@ impl Settings {
                     .with_list_parse_key("cors.allowed_origins")
                     .with_list_parse_key("server.trusted_proxies")
                     .with_list_parse_key("auth.jwt_retired_keys")
+                    .with_list_parse_key("secrets.retired_keys")
                     .source(Some(app_vars.into_iter().collect())),
             )
             .set_override_option("database.url", vars.get("DATABASE_URL").cloned())
@@ -573,8 +598,18 @@ impl Settings {
             Some(secret) if secret.expose_secret().len() < MIN_JWT_SECRET_BYTES => {
                 return Err(SettingsError(format!("auth.jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes")));
             }
+            Some(secret) if self.env == AppEnv::Production => {
+                let secret = secret.expose_secret();
+                secret_policy::check(secret, secret.as_bytes()).map_err(|refusal| {
+                    SettingsError(format!(
+                        "auth.jwt_secret {}; set APP__AUTH__JWT_SECRET to a generated value: openssl rand -base64 48",
+                        refusal.describe()
+                    ))
+                })?;
+            }
             _ => {}
         }
+        self.validate_secrets()?;
         let url = self.database.url.expose_secret();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://")) {
             return Err(SettingsError(
@@ -661,6 +696,42 @@ impl Settings {
                     "metrics.listen must be host:port like 127.0.0.1:9090, not {listen:?}"
                 )));
             }
+        }
+        if self.env == AppEnv::Production && self.mail.smtp_url.is_none() {
+            return Err(SettingsError(
+                "mail.smtp_url is required in production: without it emails, and the tokens in their links, are \
+                 written to files and the log (set APP__MAIL__SMTP_URL, e.g. smtp://user:pass@mail.example.com:587?tls=starttls)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `secrets.*`: every key parses; production needs a key (explicit or derived from
+    /// `auth.jwt_secret`) and refuses a published or predictable current key. Retired keys are
+    /// not held to the strength rule: retiring a weak key is how one gets rid of it.
+    fn validate_secrets(&self) -> Result<(), SettingsError> {
+        let generate = "generate one with: openssl rand -base64 32";
+        if let Some(key) = &self.secrets.encryption_key {
+            let bytes = EncryptionKey::decode_base64(key.expose_secret())
+                .map_err(|e| SettingsError(format!("secrets.encryption_key {e}")))?;
+            if self.env == AppEnv::Production {
+                secret_policy::check(key.expose_secret(), &bytes).map_err(|refusal| {
+                    SettingsError(format!(
+                        "secrets.encryption_key {}; set APP__SECRETS__ENCRYPTION_KEY to a new key ({generate})",
+                        refusal.describe()
+                    ))
+                })?;
+            }
+        } else if self.env == AppEnv::Production && self.auth.jwt_secret.is_none() {
+            return Err(SettingsError(format!(
+                "secrets.encryption_key is required in production when auth.jwt_secret is not set (set \
+                 APP__SECRETS__ENCRYPTION_KEY; {generate})"
+            )));
+        }
+        for (index, key) in self.secrets.retired_keys.iter().enumerate() {
+            EncryptionKey::decode_base64(key.expose_secret())
+                .map_err(|e| SettingsError(format!("secrets.retired_keys[{index}] {e}")))?;
         }
         Ok(())
     }
@@ -764,6 +835,7 @@ mod tests {
         let error =
             load(AppEnv::Production, &[("APP__AUTH__JWT_ALGORITHM", "EdDSA")]).expect_err("refused").to_string();
         assert!(error.contains("auth.jwt_private_key_file"), "{error}");
+        let key = generated_key();
         let settings = load(
             AppEnv::Production,
             &[
@@ -771,9 +843,119 @@ mod tests {
                 ("APP__AUTH__JWT_PRIVATE_KEY_FILE", "/etc/gatehouse/jwt.pem"),
                 ("APP__AUTH__JWT_KEY_ID", "2026-11"),
                 ("APP__AUTH__JWT_RETIRED_KEYS", "2026-05=/etc/gatehouse/old.pub.pem"),
+                ("APP__SECRETS__ENCRYPTION_KEY", &key),
+                SMTP,
             ],
         );
         assert!(settings.is_ok(), "{settings:?}");
+    }
+
+    /// A mail server, which production requires.
+    const SMTP: (&str, &str) = ("APP__MAIL__SMTP_URL", "smtp://mail.internal:25");
+
+    /// A fresh random HS256 secret (no fixed secret in the repository: production would refuse
+    /// it as published).
+    fn generated_secret() -> String {
+        use gatehouse_domain::ports::OpaqueTokens as _;
+        gatehouse_security::RandomTokens.generate().secret.expose_secret().to_owned()
+    }
+
+    /// A fresh random encryption key, in standard base64.
+    fn generated_key() -> String {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(generated_secret()).expect("32 bytes");
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn production_error(vars: &[(&str, &str)]) -> String {
+        let error = load(AppEnv::Production, vars).expect_err("refused").to_string();
+        assert_eq!(error.lines().count(), 1, "one line: {error}");
+        error
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_smtp() {
+        let secret = generated_secret();
+
+        let error = production_error(&[("APP__AUTH__JWT_SECRET", &secret)]);
+
+        assert!(error.contains("mail.smtp_url is required in production"), "{error}");
+        assert!(load(AppEnv::Production, &[("APP__AUTH__JWT_SECRET", &secret), SMTP]).is_ok(), "with SMTP it starts");
+        assert!(load(AppEnv::Development, &[]).is_ok(), "development still writes mail to files");
+    }
+
+    #[test]
+    fn production_without_a_jwt_secret_needs_an_encryption_key() {
+        let error = production_error(&[
+            ("APP__AUTH__JWT_ALGORITHM", "EdDSA"),
+            ("APP__AUTH__JWT_PRIVATE_KEY_FILE", "/etc/gatehouse/jwt.pem"),
+            ("APP__AUTH__JWT_KEY_ID", "2026-11"),
+            SMTP,
+        ]);
+        assert!(error.contains("secrets.encryption_key is required in production"), "{error}");
+        assert!(error.contains("openssl rand -base64 32"), "{error}");
+    }
+
+    #[test]
+    fn production_refuses_the_sample_jwt_secret_of_the_compose_file() {
+        let sample = "local-only-secret-change-me-0123456789abcdef";
+
+        let error = production_error(&[("APP__AUTH__JWT_SECRET", sample), SMTP]);
+
+        assert!(error.contains("auth.jwt_secret is a sample value"), "{error}");
+        assert!(error.contains("openssl rand -base64 48"), "says what to do: {error}");
+        assert!(!error.contains(sample), "the value is not echoed: {error}");
+        assert!(load(AppEnv::Development, &[("APP__AUTH__JWT_SECRET", sample)]).is_ok(), "only production refuses");
+    }
+
+    #[test]
+    fn production_refuses_predictable_jwt_secrets() {
+        for secret in ["a".repeat(48), "0123456789abcdef".repeat(3), "password".repeat(5), "hunter2!".repeat(6)] {
+            let error = production_error(&[("APP__AUTH__JWT_SECRET", &secret), SMTP]);
+            assert!(error.contains("auth.jwt_secret is too predictable"), "{secret}: {error}");
+            assert!(!error.contains(&secret), "{error}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_a_sample_or_predictable_encryption_key_but_not_a_retired_one() {
+        let secret = generated_secret();
+        let jwt = ("APP__AUTH__JWT_SECRET", secret.as_str());
+        let zeros = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let sample = crate::secret_policy::SHIPPED_SECRETS
+            .iter()
+            .find(|value| gatehouse_security::EncryptionKey::from_base64(value).is_ok())
+            .expect("a shipped key");
+
+        let weak = production_error(&[jwt, SMTP, ("APP__SECRETS__ENCRYPTION_KEY", zeros)]);
+        let published = production_error(&[jwt, SMTP, ("APP__SECRETS__ENCRYPTION_KEY", sample)]);
+        let key = generated_key();
+        let rotating_away = load(
+            AppEnv::Production,
+            &[jwt, SMTP, ("APP__SECRETS__ENCRYPTION_KEY", &key), ("APP__SECRETS__RETIRED_KEYS", zeros)],
+        );
+
+        assert!(weak.contains("secrets.encryption_key is too predictable"), "{weak}");
+        assert!(published.contains("secrets.encryption_key is a sample value"), "{published}");
+        assert!(rotating_away.is_ok(), "a weak key may be retired: {rotating_away:?}");
+    }
+
+    #[test]
+    fn a_malformed_encryption_key_is_refused_by_name_without_echoing_it() {
+        let error = load(AppEnv::Development, &[("APP__SECRETS__ENCRYPTION_KEY", "hunter2 hunter2")])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("secrets.encryption_key is not base64"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        let error = load(AppEnv::Development, &[("APP__SECRETS__ENCRYPTION_KEY", "c2hvcnQ=")])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("secrets.encryption_key must decode to exactly 32 bytes, not 5"), "{error}");
+        let key = generated_key();
+        let error = load(AppEnv::Development, &[("APP__SECRETS__RETIRED_KEYS", &format!("{key},c2hvcnQ="))])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("secrets.retired_keys[1]"), "{error}");
     }
 
     #[test]
@@ -837,6 +1019,7 @@ mod tests {
 
     #[test]
     fn config_check_redacts_every_secret() {
+        let (current, retired) = (generated_key(), generated_key());
         let settings = load(
             AppEnv::Development,
             &[
@@ -845,15 +1028,20 @@ mod tests {
                 ("APP__MAIL__SMTP_URL", "smtps://mailer:smtp-password@mail.internal:465"),
                 ("APP__REDIS__URL", "redis://:redis-password@cache.internal:6379/0"),
                 ("APP__BOOTSTRAP__ADMIN_PASSWORD", "admin-password"),
+                ("APP__SECRETS__ENCRYPTION_KEY", &current),
+                ("APP__SECRETS__RETIRED_KEYS", &retired),
             ],
         )
         .expect("valid");
 
         let printed = settings.redacted_json().expect("printed");
 
-        for secret in ["db-password", "jwt-secret", "smtp-password", "redis-password", "admin-password"] {
+        for secret in
+            ["db-password", "jwt-secret", "smtp-password", "redis-password", "admin-password", &current, &retired]
+        {
             assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
         }
+        assert!(printed.contains("\"retired_keys\": [\n      \"[redacted]\"\n    ]"), "{printed}");
         assert!(printed.contains("postgres://[redacted]@db.internal:5432/gatehouse"), "{printed}");
         assert!(printed.contains("\"jwt_secret\": \"[redacted]\""), "{printed}");
     }

@@ -14,7 +14,8 @@ use gatehouse_avatar_image::ImageAvatarProcessor;
 use gatehouse_cache_redis::{FallbackRateLimiter, InProcessRateLimiter, InProcessRevocationList, RedisRevocationList};
 use gatehouse_domain::ports::EnsureAdmin;
 use gatehouse_domain::ports::{
-    AccessTokens, Clock, OAuthProvider, OpaqueTokens, PasswordHasher, RateLimiter, RevocationList, SystemClock,
+    AccessTokens, Clock, OAuthProvider, OpaqueTokens, PasswordHasher, RateLimiter, RevocationList, SecretCipher,
+    SystemClock,
 };
 use gatehouse_domain::services::Ports;
 use gatehouse_domain::services::account::AccountService;
@@ -28,8 +29,8 @@ use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_domain::{Email, NewPassword};
 use gatehouse_oauth_providers::{ClientSettings, GitHubProvider, GoogleEndpoints, GoogleProvider};
 use gatehouse_security::{
-    Argon2Hasher, Argon2Params, CursorSealer, DerivedSuccessors, HashPoolSettings, JwtAccessTokens, JwtAlgorithm,
-    RandomTokens, SigningKeyPem, VerificationKeyPem,
+    Argon2Hasher, Argon2Params, AtRestCipher, CursorSealer, DerivedSuccessors, EncryptionKey, HashPoolSettings,
+    JwtAccessTokens, JwtAlgorithm, RandomTokens, SigningKeyPem, VerificationKeyPem,
 };
 use gatehouse_store_diesel::{Backend, Database};
 use secrecy::{ExposeSecret, SecretString};
@@ -43,7 +44,7 @@ use crate::http::{self, client_ip, cookies, extract, middleware, openapi};
 use crate::metrics::TimedHasher;
 use crate::relay::{self, mail_relay};
 use crate::replica::{ReplicaActivityLog, ReplicaUserDirectory};
-use crate::settings::{OAuthProviderSettings, Settings};
+use crate::settings::{AppEnv, OAuthProviderSettings, Settings};
 use crate::state::{AppState, Dependencies};
 
 /// Slow-request defence: a client must send its request head within this time (and finish
@@ -279,18 +280,74 @@ async fn bootstrap_admin(settings: &Settings, state: &AppState) -> anyhow::Resul
     Ok(())
 }
 
-/// Opens the pool off the async workers (r2d2 connects eagerly and blocks).
+/// The HKDF label of the at-rest key derived from `auth.jwt_secret`.
+const DERIVED_KEY_LABEL: &[u8] = b"gatehouse secrets.encryption_key v1";
+
+/// The material of the at-rest key in development and tests when neither
+/// `secrets.encryption_key` nor `auth.jwt_secret` is set: fixed, so that `serve` and `worker`
+/// processes agree, and public, so it protects nothing (production refuses to start without
+/// a real key).
+const DEVELOPMENT_KEY_MATERIAL: &[u8] = b"gatehouse development-only key material; not a secret";
+
+/// The cipher for data encrypted at rest: sealing with `secrets.encryption_key` (or, unset,
+/// with a key derived from `auth.jwt_secret`), opening with that key, the retired keys, and,
+/// while `auth.jwt_secret` is set, the key derived from it (so that setting an explicit key
+/// later leaves no queued message unreadable).
 ///
 /// # Errors
 ///
-/// When the database cannot be reached.
+/// A key that does not parse, or production without any key (validation catches both first).
+pub fn secret_cipher(settings: &Settings) -> anyhow::Result<Arc<dyn SecretCipher>> {
+    let parse = |key: &SecretString, name: &str| {
+        EncryptionKey::from_base64(key.expose_secret()).map_err(|e| anyhow::anyhow!("{name} {e}"))
+    };
+    let derived = settings
+        .auth
+        .jwt_secret
+        .as_ref()
+        .map(|secret| EncryptionKey::derive(secret.expose_secret().as_bytes(), DERIVED_KEY_LABEL));
+    let mut retired = settings
+        .secrets
+        .retired_keys
+        .iter()
+        .map(|key| parse(key, "secrets.retired_keys"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let current = match (&settings.secrets.encryption_key, derived) {
+        (Some(key), derived) => {
+            retired.extend(derived);
+            parse(key, "secrets.encryption_key")?
+        }
+        (None, Some(derived)) => derived,
+        (None, None) => {
+            anyhow::ensure!(
+                settings.env != AppEnv::Production,
+                "secrets.encryption_key is required in production when auth.jwt_secret is not set"
+            );
+            tracing::warn!(
+                "neither secrets.encryption_key nor auth.jwt_secret is set: secrets at rest are sealed with a public \
+                 development key"
+            );
+            EncryptionKey::derive(DEVELOPMENT_KEY_MATERIAL, DERIVED_KEY_LABEL)
+        }
+    };
+    Ok(Arc::new(AtRestCipher::new(current, retired)))
+}
+
+/// Opens the pool off the async workers (r2d2 connects eagerly and blocks), sealing secrets at
+/// rest with [`secret_cipher`].
+///
+/// # Errors
+///
+/// When the database cannot be reached, or a key in `secrets.*` does not parse.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<Database> {
     let url = settings.database.url.clone();
     let pool_size = settings.database.effective_pool_size();
-    tokio::task::spawn_blocking(move || Database::connect(url.expose_secret(), pool_size))
+    let cipher = secret_cipher(settings)?;
+    let database = tokio::task::spawn_blocking(move || Database::connect(url.expose_secret(), pool_size))
         .await
         .context("the database connection task failed")?
-        .context("connecting to the database")
+        .context("connecting to the database")?;
+    Ok(database.with_secret_cipher(cipher))
 }
 
 /// Opens the read-replica pool when `database.read_replica_url` is set. Migrations are not
@@ -308,7 +365,7 @@ pub async fn connect_replica(settings: &Settings) -> anyhow::Result<Option<Datab
         .await
         .context("the replica connection task failed")?
         .context("database.read_replica_url: connecting to the read replica")?;
-    Ok(Some(replica))
+    Ok(Some(replica.with_secret_cipher(secret_cipher(settings)?)))
 }
 
 /// Where revoked sessions are looked up on every request: Redis when configured (shared by

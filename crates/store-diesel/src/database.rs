@@ -11,7 +11,8 @@ use anyhow::{Context, anyhow, bail};
 use diesel::RunQueryDsl;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use gatehouse_domain::ports::{
-    ActivityLog, EmailOutbox, OneTimeTokenRepository, RevocationList, SessionRepository, UserDirectory, UserRepository,
+    ActivityLog, EmailOutbox, OneTimeTokenRepository, RevocationList, SecretCipher, SessionRepository, UserDirectory,
+    UserRepository,
 };
 use tracing::Span;
 
@@ -45,11 +46,16 @@ pub enum Backend {
 }
 
 /// A pool of connections to PostgreSQL or SQLite. Cheap to clone: clones share the pool.
+///
+/// Secrets kept at rest (the tokens of outbox messages) are sealed with the cipher given to
+/// [`Database::with_secret_cipher`]; without one, queuing a message that carries a token fails
+/// rather than store the token in plain text.
 #[derive(Clone)]
 pub struct Database {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
     waits: Arc<WaitCounters>,
+    secrets: Option<Arc<dyn SecretCipher>>,
 }
 
 /// Checkouts that found no idle connection, and the time they waited.
@@ -81,6 +87,7 @@ impl fmt::Debug for Database {
             .field("backend", &self.backend)
             .field("connections", &state.connections)
             .field("idle_connections", &state.idle_connections)
+            .field("seals_secrets", &self.secrets.is_some())
             .finish()
     }
 }
@@ -118,7 +125,21 @@ impl Database {
             .connection_customizer(Box::new(SqlitePragmas))
             .build(Manager::new(target))
             .with_context(|| format!("could not connect to the {backend:?} database"))?;
-        Ok(Database { pool, backend, waits: Arc::default() })
+        Ok(Database { pool, backend, waits: Arc::default(), secrets: None })
+    }
+
+    /// This database, sealing the secrets it keeps at rest (outbox tokens) with `cipher` and
+    /// opening them with it. Every process writing or relaying the outbox needs the same keys
+    /// (the current one, and retired ones while rows sealed with them remain).
+    #[must_use]
+    pub fn with_secret_cipher(mut self, cipher: Arc<dyn SecretCipher>) -> Self {
+        self.secrets = Some(cipher);
+        self
+    }
+
+    /// The cipher for secrets at rest, when one was given.
+    pub(crate) fn secrets(&self) -> Option<&dyn SecretCipher> {
+        self.secrets.as_deref()
     }
 
     /// The pool's size and usage now, and its waits so far.

@@ -7,12 +7,21 @@
 //! time. A lease is a claim id and an end time: the outcome is recorded only under the claim
 //! id, and a lease that ran out (its relay died between claim and send) makes the row
 //! claimable again.
+//!
+//! The one-time token of a verification, reset or unlock message is sealed with the
+//! database's [`SecretCipher`](gatehouse_domain::ports::SecretCipher) before it reaches the
+//! row (`sealed_token` in the payload JSON, bound to the message id and template), and opened
+//! when a relay claims the row; the rest of the payload (times) stays readable. Rows written
+//! before sealing was introduced carry the token in plain text (`token`) and are still relayed;
+//! a payload is cleared once its message is sent or given up on, so they disappear with the
+//! backlog. A row whose token does not open (its key is no longer configured, or it was
+//! altered) is marked failed with the reason, like any unreadable row.
 
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
-use gatehouse_domain::ports::{ClaimedEmail, EmailOutbox};
+use gatehouse_domain::ports::{ClaimedEmail, EmailOutbox, SecretCipher};
 use gatehouse_domain::{Email, EmailContent, EmailId, EmailTemplate, OutgoingEmail};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -47,29 +56,65 @@ impl DieselEmailOutbox {
 /// What a template needs besides the recipient, as the JSON of the `payload` column.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Payload {
+    /// The token in plain text: only in rows written before tokens were sealed (read, never
+    /// written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    /// The token, sealed by [`SecretCipher::seal`] for [`sealing_context`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     at: Option<DateTime<Utc>>,
 }
 
+/// What a sealed token is bound to: its message and template, so that it opens in no other row.
+fn sealing_context(id: Uuid, template: EmailTemplate) -> Vec<u8> {
+    format!("email_outbox\0{id}\0{}", template.as_str()).into_bytes()
+}
+
 impl Payload {
-    fn of(content: &EmailContent) -> Self {
-        match content {
+    fn of(email: &OutgoingEmail, secrets: Option<&dyn SecretCipher>) -> anyhow::Result<Self> {
+        let seal = |token: &SecretString| -> anyhow::Result<Option<String>> {
+            let secrets = secrets.context(
+                "the database has no cipher for secrets at rest (Database::with_secret_cipher): refusing to store a \
+                 token in plain text",
+            )?;
+            let context = sealing_context(*email.id.as_uuid(), email.content.template());
+            Ok(Some(secrets.seal(token.expose_secret().as_bytes(), &context).context("could not seal the token")?))
+        };
+        Ok(match &email.content {
             EmailContent::VerifyEmail { token, expires_at } | EmailContent::PasswordReset { token, expires_at } => {
-                Self { token: Some(token.expose_secret().to_owned()), expires_at: Some(*expires_at), at: None }
+                Self { sealed_token: seal(token)?, expires_at: Some(*expires_at), ..Self::default() }
             }
             EmailContent::PasswordChanged { changed_at } => Self { at: Some(*changed_at), ..Self::default() },
             EmailContent::AccountLocked { token, locked_until } => {
-                Self { token: Some(token.expose_secret().to_owned()), expires_at: Some(*locked_until), at: None }
+                Self { sealed_token: seal(token)?, expires_at: Some(*locked_until), ..Self::default() }
             }
-        }
+        })
     }
 
-    fn into_content(self, template: EmailTemplate) -> anyhow::Result<EmailContent> {
-        let token = || self.token.clone().map(SecretString::from).context("the payload has no token");
+    fn into_content(
+        self,
+        id: Uuid,
+        template: EmailTemplate,
+        secrets: Option<&dyn SecretCipher>,
+    ) -> anyhow::Result<EmailContent> {
+        let token = || -> anyhow::Result<SecretString> {
+            match (&self.sealed_token, &self.token) {
+                (Some(sealed), _) => {
+                    let secrets = secrets.context("the token is sealed and the database has no cipher to open it")?;
+                    let opened = secrets
+                        .open(sealed, &sealing_context(id, template))
+                        .context("the sealed token does not open")?;
+                    let token = std::str::from_utf8(opened.expose_secret()).context("the token is not UTF-8")?;
+                    Ok(SecretString::from(token.to_owned()))
+                }
+                (None, Some(plain)) => Ok(SecretString::from(plain.clone())),
+                (None, None) => anyhow::bail!("the payload has no token"),
+            }
+        };
         let expires_at = || self.expires_at.context("the payload has no expiry");
         Ok(match template {
             EmailTemplate::VerifyEmail => EmailContent::VerifyEmail { token: token()?, expires_at: expires_at()? },
@@ -104,14 +149,16 @@ pub(crate) struct NewEmailRow {
 }
 
 impl NewEmailRow {
-    /// The row for `email`, due at once. Built before the transaction starts.
+    /// The row for `email`, due at once, its token sealed with `secrets`. Built before the
+    /// transaction starts.
     ///
     /// # Errors
     ///
-    /// When the payload cannot be serialised (in practice never).
-    pub(crate) fn new(email: &OutgoingEmail) -> anyhow::Result<Self> {
+    /// When the message carries a token and there is no cipher (or sealing fails), or when the
+    /// payload cannot be serialised (in practice never).
+    pub(crate) fn new(email: &OutgoingEmail, secrets: Option<&dyn SecretCipher>) -> anyhow::Result<Self> {
         let payload =
-            serde_json::to_string(&Payload::of(&email.content)).context("could not serialise the email payload")?;
+            serde_json::to_string(&Payload::of(email, secrets)?).context("could not serialise the email payload")?;
         Ok(Self {
             id: DbUuid(*email.id.as_uuid()),
             recipient: email.to.as_ref().to_owned(),
@@ -149,7 +196,7 @@ struct DueRow {
 }
 
 impl DueRow {
-    fn into_claimed(self, claim: Uuid) -> anyhow::Result<ClaimedEmail> {
+    fn into_claimed(self, claim: Uuid, secrets: Option<&dyn SecretCipher>) -> anyhow::Result<ClaimedEmail> {
         let template: EmailTemplate = self.template.parse()?;
         let payload: Payload = match &self.payload {
             Some(json) => serde_json::from_str(&json.0).context("the payload is not valid JSON")?,
@@ -160,7 +207,7 @@ impl DueRow {
                 id: EmailId::from_uuid(self.id.0),
                 to: Email::parse(&self.recipient).context("the recipient is not a valid address")?,
                 recipient_name: self.recipient_name,
-                content: payload.into_content(template)?,
+                content: payload.into_content(self.id.0, template, secrets)?,
                 created_at: self.created_at.0,
             },
             claim,
@@ -233,6 +280,7 @@ impl EmailOutbox for DieselEmailOutbox {
     async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: u32) -> anyhow::Result<Vec<ClaimedEmail>> {
         let now = now.trunc_subsecs(6);
         let claim = Uuid::now_v7();
+        let db = self.db.clone();
         self.db
             .run(move |connection| {
                 let rows = write_transaction(connection, |connection| {
@@ -242,7 +290,7 @@ impl EmailOutbox for DieselEmailOutbox {
                 let mut claimed = Vec::with_capacity(rows.len());
                 for row in rows {
                     let id = row.id;
-                    match row.into_claimed(claim) {
+                    match row.into_claimed(claim, db.secrets()) {
                         Ok(message) => claimed.push(message),
                         Err(error) => {
                             let error = format!("unreadable outbox row: {error:#}");
@@ -386,6 +434,7 @@ pub(crate) mod read {
                 template,
                 status,
                 has_payload: payload.is_some(),
+                raw_payload: payload.map(|json| json.0),
                 attempts,
                 last_error,
                 claimed_until: claimed_until.map(|t| t.0),

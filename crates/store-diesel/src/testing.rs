@@ -145,6 +145,8 @@ pub struct StoredEmail {
     pub status: String,
     /// Whether the content (which may hold a token) is still stored.
     pub has_payload: bool,
+    /// The `payload` column as stored (JSON text), to check what a copy of the database reveals.
+    pub raw_payload: Option<String>,
     /// Delivery attempts so far.
     pub attempts: i32,
     /// The last delivery error.

@@ -9,7 +9,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use gatehouse_domain::ports::{NewOneTimeToken, OneTimeToken, OneTimeTokenRepository, TokenHash, TokenKind, TokenMail};
+use gatehouse_domain::ports::{
+    NewOneTimeToken, OneTimeToken, OneTimeTokenRepository, SecretCipher, TokenHash, TokenKind, TokenMail,
+};
 use gatehouse_domain::{NewActivity, UserId};
 
 use crate::activity::{NewActivityRow, insert_activity};
@@ -70,9 +72,9 @@ impl TokenMailRows {
     ///
     /// # Errors
     ///
-    /// When the email payload cannot be serialised (in practice never).
-    pub(crate) fn new(mail: &TokenMail) -> anyhow::Result<Self> {
-        Ok(Self { token: NewTokenRow::from(&mail.token), email: NewEmailRow::new(&mail.email)? })
+    /// See [`NewEmailRow::new`].
+    pub(crate) fn new(mail: &TokenMail, secrets: Option<&dyn SecretCipher>) -> anyhow::Result<Self> {
+        Ok(Self { token: NewTokenRow::from(&mail.token), email: NewEmailRow::new(&mail.email, secrets)? })
     }
 }
 
@@ -132,7 +134,7 @@ pub(crate) fn delete_user_tokens(
 impl OneTimeTokenRepository for DieselOneTimeTokenRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.token.user_id, kind = %mail.token.kind), err)]
     async fn issue(&self, mail: TokenMail, event: Option<NewActivity>) -> anyhow::Result<()> {
-        let rows = TokenMailRows::new(&mail)?;
+        let rows = TokenMailRows::new(&mail, self.db.secrets())?;
         let event = event.as_ref().map(NewActivityRow::new).transpose()?;
         self.db
             .run(move |connection| {

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use gatehouse_domain::ports::{
-    AccountCompanion, AvatarChange, CreateUserError, Lockout, PasswordHash, ProfileChanges, SoftDeleted, TokenHash,
-    TokenKind, TokenMail, UpdateUserError, UseTokenError, UserRepository,
+    AccountCompanion, AvatarChange, CreateUserError, Lockout, PasswordHash, ProfileChanges, SecretCipher, SoftDeleted,
+    TokenHash, TokenKind, TokenMail, UpdateUserError, UseTokenError, UserRepository,
 };
 use gatehouse_domain::{
     Avatar, AvatarFormat, AvatarKey, Credentials, DisplayName, Email, NewActivity, NewUser, OutgoingEmail, Role,
@@ -347,7 +347,7 @@ impl UserRepository for DieselUserRepository {
         let event = NewActivityRow::new(&event)?;
         let (verification, identity) = match companion {
             AccountCompanion::Nothing => (None, None),
-            AccountCompanion::Verification(mail) => (Some(TokenMailRows::new(&mail)?), None),
+            AccountCompanion::Verification(mail) => (Some(TokenMailRows::new(&mail, self.db.secrets())?), None),
             AccountCompanion::Identity(identity, linked) => {
                 (None, Some((IdentityRow::from(identity), NewActivityRow::new(&linked)?)))
             }
@@ -584,7 +584,7 @@ impl UserRepository for DieselUserRepository {
     ) -> Result<Vec<SessionId>, UseTokenError> {
         let id = DbUuid(*user_id.as_uuid());
         let event = NewActivityRow::new(&event)?;
-        let notice = NewEmailRow::new(&notice)?;
+        let notice = NewEmailRow::new(&notice, self.db.secrets())?;
         self.db
             .run(move |connection| {
                 write_transaction(connection, |connection| {
@@ -613,7 +613,7 @@ impl UserRepository for DieselUserRepository {
         event: NewActivity,
     ) -> anyhow::Result<bool> {
         let id = DbUuid(*id.as_uuid());
-        let lock = LockRows::new(until, at, &mail, &event)?;
+        let lock = LockRows::new(until, at, &mail, &event, self.db.secrets())?;
         self.db
             .run(move |connection| {
                 write_transaction(connection, |connection| lock_in(connection, id, &lock))
@@ -633,7 +633,7 @@ impl UserRepository for DieselUserRepository {
         let id = DbUuid(*id.as_uuid());
         let event = NewActivityRow::new(&event)?;
         let threshold = i32::try_from(lockout.threshold).unwrap_or(i32::MAX);
-        let lock = LockRows::new(lockout.until, attempted_at, &lockout.mail, &lockout.event)?;
+        let lock = LockRows::new(lockout.until, attempted_at, &lockout.mail, &lockout.event, self.db.secrets())?;
         let attempted = DbTime(attempted_at);
         self.db
             .run(move |connection| {
@@ -791,11 +791,17 @@ struct LockRows {
 }
 
 impl LockRows {
-    fn new(until: DateTime<Utc>, at: DateTime<Utc>, mail: &TokenMail, event: &NewActivity) -> anyhow::Result<Self> {
+    fn new(
+        until: DateTime<Utc>,
+        at: DateTime<Utc>,
+        mail: &TokenMail,
+        event: &NewActivity,
+        secrets: Option<&dyn SecretCipher>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             until: DbTime(until),
             at: DbTime(at),
-            mail: TokenMailRows::new(mail)?,
+            mail: TokenMailRows::new(mail, secrets)?,
             event: NewActivityRow::new(event)?,
         })
     }

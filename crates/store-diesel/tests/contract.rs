@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
@@ -14,14 +15,15 @@ use futures::future::join_all;
 use gatehouse_domain::pagination::PageLimit;
 use gatehouse_domain::ports::{
     AccountCompanion, ActivityQuery, AdminChangeError, AdminChanges, CreateUserError, EnsureAdmin, Identity,
-    LinkIdentityError, NewOneTimeToken, PasswordHash, ProfileChanges, Rotation, SessionRepository, TokenHash,
-    TokenKind, TokenMail, UnlinkIdentityError, UpdateUserError, UseTokenError, UserCursor, UserQuery, UserRepository,
-    UserSort,
+    LinkIdentityError, NewOneTimeToken, PasswordHash, ProfileChanges, Rotation, SecretCipher, SessionRepository,
+    TokenHash, TokenKind, TokenMail, UnlinkIdentityError, UpdateUserError, UseTokenError, UserCursor, UserQuery,
+    UserRepository, UserSort,
 };
 use gatehouse_domain::{
     ActivityAction, Avatar, AvatarFormat, AvatarKey, DisplayName, Email, EmailContent, EmailId, NewActivity,
     NewSession, NewUser, OutgoingEmail, RequestContext, Role, Session, SessionId, User, UserId, UserStatus, Username,
 };
+use gatehouse_security::{AtRestCipher, EncryptionKey};
 use gatehouse_store_diesel::testing::{StoredActivity, TestDatabase};
 use gatehouse_store_diesel::{Backend, Database};
 use secrecy::{ExposeSecret, SecretString};
@@ -30,7 +32,18 @@ use secrecy::{ExposeSecret, SecretString};
 const RACERS: u32 = 8;
 
 async fn migrated(test_db: &TestDatabase) -> Database {
+    unsealed(test_db).await.with_secret_cipher(cipher(1, &[]))
+}
+
+/// The database with no cipher for secrets at rest.
+async fn unsealed(test_db: &TestDatabase) -> Database {
     test_db.connect_and_migrate(RACERS).await.expect("the test database connects and migrates")
+}
+
+/// A cipher sealing with the key made of 32 `current` bytes, also opening with the `retired` ones.
+fn cipher(current: u8, retired: &[u8]) -> Arc<dyn SecretCipher> {
+    let key = |byte: u8| EncryptionKey::from_bytes(&[byte; 32]);
+    Arc::new(AtRestCipher::new(key(current), retired.iter().copied().map(key).collect()))
 }
 
 fn email(raw: &str) -> Email {
@@ -2068,6 +2081,83 @@ async fn concurrent_claims_never_lease_one_message_twice(test_db: TestDatabase) 
     assert_eq!(unique.len(), all.len(), "no message claimed twice");
 }
 
+async fn an_outbox_row_keeps_its_token_sealed_and_the_relay_gets_it_in_the_clear(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    registered_with_verification(&db, "ada@example.com", "h-ada").await;
+
+    let rows = db.outbox_rows().await.expect("outbox");
+    let claimed = db.email_outbox().claim(Utc::now(), Duration::seconds(30), 10).await.expect("claim");
+
+    let raw = rows[0].raw_payload.as_deref().expect("a pending row keeps its payload");
+    assert!(!raw.contains("secret-h-ada"), "the stored payload shows the token: {raw}");
+    let sealed: serde_json::Value = serde_json::from_str(raw).expect("the payload is JSON");
+    assert!(sealed["sealed_token"].as_str().is_some_and(|t| t.starts_with("sealed1.")), "stored sealed: {raw}");
+    assert!(raw.contains("expires_at"), "the rest of the payload stays readable: {raw}");
+    assert!(
+        matches!(&claimed[0].email.content, EmailContent::VerifyEmail { token, .. } if token.expose_secret() == "secret-h-ada"),
+        "the relay gets the token back"
+    );
+}
+
+async fn a_row_sealed_with_a_retired_key_still_relays(test_db: TestDatabase) {
+    let before = unsealed(&test_db).await.with_secret_cipher(cipher(1, &[]));
+    registered_with_verification(&before, "ada@example.com", "h-ada").await;
+
+    let rotated = unsealed(&test_db).await.with_secret_cipher(cipher(2, &[1]));
+    let claimed = rotated.email_outbox().claim(Utc::now(), Duration::seconds(30), 10).await.expect("claim");
+
+    assert_eq!(claimed.len(), 1, "the row sealed with the retired key is claimed");
+    assert!(
+        matches!(&claimed[0].email.content, EmailContent::VerifyEmail { token, .. } if token.expose_secret() == "secret-h-ada")
+    );
+}
+
+async fn a_row_whose_key_is_gone_fails_cleanly_and_the_others_still_relay(test_db: TestDatabase) {
+    let before = unsealed(&test_db).await.with_secret_cipher(cipher(1, &[]));
+    registered_with_verification(&before, "ada@example.com", "h-ada").await;
+    let wrong = unsealed(&test_db).await.with_secret_cipher(cipher(3, &[]));
+    registered_with_verification(&wrong, "bob@example.com", "h-bob").await;
+
+    let claimed = wrong.email_outbox().claim(Utc::now(), Duration::seconds(30), 10).await;
+
+    let claimed = claimed.expect("an unreadable row does not fail the claim");
+    assert_eq!(claimed.iter().map(|c| c.email.to.as_ref()).collect::<Vec<_>>(), vec!["bob@example.com"]);
+    let rows = wrong.outbox_rows().await.expect("outbox");
+    let ada = rows.iter().find(|row| row.recipient == "ada@example.com").expect("ada's row");
+    assert_eq!((ada.status.as_str(), ada.has_payload), ("failed", false), "{ada:?}");
+    let error = ada.last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("unknown key"), "the reason names the missing key: {error}");
+}
+
+async fn a_row_written_before_tokens_were_sealed_still_relays(test_db: TestDatabase) {
+    let db = migrated(&test_db).await;
+    registered_with_verification(&db, "ada@example.com", "h-ada").await;
+    db.execute_sql(
+        "UPDATE email_outbox SET payload = '{\"token\":\"plain-old-token\",\"expires_at\":\"2030-01-01T00:00:00Z\"}'",
+    )
+    .await
+    .expect("the row is put back as an older release wrote it");
+
+    let claimed = db.email_outbox().claim(Utc::now(), Duration::seconds(30), 10).await.expect("claim");
+
+    assert!(
+        matches!(&claimed[0].email.content, EmailContent::VerifyEmail { token, .. } if token.expose_secret() == "plain-old-token"),
+        "{claimed:?}"
+    );
+}
+
+async fn without_a_cipher_a_token_is_never_stored(test_db: TestDatabase) {
+    let db = unsealed(&test_db).await;
+    let new = new_user("ada@example.com", "ada");
+    let mail = token_mail(new.id, "ada@example.com", TokenKind::EmailVerification, "h", Utc::now(), Duration::hours(1));
+
+    let created = db.users().create(new.clone(), registered(&new), AccountCompanion::Verification(mail)).await;
+
+    assert!(matches!(created, Err(CreateUserError::Unexpected(_))), "{created:?}");
+    assert!(db.outbox_rows().await.expect("outbox").is_empty());
+    assert!(db.users().find_by_id(new.id).await.expect("lookup").is_none(), "nothing was written");
+}
+
 fn avatar(user: UserId, fill: &str, format: AvatarFormat) -> Avatar {
     Avatar { key: AvatarKey::new(user, &fill.repeat(32)).expect("a valid key"), format }
 }
@@ -2399,6 +2489,11 @@ contract!(
     claims_lease_due_messages_oldest_first_and_a_lapsed_lease_can_be_claimed_again,
     a_retried_message_comes_back_when_due_and_a_failed_one_never,
     concurrent_claims_never_lease_one_message_twice,
+    an_outbox_row_keeps_its_token_sealed_and_the_relay_gets_it_in_the_clear,
+    a_row_sealed_with_a_retired_key_still_relays,
+    a_row_whose_key_is_gone_fails_cleanly_and_the_others_still_relay,
+    a_row_written_before_tokens_were_sealed_still_relays,
+    without_a_cipher_a_token_is_never_stored,
     an_avatar_is_set_replaced_and_cleared_and_each_change_reports_the_previous_one,
     an_avatar_cannot_be_set_on_an_unknown_or_deleted_user_and_records_nothing,
     soft_delete_clears_the_avatar_and_hands_it_back,

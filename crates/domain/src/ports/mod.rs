@@ -14,6 +14,7 @@ mod one_time_tokens;
 mod password;
 mod rate_limits;
 mod revocations;
+mod secrets;
 mod sessions;
 mod tokens;
 mod users;
@@ -37,6 +38,7 @@ pub(crate) use password::from_hash_error;
 pub use password::{HashError, PasswordCheck, PasswordHash, PasswordHasher};
 pub use rate_limits::{RateDecision, RateLimiter};
 pub use revocations::RevocationList;
+pub use secrets::{KeyId, OpenError, SecretCipher};
 pub use sessions::{Rotation, SessionRepository};
 pub use tokens::{
     AccessClaims, AccessTokens, InvalidAccessToken, OpaqueToken, OpaqueTokens, RefreshSuccessors, TokenHash,
@@ -66,6 +68,8 @@ pub use password::MockPasswordHasher;
 pub use rate_limits::MockRateLimiter;
 #[cfg(any(test, feature = "mocks"))]
 pub use revocations::MockRevocationList;
+#[cfg(any(test, feature = "mocks"))]
+pub use secrets::MockSecretCipher;
 #[cfg(any(test, feature = "mocks"))]
 pub use sessions::MockSessionRepository;
 #[cfg(any(test, feature = "mocks"))]
