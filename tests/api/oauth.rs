@@ -344,6 +344,37 @@ async fn a_provider_that_times_out_answers_bad_gateway() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "the timeout cut the call short");
 }
 
+/// `redirect_to` is a plain path: spellings a browser would turn into another origin are
+/// refused with 422 on `redirect_to`, whatever the encoding they arrive in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_to_is_a_plain_path_and_nothing_a_browser_could_reinterpret() {
+    let fake = FakeProvider::start().await;
+    let app = app(Backend::Sqlite, &fake, Some(FRONTEND_DONE)).await;
+    let authorize = |redirect_to: &'static str| {
+        app.client.get(app.url("/api/v1/auth/oauth/github/authorize")).query(&[("redirect_to", redirect_to)]).send()
+    };
+    for evil in [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\\evil.example",
+        "\\/evil.example",
+        "//evil.example",
+        "https://evil.example",
+        "/ /evil.example",
+        "/\u{a0}/evil.example",
+        "/%2Fevil.example",
+        "/%5cevil.example",
+        "/%09/evil.example",
+        "evil.example",
+    ] {
+        let response = authorize(evil).await.expect("sent");
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], "redirect_to", "{evil:?}: {problem}");
+    }
+    let fine = authorize("/settings/security?tab=keys").await.expect("sent");
+    assert_eq!(fine.status(), StatusCode::FOUND);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfigured_providers_are_not_found() {
     let fake = FakeProvider::start().await;

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod problems;
 pub mod rate_limit;
+pub mod redirect_path;
 pub mod sessions;
 pub mod users;
 pub mod wellknown;
