@@ -148,3 +148,32 @@ async fn the_forwarded_protocol_of_an_untrusted_peer_is_ignored() {
 
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "not a trusted proxy: served as usual");
 }
+
+/// The operator names as the first admin an address someone registered earlier with their
+/// own password. Start-up hands the account over: the operator's password, every session of
+/// the registrant ended, and the registrant's password refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_never_keeps_a_stranger_s_password() {
+    let app = gatehouse_tests::spawn_app(Backend::Postgres).await;
+    app.register_user("root@example.com").await;
+    let stranger = app.token_pair("root@example.com").await;
+    let operator_password = "the operator's own passphrase";
+
+    let operator = app
+        .spawn_sibling(|s| {
+            s.bootstrap.admin_email = Some("root@example.com".to_owned());
+            s.bootstrap.admin_password = Some(operator_password.to_owned().into());
+        })
+        .await;
+
+    let refused = operator.login(&json!({"email": "root@example.com", "password": gatehouse_tests::PASSWORD})).await;
+    assert_problem(refused, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let refresh = operator.refresh(stranger["refresh_token"].as_str().expect("refresh token")).await;
+    assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED, "the registrant's session ended");
+    let old_access = stranger["access_token"].as_str().expect("access token");
+    assert_eq!(operator.get("/api/v1/users/me", Some(old_access)).await.status(), StatusCode::UNAUTHORIZED);
+    let admin = operator.access_token_with("root@example.com", operator_password).await;
+    let me: serde_json::Value = operator.get("/api/v1/users/me", Some(&admin)).await.json().await.expect("json");
+    assert_eq!(me["roles"], json!(["user", "admin"]), "{me}");
+    assert_eq!(me["email_verified"], true);
+}

@@ -293,7 +293,7 @@ impl From<PasswordError> for FieldError {
 /// A password chosen by a user that meets the policy: 8–128 characters (Unicode scalar
 /// values), not the account's email, not a common password. Kept secret so `Debug` and logs
 /// never show it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewPassword(SecretString);
 
 impl NewPassword {

@@ -37,8 +37,10 @@ enum Command {
     /// avatar files (no HTTP) until stopped. Run as many as you like against one PostgreSQL
     /// database (and one shared avatar directory).
     Worker,
-    /// Make an account an admin, creating it if needed. The password is read from the
-    /// terminal (without echo) or from standard input, never from the command line.
+    /// Make an account an admin, creating it if needed. An existing account is handed over:
+    /// this password replaces its password and its earlier sessions and links end. The
+    /// password is read from the terminal (without echo) or from standard input, never from
+    /// the command line.
     CreateAdmin {
         /// The admin's email.
         #[arg(long)]

@@ -60,6 +60,10 @@ impl UserDirectory for ReplicaUserDirectory {
     async fn ensure_admin(&self, admin: NewUser, event: NewActivity) -> anyhow::Result<EnsureAdmin> {
         self.primary.ensure_admin(admin, event).await
     }
+
+    async fn make_admin(&self, admin: NewUser, event: NewActivity) -> anyhow::Result<EnsureAdmin> {
+        self.primary.make_admin(admin, event).await
+    }
 }
 
 /// An [`ActivityLog`] whose `list` (activity and audit pages) reads from a replica.

@@ -275,7 +275,11 @@ async fn bootstrap_admin(settings: &Settings, state: &AppState) -> anyhow::Resul
     match state.admin.bootstrap_first_admin(email, password).await.map_err(|e| anyhow::anyhow!(e))? {
         EnsureAdmin::AlreadyPresent => tracing::debug!("an admin exists; bootstrap.admin_email is not needed"),
         EnsureAdmin::Created(user) => tracing::info!(user_id = %user.id, "created the first admin"),
-        EnsureAdmin::Promoted(user) => tracing::info!(user_id = %user.id, "made an existing account the first admin"),
+        EnsureAdmin::Promoted { admin, revoked } => tracing::info!(
+            user_id = %admin.id,
+            revoked_sessions = revoked.len(),
+            "handed the existing account to the operator as the first admin (their password, sessions ended)"
+        ),
     }
     Ok(())
 }

@@ -475,7 +475,53 @@ fn restore_in(
 enum Ensured {
     AlreadyPresent,
     Created(UserRow, Vec<String>),
-    Promoted(UserRow, Vec<String>),
+    Promoted(UserRow, Vec<String>, Vec<SessionId>),
+}
+
+impl Ensured {
+    fn into_outcome(self) -> anyhow::Result<EnsureAdmin> {
+        Ok(match self {
+            Self::AlreadyPresent => EnsureAdmin::AlreadyPresent,
+            Self::Created(row, roles) => EnsureAdmin::Created(row.into_user(roles)?.0),
+            Self::Promoted(row, roles, revoked) => EnsureAdmin::Promoted { admin: row.into_user(roles)?.0, revoked },
+        })
+    }
+}
+
+/// Whether [`ensure_admin_in`] acts only when no active admin exists (bootstrap) or always
+/// (`create-admin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenAdminsExist {
+    LeaveThem,
+    ActAnyway,
+}
+
+/// Hands the existing account `id` to the operator who named its email as admin: the
+/// operator's password (from `admin`) replaces whatever someone who registered the address
+/// before chose, the email counts as verified, the account is active (a promoted admin who
+/// could not sign in would leave the installation without one), every session is revoked and
+/// every outstanding one-time token deleted. Returns the revoked sessions. Must run inside
+/// [`write_transaction`].
+fn hand_over(
+    connection: &mut AnyConnection,
+    id: DbUuid,
+    admin: &NewUserRow,
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<SessionId>> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::password_hash.eq(admin.password_hash.as_deref()),
+            users::status.eq(UserStatus::Active.as_str()),
+            users::locked_until.eq(None::<DbTime>),
+            users::failed_logins.eq(0),
+            users::updated_at.eq(DbTime(now)),
+        ))
+        .execute(connection)?;
+    diesel::update(users::table.find(id).filter(users::email_verified_at.is_null()))
+        .set(users::email_verified_at.eq(Some(DbTime(now))))
+        .execute(connection)?;
+    delete_user_tokens(connection, id, TokenKind::ALL)?;
+    revoke_sessions(connection, id, None, now)
 }
 
 /// The body of [`UserDirectory::ensure_admin`]'s transaction.
@@ -484,9 +530,12 @@ fn ensure_admin_in(
     admin: &NewUserRow,
     event: &mut NewActivityRow,
     now: DateTime<Utc>,
+    when_admins_exist: WhenAdminsExist,
 ) -> anyhow::Result<Ensured> {
     lock_admins(connection).context("could not take the admin lock")?;
-    if any_active_admin(connection, now).context("could not look for an active admin")? {
+    if when_admins_exist == WhenAdminsExist::LeaveThem
+        && any_active_admin(connection, now).context("could not look for an active admin")?
+    {
         return Ok(Ensured::AlreadyPresent);
     }
     let existing: Option<DbUuid> = users::table
@@ -505,19 +554,11 @@ fn ensure_admin_in(
                 .chain([Role::User, Role::Admin])
                 .collect();
             replace_roles(connection, id, &roles).context("could not grant the admin role")?;
-            // A promoted admin who could not sign in would leave the installation without one.
-            diesel::update(users::table.find(id))
-                .set((
-                    users::status.eq(UserStatus::Active.as_str()),
-                    users::locked_until.eq(None::<DbTime>),
-                    users::updated_at.eq(DbTime(now)),
-                ))
-                .execute(connection)
-                .context("could not activate the promoted admin")?;
+            let revoked = hand_over(connection, id, admin, now).context("could not hand the account over")?;
             event.retarget(id);
             insert_activity(connection, event).context("could not record the promotion")?;
             let (row, roles) = read_user(connection, id).context("could not read the promoted admin back")?;
-            Ok(Ensured::Promoted(row, roles))
+            Ok(Ensured::Promoted(row, roles, revoked))
         }
         None => {
             event.retarget(admin.id);
@@ -634,13 +675,25 @@ impl UserDirectory for DieselUserDirectory {
         let mut event = NewActivityRow::new(&event)?;
         self.db
             .run(move |connection| {
-                let ensured =
-                    write_transaction(connection, |connection| ensure_admin_in(connection, &row, &mut event, now))?;
-                Ok(match ensured {
-                    Ensured::AlreadyPresent => EnsureAdmin::AlreadyPresent,
-                    Ensured::Created(row, roles) => EnsureAdmin::Created(row.into_user(roles)?.0),
-                    Ensured::Promoted(row, roles) => EnsureAdmin::Promoted(row.into_user(roles)?.0),
-                })
+                write_transaction(connection, |connection| {
+                    ensure_admin_in(connection, &row, &mut event, now, WhenAdminsExist::LeaveThem)
+                })?
+                .into_outcome()
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %admin.id), err)]
+    async fn make_admin(&self, admin: NewUser, event: NewActivity) -> anyhow::Result<EnsureAdmin> {
+        let now = event.created_at;
+        let row = NewUserRow::from(&admin);
+        let mut event = NewActivityRow::new(&event)?;
+        self.db
+            .run(move |connection| {
+                write_transaction(connection, |connection| {
+                    ensure_admin_in(connection, &row, &mut event, now, WhenAdminsExist::ActAnyway)
+                })?
+                .into_outcome()
             })
             .await
     }

@@ -1508,12 +1508,52 @@ async fn ensure_admin_creates_promotes_or_finds_one_present(test_db: TestDatabas
 
     let (admin, event) = bootstrap("ADA@example.com");
     let promoted = directory.ensure_admin(admin.clone(), event).await.expect("ensure_admin works");
-    let EnsureAdmin::Promoted(promoted) = promoted else { panic!("expected Promoted, got {promoted:?}") };
+    let EnsureAdmin::Promoted { admin: promoted, .. } = promoted else { panic!("expected Promoted, got {promoted:?}") };
     assert_eq!(promoted.id, ada.id, "the existing account is promoted");
     assert_eq!(promoted.roles, vec![Role::User, Role::Admin]);
     assert_eq!(events_of(&db, ada.id).await.last(), Some(&ActivityAction::UserRegistered), "the event is about ada");
     assert_eq!(events_of(&db, admin.id).await, vec![], "nothing about an account that was not created");
     assert_eq!(directory.find(admin.id).await.expect("lookup works"), None);
+}
+
+async fn bootstrap_hands_an_existing_account_over_with_nothing_of_the_registrant_left(test_db: TestDatabase) {
+    hands_an_existing_account_over(test_db, true).await;
+}
+
+async fn create_admin_hands_an_existing_account_over_with_nothing_of_the_registrant_left(test_db: TestDatabase) {
+    hands_an_existing_account_over(test_db, false).await;
+}
+
+/// Someone registered the address the operator names as admin, with their own password,
+/// and never verified it. Handing the account over (at bootstrap, or with `create-admin`)
+/// must leave them no way in.
+async fn hands_an_existing_account_over(test_db: TestDatabase, bootstrap_path: bool) {
+    let db = migrated(&test_db).await;
+    let at = Utc::now();
+    let (stranger, session) = user_with_session(&db, at).await;
+    let reset = token_mail(stranger.id, "ada@example.com", TokenKind::PasswordReset, "h-r", at, Duration::hours(1));
+    db.one_time_tokens().issue(reset, None).await.expect("issued");
+    db.execute_sql("DELETE FROM user_roles WHERE role = 'admin'").await.expect("no admin");
+    let operator = PasswordHash::new("$argon2id$operator".to_owned());
+    let (admin, event) = bootstrap("ADA@example.com");
+    let admin = NewUser { password_hash: Some(operator.clone()), ..admin };
+
+    let outcome = if bootstrap_path {
+        db.directory().ensure_admin(admin, event).await
+    } else {
+        db.directory().make_admin(admin, event).await
+    }
+    .expect("works");
+
+    let EnsureAdmin::Promoted { admin, revoked } = outcome else { panic!("expected Promoted, got {outcome:?}") };
+    assert_eq!(admin.id, stranger.id);
+    assert_eq!(admin.roles, vec![Role::User, Role::Admin]);
+    assert!(admin.email_verified(), "the operator vouches for the address");
+    assert_eq!(revoked, vec![session.id], "the registrant's session ends");
+    let credentials = db.users().find_credentials_by_email(&email("ada@example.com")).await.expect("lookup");
+    assert_eq!(credentials.expect("found").password_hash, Some(operator), "the operator's password");
+    let live = db.one_time_tokens().find_live(TokenKind::PasswordReset, &token("h-r"), at).await.expect("lookup");
+    assert!(live.is_none(), "no link mailed before survives");
 }
 
 async fn concurrent_ensure_admin_calls_create_exactly_one_admin(test_db: TestDatabase) {
@@ -2476,6 +2516,8 @@ contract!(
     a_restored_user_is_back_with_the_event_recorded,
     restoring_a_user_whose_email_or_username_was_taken_meanwhile_is_refused,
     ensure_admin_creates_promotes_or_finds_one_present,
+    bootstrap_hands_an_existing_account_over_with_nothing_of_the_registrant_left,
+    create_admin_hands_an_existing_account_over_with_nothing_of_the_registrant_left,
     concurrent_ensure_admin_calls_create_exactly_one_admin,
     the_audit_trail_lists_newest_first_with_filters_and_pages,
     seeding_inserts_the_requested_number_of_realistic_users,

@@ -137,8 +137,14 @@ pub enum EnsureAdmin {
     AlreadyPresent,
     /// The account was created as an admin.
     Created(User),
-    /// An account with the email existed and was given the admin role.
-    Promoted(User),
+    /// An account with the email existed and was handed to the operator as an admin (see
+    /// [`UserDirectory::ensure_admin`]).
+    Promoted {
+        /// The account, now an admin with the operator's password.
+        admin: User,
+        /// Its sessions, all revoked.
+        revoked: Vec<SessionId>,
+    },
 }
 
 /// User storage as administrators use it.
@@ -197,12 +203,26 @@ pub trait UserDirectory: Send + Sync {
     async fn restore(&self, id: UserId, at: DateTime<Utc>, event: NewActivity) -> Result<User, AdminChangeError>;
 
     /// Makes sure an active admin exists: when none does, creates `admin` (with the admin
-    /// role) or, if a non-deleted user has its email, gives that user the admin role;
+    /// role) or, if a non-deleted user has its email, hands that account to the operator;
     /// records `event` (re-targeted to the affected user) when something changed. Safe
     /// when several instances call it at once: exactly one creates or promotes.
+    ///
+    /// Handing an existing account over MUST leave whoever registered the address before
+    /// without a way in: the account gets the admin role, `admin.password_hash` replaces its
+    /// password, its email counts as verified, any lock or disablement ends, every session is
+    /// revoked and every outstanding one-time token deleted, in one transaction.
     ///
     /// # Errors
     ///
     /// Only infrastructure failures.
     async fn ensure_admin(&self, admin: NewUser, event: NewActivity) -> anyhow::Result<EnsureAdmin>;
+
+    /// Makes `admin.email` an admin whether or not an admin exists (the `create-admin`
+    /// command): creates `admin`, or hands the existing account over exactly as
+    /// [`UserDirectory::ensure_admin`] does. Never [`EnsureAdmin::AlreadyPresent`].
+    ///
+    /// # Errors
+    ///
+    /// Only infrastructure failures (a derived username that is taken included).
+    async fn make_admin(&self, admin: NewUser, event: NewActivity) -> anyhow::Result<EnsureAdmin>;
 }

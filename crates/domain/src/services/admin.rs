@@ -259,12 +259,63 @@ impl AdminService {
     }
 
     /// Creates the first admin from configuration when no active admin exists; does
-    /// nothing otherwise. Safe when several instances start at once.
+    /// nothing otherwise. Safe when several instances start at once. When an account with the
+    /// email exists, it is handed to the operator: their password replaces its password, the
+    /// email counts as verified, and every session and outstanding link of whoever
+    /// registered the address before ends.
     ///
     /// # Errors
     ///
     /// `Overloaded` or storage failures.
     pub async fn bootstrap_first_admin(&self, email: Email, password: NewPassword) -> Result<EnsureAdmin, AdminError> {
+        let (admin, event) = self.operator_admin(email, &password, "bootstrap").await?;
+        let now = event.created_at;
+        let outcome = self.ports.directory.ensure_admin(admin, event).await?;
+        if let EnsureAdmin::Promoted { revoked, .. } = &outcome {
+            publish_revocations(&self.ports, &self.settings, revoked.clone(), now).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Makes `email` an admin from the command line: creates the account with `password`
+    /// or, when it exists, hands it to the operator as [`AdminService::bootstrap_first_admin`]
+    /// does (their password, a verified email, every earlier session and link ended).
+    ///
+    /// # Errors
+    ///
+    /// `Overloaded` or storage failures.
+    pub async fn create_admin(&self, email: Email, password: NewPassword) -> Result<User, AdminError> {
+        let account = NewAccount {
+            email: email.clone(),
+            password: Some(password.clone()),
+            username: None,
+            display_name: None,
+            roles: vec![Role::Admin],
+            email_verified: true,
+        };
+        match self.create(None, account, &RequestContext::default()).await {
+            Err(AdminError::EmailTaken) => {}
+            other => return other,
+        }
+        let (admin, event) = self.operator_admin(email, &password, "create-admin").await?;
+        let now = event.created_at;
+        match self.ports.directory.make_admin(admin, event).await? {
+            EnsureAdmin::Promoted { admin, revoked } => {
+                publish_revocations(&self.ports, &self.settings, revoked, now).await;
+                Ok(admin)
+            }
+            EnsureAdmin::Created(admin) => Ok(admin),
+            EnsureAdmin::AlreadyPresent => Err(anyhow::anyhow!("make_admin changed nothing").into()),
+        }
+    }
+
+    /// The admin an operator names, with their password hashed, and the event recording it.
+    async fn operator_admin(
+        &self,
+        email: Email,
+        password: &NewPassword,
+        reason: &str,
+    ) -> Result<(crate::user::NewUser, NewActivity), AdminError> {
         let hash = self.ports.hasher.hash(password.secret()).await?;
         let now = self.ports.clock.now();
         let admin = crate::user::NewUser {
@@ -282,45 +333,8 @@ impl AdminService {
             ..NewActivity::by_user(admin.id, ActivityAction::RolesChanged, &RequestContext::default(), now)
         }
         .with_detail("roles", "user,admin")
-        .with_detail("reason", "bootstrap");
-        Ok(self.ports.directory.ensure_admin(admin, event).await?)
-    }
-
-    /// Makes `email` an admin from the command line: creates the account with `password`
-    /// or, when it exists, gives it the admin role (the password is then left alone).
-    ///
-    /// # Errors
-    ///
-    /// `Overloaded` or storage failures.
-    pub async fn create_admin(&self, email: Email, password: NewPassword) -> Result<User, AdminError> {
-        let account = NewAccount {
-            email: email.clone(),
-            password: Some(password),
-            username: None,
-            display_name: None,
-            roles: vec![Role::Admin],
-            email_verified: true,
-        };
-        match self.create(None, account, &RequestContext::default()).await {
-            Err(AdminError::EmailTaken) => {}
-            other => return other,
-        }
-        let existing = self.ports.users.find_credentials_by_email(&email).await?.ok_or(AdminError::NotFound)?.user;
-        let mut roles = existing.roles.clone();
-        roles.push(Role::Admin);
-        roles.sort_unstable();
-        roles.dedup();
-        let now = self.ports.clock.now();
-        let event = NewActivity {
-            actor_id: None,
-            ..NewActivity::by_user(existing.id, ActivityAction::RolesChanged, &RequestContext::default(), now)
-        }
-        .with_detail("roles", "user,admin")
-        .with_detail("reason", "create-admin");
-        let changes = AdminChanges { roles: Some(roles), ..AdminChanges::default() };
-        let outcome = self.ports.directory.update(existing.id, changes, true, now, vec![event]).await?;
-        publish_revocations(&self.ports, &self.settings, outcome.revoked, now).await;
-        Ok(outcome.user)
+        .with_detail("reason", reason);
+        Ok((admin, event))
     }
 
     async fn create(
@@ -360,7 +374,6 @@ mod tests {
     use crate::ids::SessionId;
     use crate::ports::{AdminChangeOutcome, MockSessionRepository, MockUserRepository, SoftDeleted};
     use crate::services::testing::{Mocks, now, ports_with_mocks, sample_user, settings};
-    use crate::user::Credentials;
     use chrono::Duration;
     use mockall::predicate::eq;
     use secrecy::SecretString;
@@ -565,32 +578,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn create_admin_promotes_an_existing_account() {
+    async fn create_admin_hands_an_existing_account_to_the_operator() {
         let existing = sample_user();
         let existing_id = existing.id;
         let mut users = MockUserRepository::new();
         users.expect_create().times(1).returning(|_, _, _| Err(CreateUserError::EmailTaken));
-        let found = existing.clone();
-        users
-            .expect_find_credentials_by_email()
-            .times(1)
-            .return_once(move |_| Ok(Some(Credentials { user: found, password_hash: None })));
         let mut mocks = Mocks::default();
-        mocks.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("$argon2id$x".to_owned())));
+        mocks.hasher.expect_hash().times(2).returning(|_| Ok(PasswordHash::new("$argon2id$operator".to_owned())));
         mocks
             .directory
-            .expect_update()
-            .withf(move |id, changes, revoke, _, _| {
-                *id == existing_id && *revoke && changes.roles == Some(vec![Role::User, Role::Admin])
+            .expect_make_admin()
+            .withf(|admin, event| {
+                admin.email.as_ref() == "ada@example.com"
+                    && admin.password_hash.as_ref().map(PasswordHash::as_str) == Some("$argon2id$operator")
+                    && admin.email_verified_at.is_some()
+                    && event.details.get("reason").map(String::as_str) == Some("create-admin")
             })
             .times(1)
-            .return_once(move |_, _, _, _, _| Ok(AdminChangeOutcome { user: existing, revoked: Vec::new() }));
+            .return_once(move |_, _| Ok(EnsureAdmin::Promoted { admin: existing, revoked: Vec::new() }));
         let email = Email::parse("ada@example.com").expect("valid");
         let password =
             NewPassword::parse(SecretString::from("a long admin passphrase".to_owned()), &email).expect("valid");
 
         let result = service(users, mocks).create_admin(email, password).await;
 
-        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(result.expect("an admin").id, existing_id);
     }
 }
