@@ -27,10 +27,11 @@ lint: ## rustfmt and clippy, as CI runs them
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmarks (admin list on PostgreSQL, seeds 1,000,000 users once; login flood); results in bench-results/
+bench: ## Benchmarks (admin list on PostgreSQL, seeds 1,000,000 users once; login flood; login timing); results in bench-results/
 	@scripts/ensure-services.sh
 	$(CARGO) bench -p gatehouse-tests --bench admin_list
 	$(CARGO) bench -p gatehouse-tests --bench login_flood
+	$(CARGO) bench -p gatehouse-tests --bench login_timing
 
 bench-flood: ## Only the login-flood backpressure benchmark; results in bench-results/login-flood.md
 	$(CARGO) bench -p gatehouse-tests --bench login_flood
