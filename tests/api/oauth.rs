@@ -22,6 +22,7 @@ on_both_backends!(
     the_one_time_code_is_exchanged_once,
     unlinking_the_last_way_to_sign_in_is_refused,
     a_disabled_account_cannot_sign_in_through_a_provider,
+    a_lockout_after_failed_passwords_does_not_stop_a_provider_sign_in,
 );
 
 async fn app(backend: Backend, fake: &FakeProvider, success_redirect: Option<&str>) -> TestApp {
@@ -232,6 +233,23 @@ async fn unlinking_the_last_way_to_sign_in_is_refused(backend: Backend) {
     let linked = identities(&app, token).await;
     assert_eq!(linked.as_array().map(Vec::len), Some(1), "{linked}");
     assert_eq!(linked[0]["provider"], "github");
+}
+
+/// The lockout is there to stop password guessing; it must not keep the owner out of a
+/// sign-in the provider vouches for.
+async fn a_lockout_after_failed_passwords_does_not_stop_a_provider_sign_in(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = app(backend, &fake, None).await;
+    verified_user(&app, "ada@example.com").await;
+    for _ in 0..5 {
+        let wrong = app.login(&json!({"email": "ada@example.com", "password": "a wrong guess"})).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    app.wait_for_mail(2).await;
+    let locked = app.login(&json!({"email": "ada@example.com", "password": PASSWORD})).await;
+    assert_problem(locked, StatusCode::FORBIDDEN, "account_locked").await;
+
+    assert_eq!(sign_in(&app, "github").await.status(), StatusCode::OK, "the provider proves who signs in");
 }
 
 async fn a_disabled_account_cannot_sign_in_through_a_provider(backend: Backend) {
