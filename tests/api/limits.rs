@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     logins_over_the_per_ip_limit_answer_429_with_retry_after,
     the_per_email_limit_holds_whatever_ip_the_attacker_uses,
+    an_account_has_one_login_budget_whether_named_by_email_or_username,
     refreshes_are_limited_per_session_not_per_ip,
     forwarded_for_is_believed_only_from_a_trusted_proxy,
     two_instances_sharing_redis_together_admit_exactly_the_limit,
@@ -83,6 +84,39 @@ async fn the_per_email_limit_holds_whatever_ip_the_attacker_uses(backend: Backen
     assert_problem(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     let response = login_from(&app, "someone-else@example.com", Some("203.0.113.78")).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "other emails are not affected");
+}
+
+async fn an_account_has_one_login_budget_whether_named_by_email_or_username(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        limited(s, 3, 5);
+        s.server.trusted_proxies = vec!["127.0.0.1".to_owned()];
+    })
+    .await;
+    app.register(&json!({"email": "victim@example.com", "username": "victim", "password": PASSWORD})).await;
+    let attempt = |i: u8, body: Value| {
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .header("X-Forwarded-For", format!("203.0.113.{i}"))
+            .json(&body)
+            .send()
+    };
+    let by_email = |i| attempt(i, json!({"email": "victim@example.com", "password": "wrong"}));
+    let by_username = |i| attempt(i, json!({"username": "VICTIM", "password": "wrong"}));
+
+    assert_eq!(by_email(1).await.expect("sent").status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(by_username(2).await.expect("sent").status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(by_email(3).await.expect("sent").status(), StatusCode::UNAUTHORIZED);
+
+    assert_problem(by_username(4).await.expect("sent"), StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let form = app
+        .client
+        .post(app.url("/api/v1/auth/token"))
+        .header("X-Forwarded-For", "203.0.113.5")
+        .form(&[("username", "victim"), ("password", "wrong")])
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(form, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
 
 async fn refreshes_are_limited_per_session_not_per_ip(backend: Backend) {
