@@ -670,28 +670,31 @@ impl UserDirectory for DieselUserDirectory {
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %admin.id), err)]
     async fn ensure_admin(&self, admin: NewUser, event: NewActivity) -> anyhow::Result<EnsureAdmin> {
-        let now = event.created_at;
-        let row = NewUserRow::from(&admin);
-        let mut event = NewActivityRow::new(&event)?;
-        self.db
-            .run(move |connection| {
-                write_transaction(connection, |connection| {
-                    ensure_admin_in(connection, &row, &mut event, now, WhenAdminsExist::LeaveThem)
-                })?
-                .into_outcome()
-            })
-            .await
+        self.admin_named(admin, event, WhenAdminsExist::LeaveThem).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %admin.id), err)]
     async fn make_admin(&self, admin: NewUser, event: NewActivity) -> anyhow::Result<EnsureAdmin> {
+        self.admin_named(admin, event, WhenAdminsExist::ActAnyway).await
+    }
+}
+
+impl DieselUserDirectory {
+    /// [`UserDirectory::ensure_admin`] and [`UserDirectory::make_admin`]: one transaction of
+    /// [`ensure_admin_in`].
+    async fn admin_named(
+        &self,
+        admin: NewUser,
+        event: NewActivity,
+        when_admins_exist: WhenAdminsExist,
+    ) -> anyhow::Result<EnsureAdmin> {
         let now = event.created_at;
         let row = NewUserRow::from(&admin);
         let mut event = NewActivityRow::new(&event)?;
         self.db
             .run(move |connection| {
                 write_transaction(connection, |connection| {
-                    ensure_admin_in(connection, &row, &mut event, now, WhenAdminsExist::ActAnyway)
+                    ensure_admin_in(connection, &row, &mut event, now, when_admins_exist)
                 })?
                 .into_outcome()
             })
