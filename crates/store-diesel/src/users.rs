@@ -227,6 +227,19 @@ fn with_roles(connection: &mut AnyConnection, row: Option<UserRow>) -> anyhow::R
     row.into_user(roles).map(Some)
 }
 
+/// [`with_roles`] for the sign-in lookups, which must cost the same whether or not the
+/// account exists: for no row, the roles query still runs (for an id nobody has), so both
+/// answers take the same round trips.
+fn with_roles_in_equal_time(
+    connection: &mut AnyConnection,
+    row: Option<UserRow>,
+) -> anyhow::Result<Option<(User, Option<String>)>> {
+    if row.is_none() {
+        role_names(connection, DbUuid(uuid::Uuid::nil())).context("could not load the user's roles")?;
+    }
+    with_roles(connection, row)
+}
+
 /// The insert itself: checks the email, then the username (so the email wins when both are
 /// taken), inserts the user, each role once, the event and the verification token and email
 /// (if any), and reads the row back as stored
@@ -435,7 +448,7 @@ impl UserRepository for DieselUserRepository {
                     .first(connection)
                     .optional()
                     .context("could not look up the user by email")?;
-                Ok(with_roles(connection, row)?.map(credentials))
+                Ok(with_roles_in_equal_time(connection, row)?.map(credentials))
             })
             .await
     }
@@ -452,7 +465,7 @@ impl UserRepository for DieselUserRepository {
                     .first(connection)
                     .optional()
                     .context("could not look up the user by username")?;
-                Ok(with_roles(connection, row)?.map(credentials))
+                Ok(with_roles_in_equal_time(connection, row)?.map(credentials))
             })
             .await
     }

@@ -146,14 +146,18 @@ pub trait UserRepository: Send + Sync {
     /// Only infrastructure failures; an unknown id is `Ok(None)`.
     async fn find_credentials_by_id(&self, id: UserId) -> anyhow::Result<Option<Credentials>>;
 
-    /// The non-deleted user with this email (ignoring case) and their password hash.
+    /// The non-deleted user with this email (ignoring case) and their password hash. Sign-in
+    /// looks accounts up with it, so it MUST do the same work (the same queries) whether or
+    /// not the account exists: the time to answer must not tell.
     ///
     /// # Errors
     ///
     /// Only infrastructure failures; an unknown email is `Ok(None)`.
     async fn find_credentials_by_email(&self, email: &Email) -> anyhow::Result<Option<Credentials>>;
 
-    /// The non-deleted user with this username (ignoring case) and their password hash.
+    /// The non-deleted user with this username (ignoring case) and their password hash. The
+    /// same work whether or not the account exists, as for
+    /// [`UserRepository::find_credentials_by_email`].
     ///
     /// # Errors
     ///
