@@ -119,6 +119,9 @@ impl TryFrom<LoginBody> for LoginRequest {
     }
 }
 
+/// How long after answering a refused sign-in its bookkeeping starts.
+const BOOKKEEPING_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// A password sign-in, shared by `/login` and `/token`: looks the account up, applies the
 /// per-account limit (one budget per account, whether named by email or username), checks
 /// the password, and answers before the bookkeeping of a refusal, which runs after the
@@ -135,6 +138,9 @@ async fn sign_in_with_password(
     if let Some(failure) = failure {
         let state = state.clone().into_inner();
         in_background("recording a failed sign-in", async move {
+            // Start once the answer is on its way: on a busy host the bookkeeping's CPU and
+            // I/O would otherwise compete with sending it, and show in its timing.
+            actix_web::rt::time::sleep(BOOKKEEPING_DELAY).await;
             state.auth.record_failed_login(failure).await;
             Ok(())
         });
