@@ -27,8 +27,8 @@ on_both_backends!(
 async fn app(backend: Backend, fake: &FakeProvider, success_redirect: Option<&str>) -> TestApp {
     spawn_app_with(backend, |s| {
         s.public.base_url = BASE.to_owned();
-        s.oauth.google = Some(fake.google_settings());
-        s.oauth.github = Some(fake.github_settings());
+        s.oauth.legacy.insert("google".to_owned(), fake.google_settings());
+        s.oauth.legacy.insert("github".to_owned(), fake.github_settings());
         s.oauth.success_redirect = success_redirect.map(str::to_owned);
     })
     .await
@@ -238,7 +238,7 @@ async fn a_disabled_account_cannot_sign_in_through_a_provider(backend: Backend) 
     let fake = FakeProvider::start().await;
     let app = spawn_app_with(backend, |s| {
         s.public.base_url = BASE.to_owned();
-        s.oauth.google = Some(fake.google_settings());
+        s.oauth.legacy.insert("google".to_owned(), fake.google_settings());
         s.bootstrap.admin_email = Some(ADMIN_EMAIL.to_owned());
         s.bootstrap.admin_password = Some(PASSWORD.to_owned().into());
     })
@@ -319,7 +319,7 @@ async fn an_unreachable_provider_answers_bad_gateway() {
         s.public.base_url = BASE.to_owned();
         let mut github = fake.github_settings();
         github.token_url = Some(closed);
-        s.oauth.github = Some(github);
+        s.oauth.legacy.insert("github".to_owned(), github);
     })
     .await;
 
@@ -334,7 +334,7 @@ async fn a_provider_that_times_out_answers_bad_gateway() {
         let mut github = fake.github_settings();
         github.token_url = Some(format!("{}/github/slow-token", fake.address));
         github.timeout_secs = Some(1);
-        s.oauth.github = Some(github);
+        s.oauth.legacy.insert("github".to_owned(), github);
     })
     .await;
 
@@ -347,7 +347,10 @@ async fn a_provider_that_times_out_answers_bad_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfigured_providers_are_not_found() {
     let fake = FakeProvider::start().await;
-    let app = spawn_app_with(Backend::Sqlite, |s| s.oauth.github = Some(fake.github_settings())).await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.oauth.legacy.insert("github".to_owned(), fake.github_settings());
+    })
+    .await;
 
     let response = app.get("/api/v1/auth/oauth/google/authorize", None).await;
     assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
