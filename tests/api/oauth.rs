@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// The server's public URL in these tests; redirects to it are followed to the real address.
-const BASE: &str = "http://gatehouse.test";
+pub(crate) const BASE: &str = "http://gatehouse.test";
 const FRONTEND_DONE: &str = "http://frontend.test/oauth/done";
 
 on_both_backends!(
@@ -39,12 +39,14 @@ fn location(response: &reqwest::Response) -> String {
 }
 
 /// The browser's side of a sign-in, step by step.
-struct Flow {
-    provider_url: String,
-    cookie: String,
+pub(crate) struct Flow {
+    /// The provider's authorization URL.
+    pub(crate) provider_url: String,
+    /// The state cookie, as `name=value`.
+    pub(crate) cookie: String,
 }
 
-async fn authorize(app: &TestApp, provider: &str) -> Flow {
+pub(crate) async fn authorize(app: &TestApp, provider: &str) -> Flow {
     let response = app.get(&format!("/api/v1/auth/oauth/{provider}/authorize"), None).await;
     assert_eq!(response.status(), StatusCode::FOUND, "authorize redirects to the provider");
     let set_cookie = response
@@ -70,7 +72,7 @@ async fn at_provider(app: &TestApp, flow: &Flow) -> String {
     back.strip_prefix(BASE).expect("back to the configured base URL").to_owned()
 }
 
-async fn callback(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
+pub(crate) async fn callback(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut request = app.client.get(app.url(path));
     if let Some(cookie) = cookie {
         request = request.header(COOKIE, cookie);
@@ -78,13 +80,13 @@ async fn callback(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::R
     request.send().await.expect("callback sent")
 }
 
-async fn sign_in(app: &TestApp, provider: &str) -> reqwest::Response {
+pub(crate) async fn sign_in(app: &TestApp, provider: &str) -> reqwest::Response {
     let flow = authorize(app, provider).await;
     let path = at_provider(app, &flow).await;
     callback(app, &path, Some(&flow.cookie)).await
 }
 
-async fn identities(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn identities(app: &TestApp, token: &str) -> Value {
     let response = app.get("/api/v1/users/me/identities", Some(token)).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.expect("JSON")
@@ -126,7 +128,7 @@ async fn a_new_google_identity_creates_a_verified_account_with_pkce_and_a_nonce(
 }
 
 /// Registers `email` and proves it with the link from the verification mail.
-async fn verified_user(app: &TestApp, email: &str) -> Value {
+pub(crate) async fn verified_user(app: &TestApp, email: &str) -> Value {
     let user = app.register_user(email).await;
     let token = TestApp::token_from(&app.wait_for_mail(1).await[0], "verify-email");
     let verified = app.post_json("/api/v1/auth/verify-email", &json!({"token": token})).await;

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::secret_policy;
 
-/// One provider's `[oauth.providers.<name>]`, defined by the providers' adapter.
-pub use gatehouse_oauth_providers::ProviderSettings;
+/// One provider's `[oauth.providers.<name>]` and its parts, defined by the providers' adapter.
+pub use gatehouse_oauth_providers::{ClaimNames, ProviderSettings, TokenAuthMethod};
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
