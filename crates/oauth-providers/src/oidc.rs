@@ -255,8 +255,7 @@ impl OidcProvider {
         let alg = Algorithm::from_str(&alg_name)
             .map_err(|_| rejected(format!("the ID token uses the unsupported algorithm {alg_name}")))?;
         let announced = &metadata.id_token_signing_alg_values_supported;
-        let announced_ok =
-            if announced.is_empty() { alg == Algorithm::RS256 } else { announced.contains(&alg_name) };
+        let announced_ok = if announced.is_empty() { alg == Algorithm::RS256 } else { announced.contains(&alg_name) };
         if !announced_ok {
             return Err(rejected(format!(
                 "the ID token is signed with {alg_name}, which the provider does not announce"
