@@ -350,3 +350,30 @@ async fn hosted_domains_and_tenants_outside_the_allowed_ones_are_forbidden() {
     fake.script(|s| s.google["tid"] = json!("tenant-a"));
     assert_eq!(sign_in(&app, "entra").await.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_names_are_configurable() {
+    let fake = FakeProvider::start().await;
+    fake.script(|s| {
+        let account = s.google.as_object_mut().expect("an object");
+        account.remove("email_verified");
+        account.insert("mail".to_owned(), json!("grace@example.com"));
+        account.insert("xms_edov".to_owned(), json!(true));
+        account.insert("given".to_owned(), json!("Grace Hopper"));
+        account.remove("email");
+    });
+    let mut settings = fake.oidc_settings();
+    settings.claims.email = "mail".to_owned();
+    settings.claims.email_verified = "xms_edov".to_owned();
+    settings.claims.name = "given".to_owned();
+    let app = app_with(Backend::Sqlite, "entra", settings).await;
+
+    let token = signed_in(sign_in(&app, "entra").await).await;
+
+    let me: Value = app.get("/api/v1/users/me", Some(&token)).await.json().await.expect("JSON");
+    assert_eq!(me["email"], "grace@example.com", "{me}");
+    assert_eq!(me["display_name"], "Grace Hopper");
+    fake.script(|s| s.google["xms_edov"] = json!(false));
+    fake.script(|s| s.google["sub"] = json!("g-2002"));
+    assert_problem(sign_in(&app, "entra").await, StatusCode::CONFLICT, "conflict").await;
+}
