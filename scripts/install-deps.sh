@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Gatehouse needs beyond a Rust toolchain: the C
-# libraries of the PostgreSQL and SQLite drivers, cargo-nextest and cargo-deny. Idempotent.
+# libraries of the PostgreSQL and SQLite drivers, cargo-nextest, cargo-deny and the test OpenID
+# Provider (npm). Idempotent.
 set -euo pipefail
 
 missing=()
@@ -24,4 +25,16 @@ fi
 if ! cargo deny --version >/dev/null 2>&1; then
   echo "install-deps: installing cargo-deny"
   cargo install cargo-deny --locked
+fi
+
+# The real OpenID Provider the sign-in tests start (tests/oidc-provider: panva's oidc-provider,
+# pinned by its package-lock.json). Needs Node 20.19 or later; reinstalls only when the lock changed.
+oidc_dir="$(dirname "$0")/../tests/oidc-provider"
+if ! command -v node >/dev/null 2>&1; then
+  echo "install-deps: Node.js is required for the OpenID Provider tests (apt-get install nodejs npm)" >&2
+  exit 1
+fi
+if ! cmp -s "$oidc_dir/package-lock.json" "$oidc_dir/node_modules/.installed-lock.json"; then
+  echo "install-deps: installing the test OpenID Provider (npm ci)"
+  (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json)
 fi

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// The server's public URL in these tests; redirects to it are followed to the real address.
-const BASE: &str = "http://gatehouse.test";
+pub(crate) const BASE: &str = "http://gatehouse.test";
 const FRONTEND_DONE: &str = "http://frontend.test/oauth/done";
 
 on_both_backends!(
@@ -28,8 +28,8 @@ on_both_backends!(
 async fn app(backend: Backend, fake: &FakeProvider, success_redirect: Option<&str>) -> TestApp {
     spawn_app_with(backend, |s| {
         s.public.base_url = BASE.to_owned();
-        s.oauth.google = Some(fake.google_settings());
-        s.oauth.github = Some(fake.github_settings());
+        s.oauth.legacy.insert("google".to_owned(), fake.google_settings());
+        s.oauth.legacy.insert("github".to_owned(), fake.github_settings());
         s.oauth.success_redirect = success_redirect.map(str::to_owned);
     })
     .await
@@ -40,12 +40,14 @@ fn location(response: &reqwest::Response) -> String {
 }
 
 /// The browser's side of a sign-in, step by step.
-struct Flow {
-    provider_url: String,
-    cookie: String,
+pub(crate) struct Flow {
+    /// The provider's authorization URL.
+    pub(crate) provider_url: String,
+    /// The state cookie, as `name=value`.
+    pub(crate) cookie: String,
 }
 
-async fn authorize(app: &TestApp, provider: &str) -> Flow {
+pub(crate) async fn authorize(app: &TestApp, provider: &str) -> Flow {
     let response = app.get(&format!("/api/v1/auth/oauth/{provider}/authorize"), None).await;
     assert_eq!(response.status(), StatusCode::FOUND, "authorize redirects to the provider");
     let set_cookie = response
@@ -71,7 +73,7 @@ async fn at_provider(app: &TestApp, flow: &Flow) -> String {
     back.strip_prefix(BASE).expect("back to the configured base URL").to_owned()
 }
 
-async fn callback(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
+pub(crate) async fn callback(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut request = app.client.get(app.url(path));
     if let Some(cookie) = cookie {
         request = request.header(COOKIE, cookie);
@@ -79,13 +81,13 @@ async fn callback(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::R
     request.send().await.expect("callback sent")
 }
 
-async fn sign_in(app: &TestApp, provider: &str) -> reqwest::Response {
+pub(crate) async fn sign_in(app: &TestApp, provider: &str) -> reqwest::Response {
     let flow = authorize(app, provider).await;
     let path = at_provider(app, &flow).await;
     callback(app, &path, Some(&flow.cookie)).await
 }
 
-async fn identities(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn identities(app: &TestApp, token: &str) -> Value {
     let response = app.get("/api/v1/users/me/identities", Some(token)).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.expect("JSON")
@@ -127,7 +129,7 @@ async fn a_new_google_identity_creates_a_verified_account_with_pkce_and_a_nonce(
 }
 
 /// Registers `email` and proves it with the link from the verification mail.
-async fn verified_user(app: &TestApp, email: &str) -> Value {
+pub(crate) async fn verified_user(app: &TestApp, email: &str) -> Value {
     let user = app.register_user(email).await;
     let token = TestApp::token_from(&app.wait_for_mail(1).await[0], "verify-email");
     let verified = app.post_json("/api/v1/auth/verify-email", &json!({"token": token})).await;
@@ -256,7 +258,7 @@ async fn a_disabled_account_cannot_sign_in_through_a_provider(backend: Backend) 
     let fake = FakeProvider::start().await;
     let app = spawn_app_with(backend, |s| {
         s.public.base_url = BASE.to_owned();
-        s.oauth.google = Some(fake.google_settings());
+        s.oauth.legacy.insert("google".to_owned(), fake.google_settings());
         s.bootstrap.admin_email = Some(ADMIN_EMAIL.to_owned());
         s.bootstrap.admin_password = Some(PASSWORD.to_owned().into());
     })
@@ -337,7 +339,7 @@ async fn an_unreachable_provider_answers_bad_gateway() {
         s.public.base_url = BASE.to_owned();
         let mut github = fake.github_settings();
         github.token_url = Some(closed);
-        s.oauth.github = Some(github);
+        s.oauth.legacy.insert("github".to_owned(), github);
     })
     .await;
 
@@ -352,7 +354,7 @@ async fn a_provider_that_times_out_answers_bad_gateway() {
         let mut github = fake.github_settings();
         github.token_url = Some(format!("{}/github/slow-token", fake.address));
         github.timeout_secs = Some(1);
-        s.oauth.github = Some(github);
+        s.oauth.legacy.insert("github".to_owned(), github);
     })
     .await;
 
@@ -396,7 +398,10 @@ async fn redirect_to_is_a_plain_path_and_nothing_a_browser_could_reinterpret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfigured_providers_are_not_found() {
     let fake = FakeProvider::start().await;
-    let app = spawn_app_with(Backend::Sqlite, |s| s.oauth.github = Some(fake.github_settings())).await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.oauth.legacy.insert("github".to_owned(), fake.github_settings());
+    })
+    .await;
 
     let response = app.get("/api/v1/auth/oauth/google/authorize", None).await;
     assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;

@@ -1,7 +1,9 @@
-//! A fake OAuth provider on 127.0.0.1, for the sign-in tests: Google (authorize, token,
-//! JWKS, an RS256 id token, userinfo) under `/google`, GitHub (authorize, access token,
-//! `/user`, `/user/emails`) under `/github`. It checks PKCE (S256) like a real provider and
-//! lets a test script the identity it vouches for and the id token's claims.
+//! A fake OAuth provider on 127.0.0.1, for the sign-in tests: an OpenID Connect provider
+//! (discovery, authorize, token, JWKS, an RS256 id token, userinfo) under `/google`, GitHub
+//! (authorize, access token, `/user`, `/user/emails`) under `/github`. It checks PKCE (S256)
+//! like a real provider and lets a test script the identity it vouches for, the id token's
+//! claims, header and keys, userinfo, and how discovery misbehaves. (The real OpenID Provider
+//! the suite also runs is in [`crate::oidc_provider`]; this fake is for what no real one does.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -10,6 +12,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gatehouse_server::settings::ProviderSettings;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::LineEnding;
@@ -25,6 +28,20 @@ pub const CLIENT_ID: &str = "gatehouse-test-client";
 static SIGNING_KEY: LazyLock<rsa::RsaPrivateKey> =
     LazyLock::new(|| rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("rsa keygen"));
 
+/// The client secret the fake expects (and the HMAC key of its HS256 tokens).
+pub const CLIENT_SECRET: &str = "test-client-secret";
+
+/// How the fake's discovery document is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// A correct document.
+    Normal,
+    /// After a minute (a client without a timeout would hang).
+    Slow,
+    /// An HTML page with status 200 (a login portal in front of the issuer).
+    Html,
+}
+
 /// What the fake answers; tests change it before walking the flow.
 #[derive(Debug, Clone)]
 pub struct Script {
@@ -39,6 +56,19 @@ pub struct Script {
     pub github_user: Value,
     /// GitHub's `/user/emails`.
     pub github_emails: Value,
+    /// Claims merged over the account at userinfo; a `null` removes the claim.
+    pub userinfo_overrides: Map<String, Value>,
+    /// The id token's `alg`: `RS256` (signed with the published key), `HS256` (with the client
+    /// secret) or `none` (unsigned).
+    pub alg: String,
+    /// The id token's `kid`.
+    pub kid: String,
+    /// The `kid`s the JWKS publishes (all for the same key).
+    pub published_kids: Vec<String>,
+    /// `id_token_signing_alg_values_supported` in discovery.
+    pub announced_algs: Vec<String>,
+    /// How discovery answers.
+    pub discovery: Discovery,
 }
 
 impl Default for Script {
@@ -52,6 +82,12 @@ impl Default for Script {
                 {"email": "old@example.com", "primary": false, "verified": true},
                 {"email": "ada@example.com", "primary": true, "verified": true}
             ]),
+            userinfo_overrides: Map::new(),
+            alg: "RS256".to_owned(),
+            kid: "fake-1".to_owned(),
+            published_kids: vec!["fake-1".to_owned()],
+            announced_algs: vec!["RS256".to_owned()],
+            discovery: Discovery::Normal,
         }
     }
 }
@@ -72,6 +108,11 @@ struct Shared {
     authorizations: Vec<HashMap<String, String>>,
     /// Whether each token request's verifier matched its challenge (S256).
     verifier_checks: Vec<bool>,
+    /// How each token request authenticated the client (`basic`, `post`, `none`).
+    client_auth: Vec<&'static str>,
+    jwks_fetches: usize,
+    discovery_fetches: usize,
+    userinfo_fetches: usize,
     next_code: u64,
 }
 
@@ -97,6 +138,7 @@ impl FakeProvider {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .route("/google/.well-known/openid-configuration", web::get().to(discovery))
                 .route("/google/authorize", web::get().to(authorize_google))
                 .route("/google/token", web::post().to(token))
                 .route("/google/jwks", web::get().to(jwks))
@@ -135,30 +177,54 @@ impl FakeProvider {
         self.shared.lock().expect("fake state").verifier_checks.clone()
     }
 
-    /// `[oauth.google]` settings pointing at this fake.
+    /// How each token request so far authenticated the client (`basic`, `post` or `none`).
     #[must_use]
-    pub fn google_settings(&self) -> gatehouse_server::settings::OAuthProviderSettings {
-        self.provider_settings("google")
+    pub fn client_auth(&self) -> Vec<&'static str> {
+        self.shared.lock().expect("fake state").client_auth.clone()
     }
 
-    /// `[oauth.github]` settings pointing at this fake.
+    /// How often the JWKS, the discovery document and userinfo were fetched so far.
     #[must_use]
-    pub fn github_settings(&self) -> gatehouse_server::settings::OAuthProviderSettings {
-        self.provider_settings("github")
+    pub fn fetches(&self) -> (usize, usize, usize) {
+        let shared = self.shared.lock().expect("fake state");
+        (shared.jwks_fetches, shared.discovery_fetches, shared.userinfo_fetches)
     }
 
-    fn provider_settings(&self, name: &str) -> gatehouse_server::settings::OAuthProviderSettings {
-        let base = format!("{}/{name}", self.address);
-        gatehouse_server::settings::OAuthProviderSettings {
-            client_id: CLIENT_ID.to_owned(),
-            client_secret: "test-client-secret".to_owned().into(),
+    /// Old-style `[oauth.google]` settings pointing at this fake: every endpoint explicit, so
+    /// nothing is discovered.
+    #[must_use]
+    pub fn google_settings(&self) -> ProviderSettings {
+        let base = format!("{}/google", self.address);
+        ProviderSettings {
             auth_url: Some(format!("{base}/authorize")),
             token_url: Some(format!("{base}/token")),
             userinfo_url: Some(format!("{base}/userinfo")),
-            issuer_url: Some(self.issuer()),
+            issuer: Some(self.issuer()),
             jwks_url: Some(format!("{base}/jwks")),
+            ..ProviderSettings::new(CLIENT_ID, CLIENT_SECRET)
+        }
+    }
+
+    /// Old-style `[oauth.github]` settings pointing at this fake.
+    #[must_use]
+    pub fn github_settings(&self) -> ProviderSettings {
+        let base = format!("{}/github", self.address);
+        ProviderSettings {
+            auth_url: Some(format!("{base}/authorize")),
+            token_url: Some(format!("{base}/token")),
             api_url: Some(format!("{base}/api")),
-            timeout_secs: None,
+            ..ProviderSettings::new(CLIENT_ID, CLIENT_SECRET)
+        }
+    }
+
+    /// `[oauth.providers.<name>]` with `kind = "oidc"` and only the issuer: everything else is
+    /// discovered from this fake.
+    #[must_use]
+    pub fn oidc_settings(&self) -> ProviderSettings {
+        ProviderSettings {
+            kind: Some("oidc".to_owned()),
+            issuer: Some(self.issuer()),
+            ..ProviderSettings::new(CLIENT_ID, CLIENT_SECRET)
         }
     }
 
@@ -205,10 +271,19 @@ fn authorize(data: &Data, query: HashMap<String, String>, provider: &'static str
 struct TokenForm {
     code: String,
     code_verifier: Option<String>,
+    client_secret: Option<String>,
 }
 
-async fn token(data: Data, form: web::Form<TokenForm>) -> HttpResponse {
+async fn token(req: HttpRequest, data: Data, form: web::Form<TokenForm>) -> HttpResponse {
     let mut shared = data.lock().expect("fake state");
+    let basic =
+        req.headers().get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Basic "));
+    let how = match (basic, form.client_secret.as_deref()) {
+        (true, _) => "basic",
+        (false, Some(CLIENT_SECRET)) => "post",
+        _ => "none",
+    };
+    shared.client_auth.push(how);
     let Some(grant) = shared.grants.remove(&form.code) else {
         return HttpResponse::BadRequest().json(json!({"error": "invalid_grant"}));
     };
@@ -255,11 +330,51 @@ fn id_token(script: &Script, nonce: Option<&str>, issuer: &str) -> String {
             claims.insert(key.clone(), value.clone());
         }
     }
-    let pem = SIGNING_KEY.to_pkcs1_pem(LineEnding::LF).expect("pkcs1");
-    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("an RSA key");
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("fake-1".to_owned());
-    jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+    match script.alg.as_str() {
+        "none" => {
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+            let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("JSON"));
+            format!("{header}.{body}.")
+        }
+        "HS256" => {
+            let header = Header { kid: Some(script.kid.clone()), ..Header::new(Algorithm::HS256) };
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(CLIENT_SECRET.as_bytes())).expect("signed")
+        }
+        _ => {
+            let pem = SIGNING_KEY.to_pkcs1_pem(LineEnding::LF).expect("pkcs1");
+            let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("an RSA key");
+            let header = Header { kid: Some(script.kid.clone()), ..Header::new(Algorithm::RS256) };
+            jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+        }
+    }
+}
+
+async fn discovery(data: Data) -> HttpResponse {
+    let (mode, issuer, algs) = {
+        let mut shared = data.lock().expect("fake state");
+        shared.discovery_fetches += 1;
+        (shared.script.discovery, issuer_of(&shared), shared.script.announced_algs.clone())
+    };
+    match mode {
+        Discovery::Slow => {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            HttpResponse::ServiceUnavailable().finish()
+        }
+        Discovery::Html => HttpResponse::Ok()
+            .content_type("text/html")
+            .body("<!doctype html><title>Sign in</title><p>Please sign in to the portal first."),
+        Discovery::Normal => HttpResponse::Ok().json(json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "userinfo_endpoint": format!("{issuer}/userinfo"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": algs,
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        })),
+    }
 }
 
 /// A token endpoint that answers far too late (a client without a timeout would wait a minute).
@@ -268,13 +383,24 @@ async fn slow_token() -> HttpResponse {
     HttpResponse::ServiceUnavailable().finish()
 }
 
-async fn jwks() -> HttpResponse {
+async fn jwks(data: Data) -> HttpResponse {
+    let kids = {
+        let mut shared = data.lock().expect("fake state");
+        shared.jwks_fetches += 1;
+        shared.script.published_kids.clone()
+    };
     let public = SIGNING_KEY.to_public_key();
-    HttpResponse::Ok().json(json!({"keys": [{
-        "kty": "RSA", "alg": "RS256", "use": "sig", "kid": "fake-1",
-        "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-        "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
-    }]}))
+    let keys: Vec<Value> = kids
+        .iter()
+        .map(|kid| {
+            json!({
+                "kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
+                "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+                "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"keys": keys}))
 }
 
 fn bearer(req: &HttpRequest) -> bool {
@@ -285,7 +411,18 @@ async fn userinfo(req: HttpRequest, data: Data) -> HttpResponse {
     if !bearer(&req) {
         return HttpResponse::Unauthorized().finish();
     }
-    HttpResponse::Ok().json(data.lock().expect("fake state").script.google.clone())
+    let mut shared = data.lock().expect("fake state");
+    shared.userinfo_fetches += 1;
+    let mut claims = shared.script.google.as_object().cloned().unwrap_or_default();
+    claims.remove("iss");
+    for (key, value) in &shared.script.userinfo_overrides {
+        if value.is_null() {
+            claims.remove(key);
+        } else {
+            claims.insert(key.clone(), value.clone());
+        }
+    }
+    HttpResponse::Ok().json(claims)
 }
 
 async fn github_user(req: HttpRequest, data: Data) -> HttpResponse {

@@ -1,5 +1,5 @@
-//! What both providers share: the OAuth 2.0 client (authorization URL with PKCE S256, code
-//! exchange) and the HTTP client.
+//! What every provider kind shares: the OAuth 2.0 client (authorization URL with PKCE S256,
+//! code exchange with the client authentication the provider takes) and the HTTP client.
 
 use std::time::Duration;
 
@@ -8,29 +8,11 @@ use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, StandardRevocableToken,
-    StandardTokenResponse, TokenUrl,
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, ExtraTokenFields, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse, TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-
-/// One provider's OAuth client registration and endpoints.
-#[derive(Debug, Clone)]
-pub struct ClientSettings {
-    /// The client id.
-    pub client_id: String,
-    /// The client secret.
-    pub client_secret: SecretString,
-    /// The authorization endpoint.
-    pub auth_url: String,
-    /// The token endpoint.
-    pub token_url: String,
-    /// Where the provider sends the browser back (`…/auth/oauth/{provider}/callback`).
-    pub redirect_url: String,
-    /// How long any one call to the provider may take.
-    pub timeout: Duration,
-}
 
 /// The id token next to the access token, for OpenID Connect.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -49,61 +31,97 @@ type Client = oauth2::Client<
     BasicTokenIntrospectionResponse,
     StandardRevocableToken,
     BasicRevocationErrorResponse,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointSet,
 >;
 
-/// The OAuth 2.0 client of one provider.
+/// The OAuth 2.0 client of one provider: its registration, and an HTTP client with redirects
+/// off and a timeout. Endpoints are passed per call, since OpenID Connect discovers them.
 #[derive(Clone)]
 pub(crate) struct OAuthClient {
-    client: Client,
+    client_id: String,
+    client_secret: SecretString,
+    redirect_url: RedirectUrl,
     pub(crate) http: oauth2::reqwest::Client,
-    scopes: Vec<&'static str>,
+    scopes: Vec<String>,
 }
 
 impl OAuthClient {
-    /// A client for `settings` asking for `scopes`.
-    pub(crate) fn new(settings: &ClientSettings, scopes: Vec<&'static str>) -> anyhow::Result<Self> {
-        let client = oauth2::Client::new(ClientId::new(settings.client_id.clone()))
-            .set_client_secret(ClientSecret::new(settings.client_secret.expose_secret().to_owned()))
-            .set_auth_uri(AuthUrl::new(settings.auth_url.clone())?)
-            .set_token_uri(TokenUrl::new(settings.token_url.clone())?)
-            .set_redirect_uri(RedirectUrl::new(settings.redirect_url.clone())?);
+    /// A client registered as `client_id`/`client_secret`, called back at `redirect_url`, asking
+    /// for `scopes`, whose calls each take at most `timeout`.
+    pub(crate) fn new(
+        client_id: &str,
+        client_secret: &SecretString,
+        redirect_url: &str,
+        scopes: Vec<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let http = oauth2::reqwest::Client::builder()
             .redirect(oauth2::reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
+            .timeout(timeout)
             .user_agent("gatehouse")
             .build()?;
-        Ok(Self { client, http, scopes })
+        Ok(Self {
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.clone(),
+            redirect_url: RedirectUrl::new(redirect_url.to_owned())?,
+            http,
+            scopes,
+        })
     }
 
-    /// The authorization URL with `state`, a fresh PKCE S256 challenge and the extra
-    /// parameters, and the PKCE verifier.
-    pub(crate) fn authorize(&self, state: &str, extra: &[(&str, &str)]) -> (String, SecretString) {
+    /// The client id.
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The client secret (the HMAC key of HS256 id tokens, when that is allowed).
+    pub(crate) fn client_secret(&self) -> &SecretString {
+        &self.client_secret
+    }
+
+    fn base(&self) -> Client {
+        oauth2::Client::new(ClientId::new(self.client_id.clone()))
+            .set_client_secret(ClientSecret::new(self.client_secret.expose_secret().to_owned()))
+            .set_redirect_uri(self.redirect_url.clone())
+    }
+
+    /// The authorization URL at `auth_url` with `state`, a fresh PKCE S256 challenge and the
+    /// extra parameters, and the PKCE verifier.
+    pub(crate) fn authorize(
+        &self,
+        auth_url: &str,
+        state: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(String, SecretString), ProviderError> {
+        let auth_url = AuthUrl::new(auth_url.to_owned())
+            .map_err(|e| ProviderError::Unavailable(anyhow::Error::new(e).context("authorization endpoint")))?;
+        let client = self.base().set_auth_uri(auth_url);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = state.to_owned();
-        let mut request = self
-            .client
+        let mut request = client
             .authorize_url(move || CsrfToken::new(state))
-            .add_scopes(self.scopes.iter().map(|s| Scope::new((*s).to_owned())))
+            .add_scopes(self.scopes.iter().map(|s| Scope::new(s.clone())))
             .set_pkce_challenge(challenge);
         for (name, value) in extra {
             request = request.add_extra_param(*name, *value);
         }
         let (url, _) = request.url();
-        (url.to_string(), SecretString::from(verifier.secret().clone()))
+        Ok((url.to_string(), SecretString::from(verifier.secret().clone())))
     }
 
-    /// Exchanges `code` with the PKCE `verifier` at the token endpoint.
+    /// Exchanges `code` with the PKCE `verifier` at `token_url`, authenticating the client with
+    /// `auth` (`client_secret_basic` or `client_secret_post`).
     pub(crate) async fn exchange(
         &self,
+        token_url: &str,
+        auth: AuthType,
         code: SecretString,
         verifier: SecretString,
     ) -> Result<TokenResponse, ProviderError> {
-        self.client
+        let token_url = TokenUrl::new(token_url.to_owned())
+            .map_err(|e| ProviderError::Unavailable(anyhow::Error::new(e).context("token endpoint")))?;
+        self.base()
+            .set_token_uri(token_url)
+            .set_auth_type(auth)
             .exchange_code(AuthorizationCode::new(code.expose_secret().to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()))
             .request_async(&self.http)
@@ -120,4 +138,9 @@ impl OAuthClient {
 /// A provider call that failed in transport or answered an error status.
 pub(crate) fn unavailable(what: &str, error: oauth2::reqwest::Error) -> ProviderError {
     ProviderError::Unavailable(anyhow::Error::new(error).context(what.to_owned()))
+}
+
+/// A provider answer that is not what `what` must be (HTML instead of JSON…).
+pub(crate) fn garbage(what: &str, error: impl Into<anyhow::Error>) -> ProviderError {
+    ProviderError::Unavailable(error.into().context(format!("{what}: not the expected JSON")))
 }

@@ -2,7 +2,7 @@
 //! `config/{APP_ENV}.toml`, then `APP__SECTION__KEY` environment variables and
 //! `DATABASE_URL`. Unknown keys are refused so a misspelt setting cannot go unnoticed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -13,6 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::secret_policy;
+
+/// One provider's `[oauth.providers.<name>]` and its parts, defined by the providers' adapter.
+pub use gatehouse_oauth_providers::{ClaimNames, ProviderSettings, TokenAuthMethod};
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
@@ -114,10 +117,6 @@ pub struct MetricsSettings {
 
 /// What `gatehouse config check` shows instead of a secret.
 const REDACTED: &str = "[redacted]";
-
-fn redacted<S: Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(REDACTED)
-}
 
 fn redacted_optional<S: Serializer>(secret: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
     match secret {
@@ -421,40 +420,57 @@ impl RateRule {
 }
 
 /// `[oauth]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Every `[oauth.<name>]` table other than `providers` is the old spelling of
+/// `[oauth.providers.<name>]` (`[oauth.google]`, `[oauth.github]`); a misspelt key inside a
+/// provider is still refused by name. (Read by hand rather than with `#[serde(flatten)]`, which
+/// would lose the configuration's reading of `12345` as the string a client id is.)
+#[derive(Debug, Clone, Serialize)]
 pub struct OAuthSettings {
     /// Where the callback redirects with a one-time code.
     pub success_redirect: Option<String>,
-    /// Google; off when absent.
-    pub google: Option<OAuthProviderSettings>,
-    /// GitHub; off when absent.
-    pub github: Option<OAuthProviderSettings>,
+    /// `[oauth.providers.<name>]`: the sign-in providers, by name; none configured means none.
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// `[oauth.<name>]`: providers configured with the old spelling.
+    #[serde(flatten)]
+    pub legacy: BTreeMap<String, ProviderSettings>,
 }
 
-/// `[oauth.google]`, `[oauth.github]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthProviderSettings {
-    /// Client id.
-    pub client_id: String,
-    /// Client secret.
-    #[serde(serialize_with = "redacted")]
-    pub client_secret: SecretString,
-    /// Authorization endpoint override.
-    pub auth_url: Option<String>,
-    /// Token endpoint override.
-    pub token_url: Option<String>,
-    /// Userinfo endpoint override (Google).
-    pub userinfo_url: Option<String>,
-    /// Issuer override (Google): the id token's expected `iss`.
-    pub issuer_url: Option<String>,
-    /// Signing-key (JWKS) endpoint override (Google).
-    pub jwks_url: Option<String>,
-    /// API base override (GitHub, GitHub Enterprise).
-    pub api_url: Option<String>,
-    /// How long one call to the provider may take, in seconds (default 10).
-    pub timeout_secs: Option<u64>,
+impl<'de> Deserialize<'de> for OAuthSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = OAuthSettings;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the [oauth] table")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OAuthSettings, A::Error> {
+                let mut settings =
+                    OAuthSettings { success_redirect: None, providers: BTreeMap::new(), legacy: BTreeMap::new() };
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "success_redirect" => settings.success_redirect = map.next_value()?,
+                        "providers" => settings.providers = map.next_value()?,
+                        _ => {
+                            let provider = map.next_value()?;
+                            settings.legacy.insert(key, provider);
+                        }
+                    }
+                }
+                Ok(settings)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl OAuthSettings {
+    /// Every configured provider by name, whichever spelling configured it.
+    pub fn all(&self) -> impl Iterator<Item = (&String, &ProviderSettings)> {
+        self.providers.iter().chain(self.legacy.iter())
+    }
 }
 
 /// `[storage]`.
@@ -531,21 +547,22 @@ impl Settings {
         let app_vars: HashMap<String, String> =
             vars.iter().filter(|(k, _)| k.starts_with("APP__")).map(|(k, v)| (k.clone(), v.clone())).collect();
         let env_file = config_dir.join(format!("{env}.toml"));
+        let mut environment = Environment::with_prefix("APP")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("cors.allowed_origins")
+            .with_list_parse_key("server.trusted_proxies")
+            .with_list_parse_key("auth.jwt_retired_keys")
+            .with_list_parse_key("secrets.retired_keys");
+        for key in provider_list_keys(app_vars.keys()) {
+            environment = environment.with_list_parse_key(&key);
+        }
         let config = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
             .add_source(File::from(env_file).required(false))
-            .add_source(
-                Environment::with_prefix("APP")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("cors.allowed_origins")
-                    .with_list_parse_key("server.trusted_proxies")
-                    .with_list_parse_key("auth.jwt_retired_keys")
-                    .with_list_parse_key("secrets.retired_keys")
-                    .source(Some(app_vars.into_iter().collect())),
-            )
+            .add_source(environment.source(Some(app_vars.into_iter().collect())))
             .set_override_option("database.url", vars.get("DATABASE_URL").cloned())
             .map_err(|e| SettingsError(e.to_string()))?
             .build()
@@ -697,12 +714,44 @@ impl Settings {
                 )));
             }
         }
+        self.validate_oauth()?;
         if self.env == AppEnv::Production && self.mail.smtp_url.is_none() {
             return Err(SettingsError(
                 "mail.smtp_url is required in production: without it emails, and the tokens in their links, are \
                  written to files and the log (set APP__MAIL__SMTP_URL, e.g. smtp://user:pass@mail.example.com:587?tls=starttls)"
                     .to_owned(),
             ));
+        }
+        Ok(())
+    }
+
+    /// `oauth.*`: every provider is valid, named once, and its URLs are URLs.
+    fn validate_oauth(&self) -> Result<(), SettingsError> {
+        if let Some(name) = self.oauth.legacy.keys().find(|name| self.oauth.providers.contains_key(*name)) {
+            return Err(SettingsError(format!(
+                "oauth.{name} and oauth.providers.{name} configure the same provider; keep oauth.providers.{name}"
+            )));
+        }
+        for (name, provider) in self.oauth.all() {
+            let key = if self.oauth.providers.contains_key(name) {
+                format!("oauth.providers.{name}")
+            } else {
+                format!("oauth.{name}")
+            };
+            gatehouse_oauth_providers::validate(name, provider)
+                .map_err(|why| SettingsError(format!("{key}: {why}")))?;
+            for (field, url) in [
+                ("issuer", &provider.issuer),
+                ("auth_url", &provider.auth_url),
+                ("token_url", &provider.token_url),
+                ("userinfo_url", &provider.userinfo_url),
+                ("jwks_url", &provider.jwks_url),
+                ("api_url", &provider.api_url),
+            ] {
+                if let Some(url) = url {
+                    check_http_url(&format!("{key}.{field}"), url)?;
+                }
+            }
         }
         Ok(())
     }
@@ -735,6 +784,24 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The list keys of providers named in the environment
+/// (`APP__OAUTH__PROVIDERS__<NAME>__SCOPES`, `…__ALLOWED_DOMAINS`, `…__ALLOWED_TENANTS`, and
+/// the same under the old `APP__OAUTH__<NAME>__…`), which take comma-separated values like every
+/// list key. Provider names are not known in advance, so they are read off the variables.
+fn provider_list_keys<'a>(vars: impl Iterator<Item = &'a String>) -> Vec<String> {
+    const LISTS: [&str; 3] = ["scopes", "allowed_domains", "allowed_tenants"];
+    vars.filter_map(|var| {
+        let path = var.strip_prefix("APP__")?.to_ascii_lowercase();
+        let parts: Vec<&str> = path.split("__").collect();
+        let listed = match parts.as_slice() {
+            ["oauth", "providers", _, field] | ["oauth", _, field] => LISTS.contains(field),
+            _ => false,
+        };
+        listed.then(|| parts.join("."))
+    })
+    .collect()
 }
 
 /// `key` must be an absolute `http://` or `https://` URL with a host.
@@ -1015,6 +1082,74 @@ mod tests {
         let error = load(AppEnv::Development, &[("APP__REDIS__URL", "hunter2")]).expect_err("refused").to_string();
         assert!(error.contains("redis.url"), "{error}");
         assert!(!error.contains("hunter2"), "the value may be a password: {error}");
+    }
+
+    #[test]
+    fn providers_are_a_map_and_the_old_keys_keep_working() {
+        let settings = load(
+            AppEnv::Development,
+            &[
+                ("APP__OAUTH__PROVIDERS__KEYCLOAK__KIND", "oidc"),
+                ("APP__OAUTH__PROVIDERS__KEYCLOAK__ISSUER", "https://sso.example.com/realms/staff"),
+                ("APP__OAUTH__PROVIDERS__KEYCLOAK__CLIENT_ID", "gatehouse"),
+                ("APP__OAUTH__PROVIDERS__KEYCLOAK__CLIENT_SECRET", "keycloak-secret"),
+                ("APP__OAUTH__PROVIDERS__KEYCLOAK__ALLOWED_DOMAINS", "example.com,example.org"),
+                ("APP__OAUTH__PROVIDERS__KEYCLOAK__SCOPES", "openid,email"),
+                ("APP__OAUTH__GITHUB__CLIENT_ID", "12345"),
+                ("APP__OAUTH__GITHUB__CLIENT_SECRET", "github-secret"),
+            ],
+        )
+        .expect("valid");
+
+        let keycloak = &settings.oauth.providers["keycloak"];
+        assert_eq!(keycloak.allowed_domains, ["example.com", "example.org"], "a list key splits on commas");
+        assert_eq!(keycloak.scopes.as_deref(), Some(&["openid".to_owned(), "email".to_owned()][..]));
+        assert_eq!(settings.oauth.legacy["github"].client_id, "12345", "[oauth.github] still configures GitHub");
+        let names: Vec<_> = settings.oauth.all().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["keycloak", "github"]);
+        let printed = settings.redacted_json().expect("printed");
+        assert!(!printed.contains("keycloak-secret") && !printed.contains("github-secret"), "{printed}");
+    }
+
+    #[test]
+    fn a_bad_provider_is_refused_by_name() {
+        let unknown = load(
+            AppEnv::Development,
+            &[
+                ("APP__OAUTH__PROVIDERS__CORP__KIND", "saml"),
+                ("APP__OAUTH__PROVIDERS__CORP__CLIENT_ID", "x"),
+                ("APP__OAUTH__PROVIDERS__CORP__CLIENT_SECRET", "y"),
+            ],
+        );
+        assert!(unknown.is_err_and(|e| e.to_string().contains("oauth.providers.corp: unknown kind")));
+        let no_issuer = load(
+            AppEnv::Development,
+            &[
+                ("APP__OAUTH__PROVIDERS__CORP__KIND", "oidc"),
+                ("APP__OAUTH__PROVIDERS__CORP__CLIENT_ID", "x"),
+                ("APP__OAUTH__PROVIDERS__CORP__CLIENT_SECRET", "y"),
+            ],
+        );
+        assert!(no_issuer.is_err_and(|e| e.to_string().contains("issuer is required")));
+        let twice = load(
+            AppEnv::Development,
+            &[
+                ("APP__OAUTH__PROVIDERS__GITHUB__CLIENT_ID", "x"),
+                ("APP__OAUTH__PROVIDERS__GITHUB__CLIENT_SECRET", "y"),
+                ("APP__OAUTH__GITHUB__CLIENT_ID", "x"),
+                ("APP__OAUTH__GITHUB__CLIENT_SECRET", "y"),
+            ],
+        );
+        assert!(twice.is_err_and(|e| e.to_string().contains("configure the same provider")));
+        let misspelt = load(
+            AppEnv::Development,
+            &[
+                ("APP__OAUTH__PROVIDERS__GOOGLE__CLIENT_ID", "x"),
+                ("APP__OAUTH__PROVIDERS__GOOGLE__CLIENT_SECRET", "y"),
+                ("APP__OAUTH__PROVIDERS__GOOGLE__ISSUER_URI", "https://accounts.google.com"),
+            ],
+        );
+        assert!(misspelt.is_err_and(|e| e.to_string().contains("issuer_uri")));
     }
 
     #[test]

@@ -27,7 +27,6 @@ use gatehouse_domain::services::oauth::OAuthService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
 use gatehouse_domain::{Email, NewPassword};
-use gatehouse_oauth_providers::{ClientSettings, GitHubProvider, GoogleEndpoints, GoogleProvider};
 use gatehouse_security::{
     Argon2Hasher, Argon2Params, AtRestCipher, CursorSealer, DerivedSuccessors, EncryptionKey, HashPoolSettings,
     JwtAccessTokens, JwtAlgorithm, RandomTokens, SigningKeyPem, VerificationKeyPem,
@@ -44,7 +43,7 @@ use crate::http::{self, client_ip, cookies, extract, middleware, openapi};
 use crate::metrics::TimedHasher;
 use crate::relay::{self, mail_relay};
 use crate::replica::{ReplicaActivityLog, ReplicaUserDirectory};
-use crate::settings::{AppEnv, OAuthProviderSettings, Settings};
+use crate::settings::{AppEnv, Settings};
 use crate::state::{AppState, Dependencies};
 
 /// Slow-request defence: a client must send its request head within this time (and finish
@@ -445,45 +444,17 @@ fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(
     Ok((tokens, private_pem))
 }
 
-/// The configured OAuth providers; a provider without settings is off.
+/// The configured sign-in providers, each calling back at
+/// `{public.base_url}/api/v1/auth/oauth/{name}/callback`; none configured means none.
 fn oauth_providers(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn OAuthProvider>>> {
     let base = settings.public.base_url.trim_end_matches('/');
-    let client = |name: &str, provider: &OAuthProviderSettings, auth_url: &str, token_url: &str| ClientSettings {
-        client_id: provider.client_id.clone(),
-        client_secret: provider.client_secret.clone(),
-        auth_url: provider.auth_url.clone().unwrap_or_else(|| auth_url.to_owned()),
-        token_url: provider.token_url.clone().unwrap_or_else(|| token_url.to_owned()),
-        redirect_url: format!("{base}/api/v1/auth/oauth/{name}/callback"),
-        timeout: std::time::Duration::from_secs(provider.timeout_secs.unwrap_or(10)),
-    };
-    let mut providers: Vec<Arc<dyn OAuthProvider>> = Vec::new();
-    if let Some(google) = &settings.oauth.google {
-        let endpoints = GoogleEndpoints {
-            issuer: google.issuer_url.clone().unwrap_or_else(|| "https://accounts.google.com".to_owned()),
-            jwks_url: google
-                .jwks_url
-                .clone()
-                .unwrap_or_else(|| "https://www.googleapis.com/oauth2/v3/certs".to_owned()),
-        };
-        let client = client(
-            "google",
-            google,
-            "https://accounts.google.com/o/oauth2/v2/auth",
-            "https://oauth2.googleapis.com/token",
-        );
-        providers.push(Arc::new(GoogleProvider::new(&client, endpoints).context("google")?));
-    }
-    if let Some(github) = &settings.oauth.github {
-        let client = client(
-            "github",
-            github,
-            "https://github.com/login/oauth/authorize",
-            "https://github.com/login/oauth/access_token",
-        );
-        let api_url = github.api_url.as_deref().unwrap_or("https://api.github.com");
-        providers.push(Arc::new(GitHubProvider::new(&client, api_url).context("github")?));
-    }
-    Ok(providers)
+    settings
+        .oauth
+        .all()
+        .map(|(name, provider)| {
+            gatehouse_oauth_providers::build(name, provider, format!("{base}/api/v1/auth/oauth/{name}/callback"))
+        })
+        .collect()
 }
 
 fn build_state(

@@ -28,8 +28,8 @@ pub use directory::{
 };
 pub use mail::{ClaimedEmail, EmailOutbox, EmailSender, SendError};
 pub use oauth::{
-    AuthorizationRequest, Identity, IdentityRepository, LinkIdentityError, OAuthProvider, ProviderError,
-    ProviderIdentity, UnlinkIdentityError,
+    AuthorizationRequest, Identity, IdentityRepository, LinkIdentityError, OAuthProvider, ProviderDescription,
+    ProviderError, ProviderIdentity, UnlinkIdentityError,
 };
 pub use one_time_tokens::{
     NewOneTimeToken, OneTimeToken, OneTimeTokenRepository, TokenKind, TokenMail, UnknownTokenKind, UseTokenError,

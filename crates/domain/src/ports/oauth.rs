@@ -28,7 +28,7 @@ pub struct AuthorizationRequest {
 /// audience, issuer, expiry and nonce of an id token; primary verified email…).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderIdentity {
-    /// The provider's name (`google`, `github`).
+    /// The provider's configured name (`google`, `github`, `keycloak`…).
     pub provider: String,
     /// The provider's stable id of the account.
     pub provider_user_id: String,
@@ -38,6 +38,21 @@ pub struct ProviderIdentity {
     pub email_verified: bool,
     /// A login or name to derive a username from.
     pub login: Option<String>,
+    /// The person's name, for the display name of a new account.
+    pub name: Option<String>,
+    /// The URL of the person's picture at the provider (informational; never fetched).
+    pub picture: Option<String>,
+}
+
+/// What a sign-in UI needs to show a provider's button.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderDescription {
+    /// The configured name, as in `/auth/oauth/{name}/authorize`.
+    pub name: String,
+    /// The label for people (`Google`, `Company SSO`).
+    pub display_name: String,
+    /// The kind of protocol (`oidc`, `github`).
+    pub kind: String,
 }
 
 /// Why a provider could not identify the user.
@@ -46,30 +61,51 @@ pub enum ProviderError {
     /// The provider refused the code, or its answer failed a check (a bad id token…).
     #[error("the provider's answer was refused: {0}")]
     Rejected(String),
+    /// The provider gave no email, neither in the ID token nor at userinfo, and one is needed
+    /// (to check `allowed_domains`).
+    #[error("the provider gave no email")]
+    EmailMissing,
+    /// The identity is valid but the configuration does not admit it (an email domain, a Google
+    /// `hd` or an Entra ID tenant outside the allowed ones).
+    #[error("the provider's identity is not allowed here: {0}")]
+    NotAllowed(String),
     /// The provider could not be reached, timed out or answered garbage.
     #[error("the provider is unavailable")]
     Unavailable(#[source] anyhow::Error),
 }
 
-/// One OAuth 2.0 / OpenID Connect provider. A third provider is one more implementation.
+/// One OAuth 2.0 / OpenID Connect provider, as configured under a name. Another kind of
+/// provider is one more implementation.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait OAuthProvider: Send + Sync {
-    /// The provider's stable name, as in URLs and storage (`google`, `github`).
-    fn name(&self) -> &'static str;
+    /// The provider's stable, configured name, as in URLs and storage (`google`, `github`).
+    fn name(&self) -> String;
+
+    /// The name, label and kind shown to sign-in UIs.
+    fn describe(&self) -> ProviderDescription;
 
     /// A fresh authorization request carrying `state`, with a new PKCE verifier (S256) and,
     /// for OpenID Connect, a new nonce.
-    fn authorize(&self, state: &str) -> AuthorizationRequest;
+    ///
+    /// # Errors
+    ///
+    /// MUST return [`ProviderError::Unavailable`] when the provider's endpoints must be
+    /// discovered first and discovery fails (unreachable, slow, not a discovery document).
+    async fn authorize(&self, state: &str) -> Result<AuthorizationRequest, ProviderError>;
 
     /// Exchanges `code` (with the PKCE `verifier`) and returns the verified identity. For
     /// OpenID Connect, the id token MUST be checked against the provider's keys, issuer,
-    /// audience (the client id), expiry and `nonce`.
+    /// audience (the client id, and `azp` with several audiences), expiry and `nonce`, and
+    /// claims from userinfo MUST belong to the same `sub`.
     ///
     /// # Errors
     ///
     /// MUST return [`ProviderError::Rejected`] when the provider refuses the code or a check
-    /// fails, and [`ProviderError::Unavailable`] when it cannot be reached or times out.
+    /// fails, [`ProviderError::NotAllowed`] when the identity is outside the configured
+    /// domains or tenants, [`ProviderError::EmailMissing`] when that check needs an email the
+    /// provider did not give, and [`ProviderError::Unavailable`] when it cannot be reached or
+    /// times out.
     async fn identify(
         &self,
         code: SecretString,

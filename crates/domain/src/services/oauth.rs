@@ -1,5 +1,7 @@
-//! Sign-in with OAuth providers (Google, GitHub…): account creation and linking, one-time
-//! login codes, and the caller's linked identities.
+//! Sign-in with OAuth providers (any OpenID Connect provider, GitHub…): account creation and
+//! linking, one-time login codes, and the caller's linked identities. The rules are the same for
+//! every provider: a link into an existing account needs the provider to vouch for the email and
+//! the account to have verified it.
 
 use std::sync::Arc;
 
@@ -10,13 +12,13 @@ use crate::activity::{ActivityAction, NewActivity};
 use crate::ids::UserId;
 use crate::ports::{
     AccountCompanion, AuthorizationRequest, CreateUserError, Identity, IdentityRepository, LinkIdentityError,
-    OAuthProvider, ProviderError, ProviderIdentity, TokenKind, UnlinkIdentityError, UseTokenError,
+    OAuthProvider, ProviderDescription, ProviderError, ProviderIdentity, TokenKind, UnlinkIdentityError, UseTokenError,
 };
 use crate::services::auth::{AuthSettings, TokenPair};
 use crate::services::{AccountDraft, Ports, create_account, new_token, start_session};
 use crate::session::RequestContext;
 use crate::user::{NewUser, Role, User, UserStatus};
-use crate::values::Username;
+use crate::values::{DisplayName, Username};
 
 /// Lifetime of the one-time code the callback redirects with.
 pub const LOGIN_CODE_TTL_SECS: i64 = 60;
@@ -52,9 +54,17 @@ pub enum OAuthError {
     /// The provider could not be reached.
     #[error("the provider is unavailable")]
     ProviderUnavailable(#[source] anyhow::Error),
-    /// The provider gives no email, or an unverified one that belongs to an account.
+    /// The provider gave no email (neither in the ID token nor at userinfo) for an identity that
+    /// is not linked yet, so there is no account to find or create.
+    #[error("the provider gave no email")]
+    EmailMissing,
+    /// The provider does not vouch for its email (`email_verified` is not `true`), so it is
+    /// neither linked to an account nor used for a new one.
     #[error("the provider's email is not verified")]
     UnverifiedEmail,
+    /// The configuration does not admit this identity (email domain, hosted domain, tenant).
+    #[error("the identity is not allowed: {0}")]
+    NotAllowed(String),
     /// An account with the provider's email exists but never proved it owns the address.
     /// Linking into it would let whoever registered it keep a way in (pre-account hijacking),
     /// so it is refused until the address is verified or the password reset by email.
@@ -76,6 +86,8 @@ impl From<ProviderError> for OAuthError {
     fn from(e: ProviderError) -> Self {
         match e {
             ProviderError::Rejected(why) => Self::Rejected(why),
+            ProviderError::EmailMissing => Self::EmailMissing,
+            ProviderError::NotAllowed(why) => Self::NotAllowed(why),
             ProviderError::Unavailable(e) => Self::ProviderUnavailable(e),
         }
     }
@@ -108,6 +120,14 @@ impl OAuthService {
         self.providers.iter().any(|p| p.name() == provider)
     }
 
+    /// The configured providers, by name, for sign-in UIs.
+    #[must_use]
+    pub fn providers(&self) -> Vec<ProviderDescription> {
+        let mut all: Vec<_> = self.providers.iter().map(|p| p.describe()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     fn provider(&self, name: &str) -> Result<&Arc<dyn OAuthProvider>, OAuthError> {
         self.providers.iter().find(|p| p.name() == name).ok_or(OAuthError::UnknownProvider)
     }
@@ -116,9 +136,10 @@ impl OAuthService {
     ///
     /// # Errors
     ///
-    /// [`OAuthError::UnknownProvider`] when it is not configured.
-    pub fn authorize(&self, provider: &str, state: &str) -> Result<AuthorizationRequest, OAuthError> {
-        Ok(self.provider(provider)?.authorize(state))
+    /// [`OAuthError::UnknownProvider`] when it is not configured;
+    /// [`OAuthError::ProviderUnavailable`] when its endpoints cannot be discovered.
+    pub async fn authorize(&self, provider: &str, state: &str) -> Result<AuthorizationRequest, OAuthError> {
+        Ok(self.provider(provider)?.authorize(state).await?)
     }
 
     /// Completes a sign-in: spends the state (once), has the provider identify the user, and
@@ -160,7 +181,7 @@ impl OAuthService {
                 .ok_or_else(|| OAuthError::Rejected("the linked account no longer exists".to_owned()));
         }
         let Some(email) = identity.email.clone() else {
-            return Err(OAuthError::UnverifiedEmail);
+            return Err(OAuthError::EmailMissing);
         };
         let now = self.ports.clock.now();
         if let Some(existing) = self.ports.users.find_credentials_by_email(&email).await? {
@@ -177,10 +198,11 @@ impl OAuthService {
             return Err(OAuthError::UnverifiedEmail);
         }
         let chosen = identity.login.as_deref().and_then(|login| Username::parse(login).ok());
+        let display_name = identity.name.as_deref().and_then(|name| DisplayName::parse(name).ok());
         let mut draft = AccountDraft {
             email,
             username: chosen,
-            display_name: None,
+            display_name,
             password_hash: None,
             roles: vec![Role::User],
             email_verified_at: Some(now),
@@ -340,6 +362,8 @@ mod tests {
             email: Some(Email::parse("ada@example.com").expect("valid")),
             email_verified: verified,
             login: Some("ada-gh".to_owned()),
+            name: Some("Ada".to_owned()),
+            picture: None,
         }
     }
 
@@ -357,7 +381,7 @@ mod tests {
         let mut mocks = Mocks::default();
         mocks.opaque_tokens.expect_hash().returning(|s| TokenHash::new(format!("hash-{s}")));
         let mut provider = MockOAuthProvider::new();
-        provider.expect_name().return_const("github");
+        provider.expect_name().returning(|| "github".to_owned());
         provider.expect_identify().returning(move |_, _, _| Ok(identity(verified)));
         OAuthService::new(
             ports_with_mocks(users, MockSessionRepository::new(), mocks),
@@ -540,9 +564,45 @@ mod tests {
         assert!(matches!(outcome, Err(OAuthError::AccountLocked)), "{outcome:?}");
     }
 
-    #[test]
-    fn an_unconfigured_provider_is_unknown() {
-        let outcome = service(MockUserRepository::new(), MockIdentityRepository::new(), true).authorize("google", "s");
+    #[tokio::test]
+    async fn an_unconfigured_provider_is_unknown() {
+        let outcome =
+            service(MockUserRepository::new(), MockIdentityRepository::new(), true).authorize("google", "s").await;
         assert!(matches!(outcome, Err(OAuthError::UnknownProvider)));
+    }
+
+    #[tokio::test]
+    async fn a_new_identity_without_an_email_is_email_missing_not_a_conflict() {
+        let mut provider = MockOAuthProvider::new();
+        provider.expect_name().returning(|| "keycloak".to_owned());
+        provider
+            .expect_identify()
+            .returning(|_, _, _| Ok(ProviderIdentity { email: None, email_verified: false, ..identity(false) }));
+        let mut users = MockUserRepository::new();
+        users.expect_find_credentials_by_email().never();
+        users.expect_create().never();
+        let mut identities = unlinked_identities();
+        identities.expect_link().never();
+        let mut mocks = Mocks::default();
+        mocks.opaque_tokens.expect_hash().returning(|s| TokenHash::new(format!("hash-{s}")));
+        let service = OAuthService::new(
+            ports_with_mocks(users, MockSessionRepository::new(), mocks),
+            settings(),
+            Arc::new(identities),
+            vec![Arc::new(provider)],
+        );
+        let outcome = service.callback("keycloak", callback(), &RequestContext::default()).await;
+        assert!(matches!(outcome, Err(OAuthError::EmailMissing)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_unverified_email_creates_no_account() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_credentials_by_email().returning(|_| Ok(None));
+        users.expect_create().never();
+        let outcome = service(users, unlinked_identities(), false)
+            .callback("github", callback(), &RequestContext::default())
+            .await;
+        assert!(matches!(outcome, Err(OAuthError::UnverifiedEmail)), "{outcome:?}");
     }
 }

@@ -89,6 +89,9 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// 400 `invalid_token`: a bad, expired or used email or reset token.
     InvalidToken,
+    /// 400 `email_missing`: the sign-in provider gave no email, neither in the ID token nor at
+    /// userinfo.
+    EmailMissing,
     /// 409 `email_taken`.
     EmailTaken,
     /// 409 `username_taken`.
@@ -111,7 +114,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for checks that must cover them all (the OpenAPI examples test).
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::ValidationFailed,
         Self::MalformedRequest,
         Self::Unauthorized,
@@ -124,6 +127,7 @@ impl ErrorKind {
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::InvalidToken,
+        Self::EmailMissing,
         Self::EmailTaken,
         Self::UsernameTaken,
         Self::Conflict,
@@ -151,6 +155,7 @@ impl ErrorKind {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
             Self::InvalidToken => (StatusCode::BAD_REQUEST, "invalid_token", "Invalid token"),
+            Self::EmailMissing => (StatusCode::BAD_REQUEST, "email_missing", "Email missing"),
             Self::EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email taken"),
             Self::UsernameTaken => (StatusCode::CONFLICT, "username_taken", "Username taken"),
             Self::Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
@@ -555,10 +560,19 @@ impl From<OAuthError> for ApiError {
                 cause: Some(cause),
                 ..Self::new(ErrorKind::BadGateway, "The sign-in provider is unavailable; try again later.")
             },
+            OAuthError::EmailMissing => Self::new(
+                ErrorKind::EmailMissing,
+                "The provider gave no email address, neither in the ID token nor at userinfo; allow Gatehouse to \
+                 read the email (scope email) at the provider.",
+            ),
             OAuthError::UnverifiedEmail => Self::new(
                 ErrorKind::Conflict,
-                "The provider does not vouch for this email address, so it cannot be linked to an account.",
+                "The provider does not vouch for this email address (email_verified is not true), so it is neither \
+                 linked to an account nor used for a new one.",
             ),
+            OAuthError::NotAllowed(why) => {
+                Self::new(ErrorKind::Forbidden, format!("This provider account may not sign in here: {why}."))
+            }
             OAuthError::UnverifiedAccount => Self::new(
                 ErrorKind::Conflict,
                 "An account with this email exists but has not verified it, so nothing was linked; verify the \

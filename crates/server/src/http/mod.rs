@@ -67,6 +67,7 @@ fn register(config: &mut ServiceConfig<'_>, with_metrics: bool) {
                 .service(auth::forgot_password)
                 .service(auth::reset_password)
                 .service(auth::unlock)
+                .service(oauth::providers)
                 .service(oauth::authorize)
                 .service(oauth::callback)
                 .service(oauth::exchange)

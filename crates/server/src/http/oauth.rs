@@ -1,5 +1,6 @@
-//! Sign-in with Google and GitHub (`/api/v1/auth/oauth/…`) and the caller's linked identities
-//! (`/api/v1/users/me/identities`).
+//! Sign-in with the configured providers (`/api/v1/auth/providers`, `/api/v1/auth/oauth/…`)
+//! and the caller's linked identities (`/api/v1/users/me/identities`). No provider is named
+//! here: `{provider}` is whatever `[oauth.providers.<name>]` configured.
 //!
 //! The authorization step binds its secrets (state, PKCE verifier, nonce, `redirect_to`) to the
 //! browser in a short-lived, HMAC-sealed, `HttpOnly`, `SameSite=Lax` cookie scoped to the
@@ -11,7 +12,7 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, delete, get, post, web};
 use chrono::{DateTime, Duration, Utc};
-use gatehouse_domain::ports::{Identity, OpaqueTokens, UnlinkIdentityError};
+use gatehouse_domain::ports::{Identity, OpaqueTokens, ProviderDescription, UnlinkIdentityError};
 use gatehouse_domain::services::oauth::{Callback, OAuthError};
 use gatehouse_security::RandomTokens;
 use secrecy::{ExposeSecret, SecretString};
@@ -65,17 +66,51 @@ pub struct AuthorizeQuery {
     redirect_to: Option<String>,
 }
 
-/// Starts a sign-in: redirects to the provider with `state`, PKCE (S256) and, for Google,
-/// a nonce, and binds them to the browser with a short-lived cookie.
+/// A sign-in provider, for sign-in UIs.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"name": "keycloak", "display_name": "Staff SSO", "kind": "oidc"}))]
+pub struct ProviderBody {
+    /// The name in `/auth/oauth/{provider}/authorize` and in identities' `provider`.
+    name: String,
+    /// The label to show.
+    display_name: String,
+    /// `oidc` or `github`.
+    kind: String,
+}
+
+impl From<ProviderDescription> for ProviderBody {
+    fn from(p: ProviderDescription) -> Self {
+        Self { name: p.name, display_name: p.display_name, kind: p.kind }
+    }
+}
+
+/// The enabled sign-in providers, by name.
 #[utoipa::path(
     tag = "auth",
-    params(("provider" = String, Path, description = "`google` or `github`", example = "github"), AuthorizeQuery),
+    responses(
+        (status = 200, description = "The configured providers (possibly none).", body = [ProviderBody]),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+    )
+)]
+#[get("/providers")]
+pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
+    let providers: Vec<ProviderBody> = state.oauth.providers().into_iter().map(ProviderBody::from).collect();
+    HttpResponse::Ok().json(providers)
+}
+
+/// Starts a sign-in: redirects to the provider with `state`, PKCE (S256) and, for OpenID
+/// Connect, a nonce, and binds them to the browser with a short-lived cookie.
+#[utoipa::path(
+    tag = "auth",
+    params(("provider" = String, Path, description = "A configured provider's name (`google`, `github`, `keycloak`…)", example = "github"), AuthorizeQuery),
     responses(
         (status = 302, description = "To the provider's authorization page."),
         (status = 400, response = MalformedQuery),
         (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
         (status = 422, description = "`redirect_to` is not a relative path (`validation_failed`).", body = Problem, content_type = "application/problem+json", examples(("validation_failed" = (value = json!(problem_example(ApiError::validation_field("redirect_to", "invalid_format", "redirect_to must be a path like /home"))))))),
         (status = 429, response = RateLimited),
+        (status = 502, description = "The provider's discovery document cannot be fetched (`bad_gateway`).", body = Problem, content_type = "application/problem+json", examples(("bad_gateway" = (value = json!(problem_example(ApiError::new(ErrorKind::BadGateway, "The sign-in provider is unavailable; try again later."))))))),
         (status = 500, response = Internal),
     )
 )]
@@ -94,7 +129,7 @@ pub async fn authorize(
         .map_err(|e| ApiError::validation_field("redirect_to", "invalid_format", e.to_string()))?
         .map(|path| path.as_str().to_owned());
     let secret = RandomTokens.generate().secret;
-    let request = state.oauth.authorize(&provider, secret.expose_secret())?;
+    let request = state.oauth.authorize(&provider, secret.expose_secret()).await?;
     let binding = Binding {
         p: provider,
         s: secret.expose_secret().to_owned(),
@@ -132,14 +167,14 @@ pub struct CallbackQuery {
 /// `error`); otherwise answers the token pair.
 #[utoipa::path(
     tag = "auth",
-    params(("provider" = String, Path, description = "`google` or `github`", example = "github"), CallbackQuery),
+    params(("provider" = String, Path, description = "A configured provider's name", example = "github"), CallbackQuery),
     responses(
         (status = 200, description = "Signed in (no `oauth.success_redirect`).", body = TokenPairBody),
         (status = 302, description = "To `oauth.success_redirect` with `?code=` or `?error=`."),
-        (status = 400, description = "Bad, missing, expired or replayed state, a provider error, or an answer that fails verification (`invalid_token`); a query parameter given twice (`malformed_request`).", body = Problem, content_type = "application/problem+json", examples(("invalid_state" = (value = json!(problem_example(OAuthError::InvalidState)))), ("provider_error" = (value = json!(problem_example(ApiError::new(ErrorKind::InvalidToken, "The provider refused the sign-in: access_denied."))))), ("rejected" = (value = json!(problem_example(OAuthError::Rejected("the ID token's nonce does not match".to_owned()))))), ("malformed_query" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: duplicate field `state`"))))))),
-        (status = 403, description = "`account_locked` or `account_disabled`.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))))),
+        (status = 400, description = "Bad, missing, expired or replayed state, a provider error, or an answer that fails verification (`invalid_token`); a query parameter given twice (`malformed_request`); no email from the provider, neither in the ID token nor at userinfo (`email_missing`).", body = Problem, content_type = "application/problem+json", examples(("email_missing" = (value = json!(problem_example(OAuthError::EmailMissing)))), ("invalid_state" = (value = json!(problem_example(OAuthError::InvalidState)))), ("provider_error" = (value = json!(problem_example(ApiError::new(ErrorKind::InvalidToken, "The provider refused the sign-in: access_denied."))))), ("rejected" = (value = json!(problem_example(OAuthError::Rejected("the ID token's nonce does not match".to_owned()))))), ("malformed_query" = (value = json!(problem_example(ApiError::new(ErrorKind::MalformedRequest, "The query string is invalid: duplicate field `state`"))))))),
+        (status = 403, description = "`account_locked` or `account_disabled`; `forbidden` when the email domain, Google's `hd` or Entra ID's `tid` is not among the allowed ones.", body = Problem, content_type = "application/problem+json", examples(("account_locked" = (value = json!(problem_example(OAuthError::AccountLocked)))), ("account_disabled" = (value = json!(problem_example(OAuthError::AccountDisabled)))), ("forbidden" = (value = json!(problem_example(OAuthError::NotAllowed("emails of other.example may not sign in with this provider".to_owned()))))))),
         (status = 404, description = "The provider is not configured (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(OAuthError::UnknownProvider)))))),
-        (status = 409, description = "The provider's email is unverified and belongs to an account (`conflict`).", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(OAuthError::UnverifiedEmail)))))),
+        (status = 409, description = "The provider does not vouch for the email (`email_verified` is not `true`), or the account with this email has not verified it (`conflict`); nothing is linked.", body = Problem, content_type = "application/problem+json", examples(("conflict" = (value = json!(problem_example(OAuthError::UnverifiedEmail)))), ("unverified_account" = (value = json!(problem_example(OAuthError::UnverifiedAccount)))))),
         (status = 502, description = "The provider is unreachable or timed out (`bad_gateway`).", body = Problem, content_type = "application/problem+json", examples(("bad_gateway" = (value = json!(problem_example(ApiError::new(ErrorKind::BadGateway, "The sign-in provider is unavailable; try again later."))))))),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -309,7 +344,7 @@ pub async fn exchange(
     "provider": "github", "provider_user_id": "583231", "email": "ada@example.com", "linked_at": "2026-11-26T12:00:00Z"
 }))]
 pub struct IdentityBody {
-    /// `google` or `github`.
+    /// The provider's configured name (`google`, `github`, `keycloak`…).
     provider: String,
     /// The provider's id of the account.
     provider_user_id: String,
@@ -354,7 +389,7 @@ pub async fn identities(
 #[utoipa::path(
     tag = "users",
     security(("bearer" = []), ("password" = [])),
-    params(("provider" = String, Path, description = "`google` or `github`", example = "github")),
+    params(("provider" = String, Path, description = "A provider's name", example = "github")),
     responses(
         (status = 204, description = "Unlinked."),
         (status = 401, response = Unauthorized),

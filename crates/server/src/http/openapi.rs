@@ -184,6 +184,7 @@ mod tests {
         ("delete", "/api/v1/users/{id}"),
         ("post", "/api/v1/users/{id}/restore"),
         ("get", "/api/v1/audit-events"),
+        ("get", "/api/v1/auth/providers"),
         ("get", "/api/v1/auth/oauth/{provider}/authorize"),
         ("get", "/api/v1/auth/oauth/{provider}/callback"),
         ("post", "/api/v1/auth/oauth/exchange"),
