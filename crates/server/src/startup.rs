@@ -26,6 +26,7 @@ use gatehouse_domain::services::avatars::{AvatarService, AvatarSettings};
 use gatehouse_domain::services::oauth::OAuthService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
+use gatehouse_domain::services::webhooks::WebhookService;
 use gatehouse_domain::{Email, NewPassword};
 use gatehouse_oauth_providers::{ClientSettings, GitHubProvider, GoogleEndpoints, GoogleProvider};
 use gatehouse_security::{
@@ -62,6 +63,7 @@ pub struct Application {
     server: Server,
     metrics: Option<MetricsServer>,
     relay: Option<BackgroundTask>,
+    webhook_relay: Option<BackgroundTask>,
     sweep: Option<BackgroundTask>,
 }
 
@@ -82,6 +84,11 @@ impl Application {
         } else {
             None
         };
+        let webhook_relay = settings.webhooks.relay_enabled.then(|| {
+            let relay = crate::webhook_relay::webhook_relay(&settings, &state.database, Arc::new(SystemClock));
+            let poll = std::time::Duration::from_millis(u64::from(settings.webhooks.relay_poll_ms));
+            crate::webhook_relay::spawn(relay, poll, settings.webhooks.relay_batch_size)
+        });
         let sweep = avatar_sweep(&settings, &state);
         // Both listeners are bound before either server runs, so a failure leaves nothing behind.
         let metrics_listener = match &settings.metrics.listen {
@@ -131,7 +138,7 @@ impl Application {
         .run();
         let metrics = metrics_listener.map(|listener| metrics_server(listener, metrics_state)).transpose()?;
         tracing::info!(port, env = %settings.env, "gatehouse is listening");
-        Ok(Self { port, server, metrics, relay, sweep })
+        Ok(Self { port, server, metrics, relay, webhook_relay, sweep })
     }
 
     /// The bound port.
@@ -179,6 +186,9 @@ impl Application {
             }
         };
         if let Some(relay) = self.relay {
+            relay.stop().await;
+        }
+        if let Some(relay) = self.webhook_relay {
             relay.stop().await;
         }
         if let Some(sweep) = self.sweep {
@@ -562,6 +572,7 @@ fn build_state(
         ),
         sessions: SessionService::new(ports.clone(), auth_settings.clone()),
         admin: AdminService::new(ports.clone(), auth_settings),
+        webhooks: WebhookService::new(database.webhooks(), crate::webhook_relay::transport(settings), clock.clone()),
         activity: ActivityService::new(ports),
         cursors: CursorSealer::new(key_material.expose_secret().as_bytes()),
         devices: CursorSealer::new(&[b"device cookies\0".as_slice(), key_material.expose_secret().as_bytes()].concat()),
