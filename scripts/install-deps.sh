@@ -25,3 +25,18 @@ if ! cargo deny --version >/dev/null 2>&1; then
   echo "install-deps: installing cargo-deny"
   cargo install cargo-deny --locked
 fi
+
+# The independent Standard Webhooks verifier the end-to-end webhook tests run (the spec authors'
+# JavaScript library, from npm, pinned by tests/webhook-verifier/package-lock.json). Needs Node.js.
+verifier="$(cd "$(dirname "$0")/.." && pwd)/tests/webhook-verifier"
+if ! [[ -d "$verifier/node_modules/standardwebhooks" ]]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: installing nodejs and npm (for the webhook signature verifier)"
+    sudo_cmd=""
+    [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update
+    $sudo_cmd apt-get install -y --no-install-recommends nodejs npm
+  fi
+  echo "install-deps: installing the webhook verifier (npm standardwebhooks)"
+  (cd "$verifier" && npm ci --no-audit --no-fund)
+fi

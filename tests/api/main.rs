@@ -22,3 +22,4 @@ mod replica;
 mod sessions;
 mod spellings;
 mod tokens;
+mod webhooks;

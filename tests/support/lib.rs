@@ -7,6 +7,7 @@
 
 pub mod oauth;
 pub mod smtp;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -111,9 +111,11 @@ impl WebhookService {
         Self { repository, transport, clock }
     }
 
+    /// A host that does not resolve now is accepted (DNS may be down; every attempt checks
+    /// again); an invalid or forbidden target is not.
     async fn check_url(&self, url: &str, errors: &mut ValidationErrors) -> bool {
         match self.transport.check_target(url).await {
-            Ok(()) => true,
+            Ok(()) | Err(TargetRejected::Unresolvable(_)) => true,
             Err(e) => {
                 errors.push(target_error(&e));
                 false
