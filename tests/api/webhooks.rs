@@ -26,6 +26,7 @@ on_both_backends!(
     two_instances_deliver_every_webhook_event_once,
     every_ssrf_form_is_refused_as_a_webhook_target,
     webhook_routes_need_the_admin_role,
+    webhook_deliveries_to_one_endpoint_are_bounded_and_redirects_are_not_followed,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -481,4 +482,23 @@ async fn webhook_routes_need_the_admin_role(backend: Backend) {
     assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
     let anonymous = app.get("/api/v1/webhooks", None).await;
     assert_problem(anonymous, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+async fn webhook_deliveries_to_one_endpoint_are_bounded_and_redirects_are_not_followed(backend: Backend) {
+    let (app, token) = admin_app(backend, |s| s.webhooks.per_endpoint_concurrency = 2).await;
+    let receiver = Receiver::start().await;
+    receiver.answer(Behaviour::Slow(Duration::from_millis(400)));
+    let (id, _) = subscribe(&app, &token, &receiver.url(), &["user.created"]).await;
+    for n in 0..6 {
+        app.register_user(&format!("user{n}@example.com")).await;
+    }
+    wait_for_deliveries(&app, &token, &id, |d| d.len() == 6 && d.iter().all(|d| d["status"] == "succeeded")).await;
+    assert!(receiver.most_in_flight() <= 2, "at most 2 in flight, saw {}", receiver.most_in_flight());
+
+    receiver.answer(Behaviour::Redirect("/elsewhere"));
+    app.send_authed(Method::POST, &format!("/api/v1/webhooks/{id}/test"), &token, None).await;
+    let items =
+        wait_for_deliveries(&app, &token, &id, |d| d.first().is_some_and(|d| d["last_status_code"] == 307)).await;
+    assert_eq!(items[0]["status"], json!("retrying"), "a redirect is a failure");
+    assert!(receiver.received().iter().all(|r| r.path == "/hook"), "the redirect was not followed");
 }

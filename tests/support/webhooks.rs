@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,11 +30,15 @@ pub enum Behaviour {
     HugeBody,
     /// Reads the request and never answers.
     Hang,
+    /// 307 to this path on the same receiver (a relay must not follow it).
+    Redirect(&'static str),
 }
 
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The request target, such as `/hook`.
+    pub path: String,
     /// Lower-case header names.
     pub headers: HashMap<String, String>,
     /// The body.
@@ -55,6 +60,8 @@ impl Received {
 }
 
 struct Shared {
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
     behaviour: Mutex<Behaviour>,
     received: Mutex<Vec<Received>>,
     arrived: Notify,
@@ -74,6 +81,8 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let address = listener.local_addr().expect("a bound address");
         let shared = Arc::new(Shared {
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
             behaviour: Mutex::new(Behaviour::Status(200)),
             received: Mutex::new(Vec::new()),
             arrived: Notify::new(),
@@ -114,6 +123,12 @@ impl Receiver {
         }
         let listener = listener.expect("the receiver's port can be bound again");
         *self.task.lock().expect("not poisoned") = Some(tokio::spawn(serve(listener, self.shared.clone())));
+    }
+
+    /// The most requests it was answering at once.
+    #[must_use]
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Everything received so far.
@@ -187,7 +202,16 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
         buffer.extend_from_slice(&chunk[..n]);
     }
     let body = String::from_utf8_lossy(&buffer[head_end..]).to_string();
-    shared.received.lock().expect("not poisoned").push(Received { headers, body });
+    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+    shared.received.lock().expect("not poisoned").push(Received { path, headers, body });
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    answer(&mut stream, &shared).await;
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let _ = stream.shutdown().await;
+}
+
+async fn answer(stream: &mut TcpStream, shared: &Shared) {
     shared.arrived.notify_waiters();
     let behaviour = shared.behaviour.lock().expect("not poisoned").clone();
     let reply = |status: u16, extra: &str| {
@@ -219,8 +243,10 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        Behaviour::Redirect(path) => {
+            let _ = stream.write_all(reply(307, &format!("location: {path}\r\n")).as_bytes()).await;
+        }
     }
-    let _ = stream.shutdown().await;
 }
 
 /// Checks `request` with our own verifier against `secret`.

@@ -87,6 +87,7 @@ pub struct EndpointPageBody {
     /// Oldest first.
     items: Vec<EndpointBody>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(example = "Wq3cA1x9fQ0mZr7uJ2kX")]
     next_cursor: Option<String>,
 }
 
@@ -140,6 +141,7 @@ pub struct DeliveryPageBody {
     /// Newest first.
     items: Vec<DeliveryBody>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(example = "Wq3cA1x9fQ0mZr7uJ2kX")]
     next_cursor: Option<String>,
 }
 
@@ -189,6 +191,7 @@ pub struct PageParams {
     #[param(example = 20)]
     limit: Option<i64>,
     /// From the previous page's `next_cursor`.
+    #[param(example = "Wq3cA1x9fQ0mZr7uJ2kX")]
     cursor: Option<String>,
 }
 
@@ -285,7 +288,7 @@ pub async fn list(
 #[utoipa::path(
     tag = "webhooks",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The endpoint id.")),
+    params(("id" = Uuid, Path, description = "The endpoint id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 200, description = "The endpoint.", body = EndpointBody),
         (status = 401, response = Unauthorized),
@@ -309,7 +312,7 @@ pub async fn get(
 #[utoipa::path(
     tag = "webhooks",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The endpoint id.")),
+    params(("id" = Uuid, Path, description = "The endpoint id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     request_body = UpdateEndpointBody,
     responses(
         (status = 200, description = "The changed endpoint.", body = EndpointBody),
@@ -346,7 +349,7 @@ pub async fn update(
 #[utoipa::path(
     tag = "webhooks",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The endpoint id.")),
+    params(("id" = Uuid, Path, description = "The endpoint id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 204, description = "Deleted."),
         (status = 401, response = Unauthorized),
@@ -370,7 +373,7 @@ pub async fn remove(
 #[utoipa::path(
     tag = "webhooks",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The endpoint id.")),
+    params(("id" = Uuid, Path, description = "The endpoint id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 200, description = "The new secret.", body = SecretBody),
         (status = 401, response = Unauthorized),
@@ -394,7 +397,7 @@ pub async fn rotate_secret(
 #[utoipa::path(
     tag = "webhooks",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The endpoint id.")),
+    params(("id" = Uuid, Path, description = "The endpoint id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e")),
     responses(
         (status = 202, description = "Queued."),
         (status = 401, response = Unauthorized),
@@ -418,7 +421,7 @@ pub async fn test(
 #[utoipa::path(
     tag = "webhooks",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The endpoint id."), PageParams),
+    params(("id" = Uuid, Path, description = "The endpoint id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e"), PageParams),
     responses(
         (status = 200, description = "A page of deliveries.", body = DeliveryPageBody),
         (status = 400, response = MalformedPageQuery),
@@ -450,7 +453,7 @@ pub async fn deliveries(
 #[utoipa::path(
     tag = "webhooks",
     security(("bearer" = []), ("password" = [])),
-    params(("id" = Uuid, Path, description = "The endpoint id."), ("delivery_id" = Uuid, Path, description = "The delivery to replay.")),
+    params(("id" = Uuid, Path, description = "The endpoint id.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2e"), ("delivery_id" = Uuid, Path, description = "The delivery to replay.", example = "019ac2a4-5b7e-7c31-9a53-2f1f6f0c1d2f")),
     responses(
         (status = 202, description = "The new delivery.", body = DeliveryBody),
         (status = 401, response = Unauthorized),
