@@ -23,3 +23,4 @@ mod replica;
 mod sessions;
 mod spellings;
 mod tokens;
+mod webhooks;

@@ -8,6 +8,7 @@
 pub mod oauth;
 pub mod oidc_provider;
 pub mod smtp;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -39,6 +39,14 @@ pub enum EmailContent {
         /// When the lock ends by itself.
         locked_until: DateTime<Utc>,
     },
+    /// To an admin: "A webhook endpoint was disabled" after failing too long; no link, no
+    /// secret.
+    WebhookDisabled {
+        /// The endpoint's URL.
+        url: String,
+        /// When its deliveries started failing.
+        failing_since: DateTime<Utc>,
+    },
 }
 
 impl EmailContent {
@@ -50,6 +58,7 @@ impl EmailContent {
             Self::PasswordReset { .. } => EmailTemplate::PasswordReset,
             Self::PasswordChanged { .. } => EmailTemplate::PasswordChanged,
             Self::AccountLocked { .. } => EmailTemplate::AccountLocked,
+            Self::WebhookDisabled { .. } => EmailTemplate::WebhookDisabled,
         }
     }
 }
@@ -65,12 +74,14 @@ pub enum EmailTemplate {
     PasswordChanged,
     /// See [`EmailContent::AccountLocked`].
     AccountLocked,
+    /// See [`EmailContent::WebhookDisabled`].
+    WebhookDisabled,
 }
 
 impl EmailTemplate {
     /// Every template.
     pub const ALL: &[EmailTemplate] =
-        &[Self::VerifyEmail, Self::PasswordReset, Self::PasswordChanged, Self::AccountLocked];
+        &[Self::VerifyEmail, Self::PasswordReset, Self::PasswordChanged, Self::AccountLocked, Self::WebhookDisabled];
 
     /// The stable name used in storage.
     #[must_use]
@@ -80,6 +91,7 @@ impl EmailTemplate {
             Self::PasswordReset => "password_reset",
             Self::PasswordChanged => "password_changed",
             Self::AccountLocked => "account_locked",
+            Self::WebhookDisabled => "webhook_disabled",
         }
     }
 }

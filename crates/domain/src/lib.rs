@@ -16,6 +16,7 @@ pub mod services;
 pub mod session;
 pub mod user;
 pub mod values;
+pub mod webhooks;
 
 pub use activity::{ActivityAction, NewActivity};
 pub use avatar::{Avatar, AvatarFormat, AvatarKey, ImageRejected, ProcessedImage};

@@ -21,6 +21,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("password_changed.html", include_str!("../templates/password_changed.html")),
     ("account_locked.txt", include_str!("../templates/account_locked.txt")),
     ("account_locked.html", include_str!("../templates/account_locked.html")),
+    ("webhook_disabled.txt", include_str!("../templates/webhook_disabled.txt")),
+    ("webhook_disabled.html", include_str!("../templates/webhook_disabled.html")),
 ];
 
 /// What messages say about who sends them and where their links point.
@@ -83,6 +85,7 @@ impl Composer {
     /// When a template fails to render (a bug, caught by the tests).
     pub fn render(&self, email: &OutgoingEmail) -> anyhow::Result<Rendered> {
         let product = self.settings.product_name.as_str();
+        let mut url = None;
         let (subject, link, expires, at) = match &email.content {
             EmailContent::VerifyEmail { token, expires_at } => (
                 format!("Confirm your email address for {product}"),
@@ -105,6 +108,10 @@ impl Composer {
                 Some(expiry(*locked_until, email.created_at)),
                 None,
             ),
+            EmailContent::WebhookDisabled { url: target, failing_since } => {
+                url = Some(target.clone());
+                (format!("A {product} webhook endpoint was disabled"), None, None, Some(instant(*failing_since)))
+            }
         };
         let values = context! {
             name => email.recipient_name,
@@ -112,6 +119,7 @@ impl Composer {
             link => link.as_ref().map(|link| link.expose_secret().to_owned()),
             expires => expires,
             at => at,
+            url => url,
         };
         let name = email.content.template().as_str();
         let render = |extension: &str| {
@@ -218,6 +226,7 @@ mod tests {
             EmailContent::PasswordReset { token: token(), expires_at: now() + Duration::hours(1) },
             EmailContent::PasswordChanged { changed_at: now() },
             EmailContent::AccountLocked { token: token(), locked_until: now() + Duration::minutes(15) },
+            EmailContent::WebhookDisabled { url: "https://hooks.example.com/in".to_owned(), failing_since: now() },
         ]
     }
 

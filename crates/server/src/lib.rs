@@ -14,6 +14,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook_relay;
 
 pub use settings::Settings;
 pub use startup::Application;

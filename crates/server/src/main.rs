@@ -222,10 +222,14 @@ async fn worker(settings: &Settings) -> anyhow::Result<()> {
     let relay = mail_relay(settings, &state.database, Arc::new(SystemClock))?;
     let poll = Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
     let handle = relay::spawn(relay, poll, settings.mail.relay_batch_size);
+    let webhooks = gatehouse_server::webhook_relay::webhook_relay(settings, &state.database, Arc::new(SystemClock));
+    let webhook_poll = Duration::from_millis(u64::from(settings.webhooks.relay_poll_ms));
+    let webhooks = gatehouse_server::webhook_relay::spawn(webhooks, webhook_poll, settings.webhooks.relay_batch_size);
     let sweep = avatar_sweep(settings, &state);
     shutdown_signal().await?;
-    tracing::info!("stopping the mail relay after its current batch");
+    tracing::info!("stopping the mail and webhook relays after their current batches");
     handle.stop().await;
+    webhooks.stop().await;
     if let Some(sweep) = sweep {
         sweep.stop().await;
     }

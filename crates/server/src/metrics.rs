@@ -50,6 +50,16 @@ pub const RATE_LIMIT_REJECTIONS: &str = "gatehouse_rate_limit_rejections_total";
 /// 1 while the configured Redis did not answer the last attempt and limits are held per
 /// instance, 0 while they are shared on Redis; absent without `redis.url`.
 pub const RATE_LIMIT_DEGRADED: &str = "gatehouse_rate_limit_degraded";
+/// Webhook delivery attempts by `outcome` (`succeeded`, `retried`, `failed`).
+pub const WEBHOOK_DELIVERIES: &str = "gatehouse_webhook_deliveries_total";
+/// Seconds a webhook delivery attempt took.
+pub const WEBHOOK_DURATION: &str = "gatehouse_webhook_delivery_duration_seconds";
+/// Webhook endpoints this process disabled for failing.
+pub const WEBHOOK_ENDPOINTS_DISABLED: &str = "gatehouse_webhook_endpoints_disabled_total";
+/// Webhook deliveries pending or retrying.
+pub const WEBHOOK_QUEUE_DEPTH: &str = "gatehouse_webhook_queue_depth";
+/// Age in seconds of the oldest pending or retrying webhook delivery (0 when none).
+pub const WEBHOOK_OLDEST_PENDING: &str = "gatehouse_webhook_oldest_pending_seconds";
 /// Always 1, labelled with the `version` of this build.
 pub const BUILD_INFO: &str = "gatehouse_build_info";
 
@@ -76,6 +86,9 @@ pub fn handle() -> PrometheusHandle {
                 tracing::warn!("metrics: another recorder is installed; /metrics stays empty");
             }
             describe();
+            for outcome in ["succeeded", "retried", "failed"] {
+                ::metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
+            }
             ::metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
@@ -104,6 +117,11 @@ fn describe() {
         RATE_LIMIT_DEGRADED,
         "1 while Redis is unreachable and rate limits are held per instance, 0 while shared on Redis."
     );
+    ::metrics::describe_counter!(WEBHOOK_DELIVERIES, "Webhook delivery attempts by outcome.");
+    ::metrics::describe_histogram!(WEBHOOK_DURATION, ::metrics::Unit::Seconds, "Webhook delivery attempt latency.");
+    ::metrics::describe_counter!(WEBHOOK_ENDPOINTS_DISABLED, "Webhook endpoints disabled for failing.");
+    ::metrics::describe_gauge!(WEBHOOK_QUEUE_DEPTH, "Webhook deliveries pending or retrying.");
+    ::metrics::describe_gauge!(WEBHOOK_OLDEST_PENDING, "Age of the oldest open webhook delivery, in seconds.");
     ::metrics::describe_gauge!(BUILD_INFO, "Always 1; the labels describe the build.");
 }
 
@@ -134,6 +152,17 @@ pub fn record_relay_batch(sent: usize, retried: usize, failed: usize) {
     ::metrics::counter!(OUTBOX_SENT).increment(sent as u64);
     ::metrics::counter!(OUTBOX_RETRIED).increment(retried as u64);
     ::metrics::counter!(OUTBOX_FAILED).increment(failed as u64);
+}
+
+/// Records what one webhook relay batch did.
+pub fn record_webhook_batch(report: &gatehouse_domain::services::webhooks::WebhookBatchReport) {
+    ::metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => "succeeded").increment(report.succeeded as u64);
+    ::metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => "retried").increment(report.retried as u64);
+    ::metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => "failed").increment(report.failed as u64);
+    ::metrics::counter!(WEBHOOK_ENDPOINTS_DISABLED).increment(report.disabled as u64);
+    for seconds in &report.latencies {
+        ::metrics::histogram!(WEBHOOK_DURATION).record(*seconds);
+    }
 }
 
 /// Records the avatar files one sweep removed.

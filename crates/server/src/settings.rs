@@ -104,6 +104,73 @@ pub struct Settings {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: WebhooksSettings,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSettings {
+    /// Whether `serve` runs the delivery relay (off where `gatehouse worker` processes do).
+    pub relay_enabled: bool,
+    /// How often an idle relay looks for due deliveries.
+    pub relay_poll_ms: u32,
+    /// Deliveries claimed at once.
+    pub relay_batch_size: u32,
+    /// A claimed delivery is reserved this long; must exceed `request_timeout_secs`.
+    pub relay_lease_secs: u32,
+    /// Deliveries in flight per endpoint, across every instance.
+    pub per_endpoint_concurrency: u32,
+    /// Retries stop this long after a delivery was created; it is then `failed`. Fractions
+    /// allowed.
+    pub max_retry_hours: f64,
+    /// An endpoint whose deliveries have only failed for this long is disabled and the admins
+    /// are emailed. Fractions allowed.
+    pub disable_after_hours: f64,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff_base_ms: u32,
+    /// Longest delay between attempts.
+    pub backoff_max_secs: u32,
+    /// Time to connect to a receiver.
+    pub connect_timeout_secs: u32,
+    /// Time for a whole attempt (2xx within it delivers).
+    pub request_timeout_secs: u32,
+    /// Response body bytes read at most.
+    pub max_response_bytes: u32,
+    /// Allow loopback, private and link-local targets (tests, development). Never in production.
+    pub allow_private_targets: bool,
+}
+
+impl Default for WebhooksSettings {
+    fn default() -> Self {
+        Self {
+            relay_enabled: true,
+            relay_poll_ms: 500,
+            relay_batch_size: 20,
+            relay_lease_secs: 60,
+            per_endpoint_concurrency: 4,
+            max_retry_hours: 24.0,
+            disable_after_hours: 120.0,
+            backoff_base_ms: 5000,
+            backoff_max_secs: 3600,
+            connect_timeout_secs: 5,
+            request_timeout_secs: 15,
+            max_response_bytes: 65536,
+            allow_private_targets: false,
+        }
+    }
+}
+
+impl WebhooksSettings {
+    /// Hours as a duration (fractions allowed; negative or not finite is zero).
+    #[must_use]
+    pub fn hours(hours: f64) -> chrono::Duration {
+        let ms = if hours.is_finite() && hours > 0.0 { (hours * 3_600_000.0).min(1e15) } else { 0.0 };
+        #[allow(clippy::cast_possible_truncation)]
+        chrono::Duration::milliseconds(ms as i64)
+    }
 }
 
 /// `[metrics]`.
@@ -643,6 +710,17 @@ impl Settings {
             if let Some(url) = url {
                 check_secret_url(key, url.expose_secret())?;
             }
+        }
+        if self.env == AppEnv::Production && self.webhooks.allow_private_targets {
+            return Err(SettingsError(
+                "webhooks.allow_private_targets must be false in production (it lets webhooks reach internal services)"
+                    .to_owned(),
+            ));
+        }
+        if self.webhooks.relay_batch_size == 0 || self.webhooks.per_endpoint_concurrency == 0 {
+            return Err(SettingsError(
+                "webhooks.relay_batch_size and webhooks.per_endpoint_concurrency must be positive".to_owned(),
+            ));
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(SettingsError("server.tls_cert and server.tls_key must be set together".to_owned()));

@@ -26,6 +26,7 @@ use gatehouse_domain::services::avatars::{AvatarService, AvatarSettings};
 use gatehouse_domain::services::oauth::OAuthService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
+use gatehouse_domain::services::webhooks::WebhookService;
 use gatehouse_domain::{Email, NewPassword};
 use gatehouse_security::{
     Argon2Hasher, Argon2Params, AtRestCipher, CursorSealer, DerivedSuccessors, EncryptionKey, HashPoolSettings,
@@ -61,6 +62,7 @@ pub struct Application {
     server: Server,
     metrics: Option<MetricsServer>,
     relay: Option<BackgroundTask>,
+    webhook_relay: Option<BackgroundTask>,
     sweep: Option<BackgroundTask>,
 }
 
@@ -81,6 +83,11 @@ impl Application {
         } else {
             None
         };
+        let webhook_relay = settings.webhooks.relay_enabled.then(|| {
+            let relay = crate::webhook_relay::webhook_relay(&settings, &state.database, Arc::new(SystemClock));
+            let poll = std::time::Duration::from_millis(u64::from(settings.webhooks.relay_poll_ms));
+            crate::webhook_relay::spawn(relay, poll, settings.webhooks.relay_batch_size)
+        });
         let sweep = avatar_sweep(&settings, &state);
         // Both listeners are bound before either server runs, so a failure leaves nothing behind.
         let metrics_listener = match &settings.metrics.listen {
@@ -130,7 +137,7 @@ impl Application {
         .run();
         let metrics = metrics_listener.map(|listener| metrics_server(listener, metrics_state)).transpose()?;
         tracing::info!(port, env = %settings.env, "gatehouse is listening");
-        Ok(Self { port, server, metrics, relay, sweep })
+        Ok(Self { port, server, metrics, relay, webhook_relay, sweep })
     }
 
     /// The bound port.
@@ -178,6 +185,9 @@ impl Application {
             }
         };
         if let Some(relay) = self.relay {
+            relay.stop().await;
+        }
+        if let Some(relay) = self.webhook_relay {
             relay.stop().await;
         }
         if let Some(sweep) = self.sweep {
@@ -533,6 +543,7 @@ fn build_state(
         ),
         sessions: SessionService::new(ports.clone(), auth_settings.clone()),
         admin: AdminService::new(ports.clone(), auth_settings),
+        webhooks: WebhookService::new(database.webhooks(), crate::webhook_relay::transport(settings), clock.clone()),
         activity: ActivityService::new(ports),
         cursors: CursorSealer::new(key_material.expose_secret().as_bytes()),
         devices: CursorSealer::new(&[b"device cookies\0".as_slice(), key_material.expose_secret().as_bytes()].concat()),

@@ -13,6 +13,7 @@ use gatehouse_domain::services::avatars::AvatarService;
 use gatehouse_domain::services::oauth::OAuthService;
 use gatehouse_domain::services::recovery::RecoveryService;
 use gatehouse_domain::services::sessions::SessionService;
+use gatehouse_domain::services::webhooks::WebhookService;
 use gatehouse_security::{Argon2Hasher, CursorSealer};
 use gatehouse_store_diesel::Database;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub admin: AdminService,
     /// The audit trail.
     pub activity: ActivityService,
+    /// Webhook endpoint administration.
+    pub webhooks: WebhookService,
     /// Sign-in with OAuth providers and linked identities.
     pub oauth: OAuthService,
     /// Seals and opens the OAuth state cookie.

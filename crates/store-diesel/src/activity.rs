@@ -14,7 +14,7 @@ use gatehouse_domain::pagination::Page;
 use gatehouse_domain::ports::{ActivityCursor, ActivityEvent, ActivityLog, ActivityQuery};
 use gatehouse_domain::{ActivityAction, ActivityId, NewActivity, RequestContext, UserId};
 
-use crate::connection::{AnyConnection, MultiBackend};
+use crate::connection::{AnyConnection, MultiBackend, write_transaction};
 use crate::database::Database;
 use crate::schema::activity_events;
 use crate::types::sql::{PortableTimestamp, PortableUuid};
@@ -65,8 +65,12 @@ impl NewActivityRow {
 }
 
 /// Records one event. Call it inside the transaction of the change it records.
+///
+/// Also writes the webhook event the action publishes, if any endpoint subscribes to it
+/// ([`crate::webhooks::publish`]), so the audit trail and the webhooks never disagree.
 pub(crate) fn insert_activity(connection: &mut AnyConnection, event: &NewActivityRow) -> QueryResult<()> {
-    diesel::insert_into(activity_events::table).values(event).execute(connection).map(|_| ())
+    diesel::insert_into(activity_events::table).values(event).execute(connection)?;
+    crate::webhooks::publish(connection, event.action, event.user_id, event.created_at.0, &event.details.0)
 }
 
 /// An activity_events row as read.
@@ -164,7 +168,10 @@ impl ActivityLog for DieselActivityLog {
     async fn record(&self, event: NewActivity) -> anyhow::Result<()> {
         let row = NewActivityRow::new(&event)?;
         self.db
-            .run(move |connection| insert_activity(connection, &row).context("could not record the activity event"))
+            .run(move |connection| {
+                write_transaction(connection, |connection| insert_activity(connection, &row))
+                    .context("could not record the activity event")
+            })
             .await
     }
 

@@ -257,6 +257,12 @@ impl Database {
         Arc::new(DieselEmailOutbox::new(self.clone()))
     }
 
+    /// Webhook endpoints and deliveries on this database.
+    #[must_use]
+    pub fn webhooks(&self) -> Arc<dyn gatehouse_domain::ports::WebhookRepository> {
+        Arc::new(crate::webhooks::DieselWebhookRepository::new(self.clone()))
+    }
+
     /// The revocation list read from the sessions table ([`SessionTableRevocations`]), for
     /// deployments without Redis.
     #[must_use]

@@ -25,6 +25,7 @@ mod sessions;
 mod tokens;
 mod types;
 mod users;
+mod webhooks;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -38,3 +39,4 @@ pub use revocations::SessionTableRevocations;
 pub use sessions::DieselSessionRepository;
 pub use tokens::DieselOneTimeTokenRepository;
 pub use users::DieselUserRepository;
+pub use webhooks::DieselWebhookRepository;

@@ -67,6 +67,9 @@ struct Payload {
     expires_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     at: Option<DateTime<Utc>>,
+    /// A webhook endpoint's URL (no secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
 }
 
 /// What a sealed token is bound to: its message and template, so that it opens in no other row.
@@ -91,6 +94,9 @@ impl Payload {
             EmailContent::PasswordChanged { changed_at } => Self { at: Some(*changed_at), ..Self::default() },
             EmailContent::AccountLocked { token, locked_until } => {
                 Self { sealed_token: seal(token)?, expires_at: Some(*locked_until), ..Self::default() }
+            }
+            EmailContent::WebhookDisabled { url, failing_since } => {
+                Self { url: Some(url.clone()), at: Some(*failing_since), ..Self::default() }
             }
         })
     }
@@ -125,6 +131,10 @@ impl Payload {
             EmailTemplate::AccountLocked => {
                 EmailContent::AccountLocked { token: token()?, locked_until: expires_at()? }
             }
+            EmailTemplate::WebhookDisabled => EmailContent::WebhookDisabled {
+                url: self.url.clone().context("the payload has no URL")?,
+                failing_since: self.at.context("the payload has no time")?,
+            },
         })
     }
 }

@@ -152,6 +152,63 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::{Bool, Nullable, Text};
+    use crate::types::sql::{PortableTimestamp, PortableUuid};
+
+    webhook_endpoints (id) {
+        id -> PortableUuid,
+        url -> Text,
+        description -> Nullable<Text>,
+        /// The filters as a JSON array of strings.
+        event_types -> Text,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        sealed_secret -> Text,
+        sealed_previous -> Nullable<Text>,
+        previous_secret_until -> Nullable<PortableTimestamp>,
+        failing_since -> Nullable<PortableTimestamp>,
+        created_at -> PortableTimestamp,
+        updated_at -> PortableTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::Text;
+    use crate::types::sql::{PortableTimestamp, PortableUuid};
+
+    webhook_events (id) {
+        id -> PortableUuid,
+        event_type -> Text,
+        body -> Text,
+        created_at -> PortableTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::{Integer, Nullable, Text};
+    use crate::types::sql::{PortableTimestamp, PortableUuid};
+
+    webhook_deliveries (id) {
+        id -> PortableUuid,
+        endpoint_id -> PortableUuid,
+        event_id -> PortableUuid,
+        event_type -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_status_code -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> PortableTimestamp,
+        claim_id -> Nullable<PortableUuid>,
+        claimed_until -> Nullable<PortableTimestamp>,
+        created_at -> PortableTimestamp,
+        finished_at -> Nullable<PortableTimestamp>,
+    }
+}
+
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_deliveries -> webhook_events (event_id));
+
 diesel::joinable!(oauth_identities -> users (user_id));
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(one_time_tokens -> users (user_id));
@@ -172,4 +229,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     email_outbox,
     oauth_identities,
     oauth_spent_states,
+    webhook_endpoints,
+    webhook_events,
+    webhook_deliveries,
 );

@@ -221,7 +221,10 @@ pub(crate) fn role_names(connection: &mut AnyConnection, id: DbUuid) -> QueryRes
 }
 
 /// A found row together with its roles, or nothing.
-fn with_roles(connection: &mut AnyConnection, row: Option<UserRow>) -> anyhow::Result<Option<(User, Option<String>)>> {
+pub(crate) fn with_roles(
+    connection: &mut AnyConnection,
+    row: Option<UserRow>,
+) -> anyhow::Result<Option<(User, Option<String>)>> {
     let Some(row) = row else { return Ok(None) };
     let roles = role_names(connection, row.id).context("could not load the user's roles")?;
     row.into_user(roles).map(Some)

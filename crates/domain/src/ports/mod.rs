@@ -18,6 +18,7 @@ mod secrets;
 mod sessions;
 mod tokens;
 mod users;
+mod webhooks;
 
 pub use activity::{ActivityCursor, ActivityEvent, ActivityLog, ActivityQuery};
 pub use avatars::{AvatarProcessor, AvatarStore};
@@ -46,6 +47,10 @@ pub use tokens::{
 pub use users::{
     AccountCompanion, AvatarChange, CreateUserError, Lockout, ProfileChanges, SoftDeleted, UpdateUserError,
     UserRepository,
+};
+pub use webhooks::{
+    AttemptEffect, AttemptOutcome, AttemptRecord, ClaimedDelivery, EndpointChanges, NewEndpoint, QueueStats,
+    TargetRejected, WebhookCursor, WebhookRepository, WebhookTransport,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -76,3 +81,5 @@ pub use sessions::MockSessionRepository;
 pub use tokens::{MockAccessTokens, MockOpaqueTokens, MockRefreshSuccessors};
 #[cfg(any(test, feature = "mocks"))]
 pub use users::MockUserRepository;
+#[cfg(any(test, feature = "mocks"))]
+pub use webhooks::{MockWebhookRepository, MockWebhookTransport};

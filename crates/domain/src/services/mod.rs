@@ -12,6 +12,7 @@ pub mod recovery;
 pub mod sessions;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod webhooks;
 
 use std::sync::Arc;
 

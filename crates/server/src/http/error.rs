@@ -18,6 +18,7 @@ use gatehouse_domain::services::avatars::{GetAvatarError, RemoveAvatarError, Set
 use gatehouse_domain::services::oauth::OAuthError;
 use gatehouse_domain::services::recovery::{ResetPasswordError, VerifyEmailError};
 use gatehouse_domain::services::sessions::{AuthenticateError, RefreshError, RevokeSessionError};
+use gatehouse_domain::services::webhooks::WebhookError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -429,6 +430,16 @@ impl From<GetMeError> for ApiError {
 impl From<Forbidden> for ApiError {
     fn from(_: Forbidden) -> Self {
         Self::new(ErrorKind::Forbidden, "This operation needs the admin role.")
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Invalid(errors) => errors.into(),
+            WebhookError::NotFound => Self::new(ErrorKind::NotFound, "No such webhook endpoint or delivery."),
+            WebhookError::Unexpected(cause) => Self::internal(cause),
+        }
     }
 }
 

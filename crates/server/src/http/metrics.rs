@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, get, web};
 
 use crate::metrics::{
     DB_POOL_IN_USE, DB_POOL_MAX, DB_POOL_OPEN, DB_POOL_WAIT_SECONDS, DB_POOL_WAITS, HASH_QUEUE_DEPTH, OUTBOX_DEPTH,
-    RATE_LIMIT_DEGRADED,
+    RATE_LIMIT_DEGRADED, WEBHOOK_OLDEST_PENDING, WEBHOOK_QUEUE_DEPTH,
 };
 use crate::state::AppState;
 
@@ -13,7 +13,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Metrics in the Prometheus text format: requests and latency by route pattern, method and
 /// status; database pool usage and waits; password-hashing queue depth and time; email outbox
-/// depth, sent and failed; sign-in outcomes; refresh-token reuse; whether rate limits fell back
+/// depth, sent and failed; webhook deliveries by outcome, their latency, the queue depth and
+/// the age of the oldest open delivery; sign-in outcomes; refresh-token reuse; whether rate limits fell back
 /// from Redis to this instance; build info. Expose it only to the scraper: it reveals traffic
 /// patterns. Served on the main listener, or with `metrics.listen` set only on that address
 /// (plain HTTP, nothing else served there), the main listener then answering 404.
@@ -36,6 +37,19 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
         #[allow(clippy::cast_precision_loss)]
         Ok(depth) => ::metrics::gauge!(OUTBOX_DEPTH).set(depth as f64),
         Err(e) => tracing::warn!(error = format!("{e:#}"), "metrics: cannot count the email outbox"),
+    }
+    match state.database.webhooks().queue_stats().await {
+        Ok(stats) => {
+            #[allow(clippy::cast_precision_loss)]
+            ::metrics::gauge!(WEBHOOK_QUEUE_DEPTH).set(stats.depth as f64);
+            let age = stats.oldest.map_or(0.0, |oldest| {
+                #[allow(clippy::cast_precision_loss)]
+                let ms = (state.now() - oldest).num_milliseconds().max(0) as f64;
+                ms / 1000.0
+            });
+            ::metrics::gauge!(WEBHOOK_OLDEST_PENDING).set(age);
+        }
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "metrics: cannot measure the webhook queue"),
     }
     if let Some(redis) = state.rate_limits.redis() {
         ::metrics::gauge!(RATE_LIMIT_DEGRADED).set(if redis.is_degraded() { 1.0 } else { 0.0 });

@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod redirect_path;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;
 pub mod wellknown;
 
 use actix_web::http::Method;
@@ -94,6 +95,19 @@ fn register(config: &mut ServiceConfig<'_>, with_metrics: bool) {
                 .service(avatars::put_avatar)
                 .service(avatars::delete_avatar)
                 .service(avatars::get_avatar),
+        )
+        .service(
+            scope("/api/v1/webhooks")
+                .wrap(Limit::GENERAL)
+                .service(webhooks::create)
+                .service(webhooks::list)
+                .service(webhooks::get)
+                .service(webhooks::update)
+                .service(webhooks::remove)
+                .service(webhooks::rotate_secret)
+                .service(webhooks::test)
+                .service(webhooks::deliveries)
+                .service(webhooks::replay),
         )
         .service(scope("/api/v1").wrap(Limit::GENERAL).service(activity::audit));
 }

@@ -22,6 +22,7 @@ use crate::http::{problems, routes};
         (name = "auth", description = "Registration, sign-in, sessions."),
         (name = "users", description = "The caller's own account."),
         (name = "admin", description = "User administration and the audit trail; needs the admin role."),
+        (name = "webhooks", description = "Webhook endpoints, deliveries, test pings and replays; needs the admin role."),
         (name = "operations", description = "Health, metrics, documentation."),
     )
 )]
