@@ -16,6 +16,7 @@ mod login;
 mod me;
 mod metrics;
 mod oauth;
+mod outage;
 mod protocol;
 mod register;
 mod replica;

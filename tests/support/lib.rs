@@ -6,6 +6,7 @@
 //! starting with one call.
 
 pub mod oauth;
+pub mod private_pg;
 pub mod smtp;
 
 use std::collections::HashMap;

@@ -219,7 +219,7 @@ async fn worker(settings: &Settings) -> anyhow::Result<()> {
     let state = prepare(settings).await?;
     let relay = mail_relay(settings, &state.database, Arc::new(SystemClock))?;
     let poll = Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
-    let handle = relay::spawn(relay, poll, settings.mail.relay_batch_size);
+    let handle = relay::spawn(relay, &state.database, poll, settings.mail.relay_batch_size)?;
     let sweep = avatar_sweep(settings, &state);
     shutdown_signal().await?;
     tracing::info!("stopping the mail relay after its current batch");
