@@ -112,7 +112,9 @@ impl Application {
                 .app_data(extract::path_config())
                 .configure(if separate_metrics { http::routes_without_metrics } else { http::routes })
                 .split_for_parts();
-            let app = app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api));
+            let app = app
+                .route("/docs", web::get().to(http::docs_redirect))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api));
             let app = if separate_metrics { app.route("/metrics", web::route().to(http::not_here)) } else { app };
             app.default_service(web::to(http::fallback))
                 .wrap(from_fn(middleware::require_https))

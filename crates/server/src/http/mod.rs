@@ -102,6 +102,12 @@ pub async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     unrouted(&req, &state.routes)
 }
 
+/// `GET /docs`: a permanent redirect to `/docs/`, where Swagger UI is served (its assets are
+/// relative, so the page itself must live under the slash). `HEAD` is answered the same.
+pub async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header((actix_web::http::header::LOCATION, "/docs/")).finish()
+}
+
 /// The 404 problem for every method, as if nothing were there: how the main listener
 /// answers `/metrics` when `metrics.listen` serves it elsewhere (so no `405` with an `Allow`
 /// hints at it either).
