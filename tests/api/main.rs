@@ -22,4 +22,5 @@ mod register;
 mod replica;
 mod sessions;
 mod spellings;
+mod text;
 mod tokens;

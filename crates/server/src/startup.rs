@@ -110,6 +110,7 @@ impl Application {
                 .app_data(extract::form_config(json_limit))
                 .app_data(extract::query_config())
                 .app_data(extract::path_config())
+                .app_data(http::text::BodyLimit(json_limit))
                 .configure(if separate_metrics { http::routes_without_metrics } else { http::routes })
                 .split_for_parts();
             let app = app
@@ -117,6 +118,7 @@ impl Application {
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api));
             let app = if separate_metrics { app.route("/metrics", web::route().to(http::not_here)) } else { app };
             app.default_service(web::to(http::fallback))
+                .wrap(from_fn(http::text::reject_unstorable_text))
                 .wrap(from_fn(middleware::require_https))
                 .wrap(http::cors::cors(&origins))
                 .wrap(from_fn(middleware::security_headers))

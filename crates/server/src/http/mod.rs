@@ -19,6 +19,7 @@ pub mod pagination;
 pub mod problems;
 pub mod rate_limit;
 pub mod sessions;
+pub mod text;
 pub mod users;
 pub mod wellknown;
 
