@@ -35,7 +35,7 @@ bench: ## Benchmarks (admin list on PostgreSQL, seeds 1,000,000 users once; logi
 bench-flood: ## Only the login-flood backpressure benchmark; results in bench-results/login-flood.md
 	$(CARGO) bench -p gatehouse-tests --bench login_flood
 
-api-fuzz: ## Fuzz the running API against openapi.json with Schemathesis (PyPI; API_FUZZ_SECS, default 300)
+api-fuzz: ## Fuzz the API against openapi.json with Schemathesis on SQLite and PostgreSQL (PyPI; API_FUZZ_SECS per engine, default 300)
 	@scripts/api-fuzz.sh $${API_FUZZ_SECS:-300}
 
 seed: ## Add 10,000 realistic users to DATABASE_URL (SEED_USERS=n for more)
