@@ -18,6 +18,7 @@ mod metrics;
 mod oauth;
 mod outage;
 mod protocol;
+mod quick_start;
 mod register;
 mod replica;
 mod sessions;
