@@ -40,7 +40,7 @@ async fn sample(what: &'static str, request: reqwest::RequestBuilder) -> Sample 
     Sample { what, started, latency: started.elapsed(), status, code, retry_after }
 }
 
-/// Runs `/users/me` readers and registrations until `stop`, recording every request.
+/// Runs `/users/me` readers, sign-ins and registrations until `stop`, recording every request.
 fn load(
     app: &Arc<TestApp>,
     tokens: &[String],
@@ -56,6 +56,18 @@ fn load(
                 let sample = sample("GET /users/me", request).await;
                 samples.lock().await.push(sample);
                 tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    {
+        let (app, stop, samples) = (app.clone(), stop.clone(), samples.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"email": "reader0@example.com", "password": PASSWORD});
+            while !stop.load(Ordering::Relaxed) {
+                let sample =
+                    sample("POST /auth/login", app.client.post(app.url("/api/v1/auth/login")).json(&body)).await;
+                samples.lock().await.push(sample);
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }));
     }

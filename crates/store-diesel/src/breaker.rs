@@ -104,7 +104,11 @@ impl Breaker {
     fn failed_at(&self, admission: Admission, now: Instant) {
         let mut state = self.state();
         state.failures = state.failures.saturating_add(1);
-        if admission == Admission::Probe || state.failures >= self.settings.threshold {
+        // While open, only a failed probe reschedules the next one: failures of calls that
+        // were already under way when it opened (or of the pool's own attempts) do not keep
+        // pushing the probe back.
+        let opens = state.open_until.is_none() && state.failures >= self.settings.threshold;
+        if admission == Admission::Probe || opens {
             if state.open_until.is_none() {
                 tracing::warn!(
                     failures = state.failures,
@@ -177,6 +181,17 @@ mod tests {
         breaker.succeeded();
         assert_eq!(breaker.admit_at(again), Admission::Go, "a successful probe closes the circuit");
         assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn failures_while_open_do_not_postpone_the_probe() {
+        let breaker = breaker();
+        let now = Instant::now();
+        for _ in 0..3 {
+            breaker.failed_at(Admission::Go, now);
+        }
+        breaker.failed_at(Admission::Go, now + Duration::from_millis(400));
+        assert_eq!(breaker.admit_at(now + Duration::from_millis(501)), Admission::Probe);
     }
 
     #[test]

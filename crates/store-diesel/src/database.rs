@@ -89,6 +89,8 @@ pub struct Database {
     listen_url: Option<String>,
     /// The statement timeout every connection has, restored after [`Database::run_unbounded`].
     statement_timeout: Duration,
+    /// How long a call waits for a connection at most.
+    checkout_timeout: Duration,
 }
 
 /// Checkouts that found no idle connection, and the time they waited.
@@ -189,6 +191,7 @@ impl Database {
             outbox_signal: crate::outbox::OutboxSignal::default(),
             listen_url,
             statement_timeout: options.statement_timeout,
+            checkout_timeout: options.checkout_timeout.max(Duration::from_millis(1)),
         })
     }
 
@@ -346,6 +349,7 @@ impl Database {
         let pool = self.pool.clone();
         let waits = self.waits.clone();
         let breaker = self.breaker.clone();
+        let checkout_timeout = self.checkout_timeout;
         let signal = self.outbox_signal.clone();
         let span = Span::current();
         tokio::task::spawn_blocking(move || {
@@ -356,7 +360,7 @@ impl Database {
             }
             let must_wait = pool.state().idle_connections == 0;
             let started = Instant::now();
-            let connection = pool.get();
+            let connection = checkout(&pool, &breaker, admission, checkout_timeout);
             if must_wait {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 waits.count.fetch_add(1, Ordering::Relaxed);
@@ -453,6 +457,29 @@ impl Database {
     #[must_use]
     pub fn outbox_signal(&self) -> crate::outbox::OutboxSignal {
         self.outbox_signal.clone()
+    }
+}
+
+/// How often a waiting checkout looks whether the circuit opened meanwhile.
+const CHECKOUT_SLICE: Duration = Duration::from_millis(25);
+
+/// Waits up to `timeout` for a pooled connection, in slices: when the circuit opens while it
+/// waits (the pool's own attempts to connect failed), a call that is not the probe gives up at
+/// once instead of waiting out the whole timeout.
+fn checkout(
+    pool: &r2d2::Pool<Manager>,
+    breaker: &Breaker,
+    admission: Admission,
+    timeout: Duration,
+) -> Result<r2d2::PooledConnection<Manager>, r2d2::Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match pool.get_timeout(left.min(CHECKOUT_SLICE).max(Duration::from_millis(1))) {
+            Ok(connection) => return Ok(connection),
+            Err(e) if left <= CHECKOUT_SLICE || (admission == Admission::Go && breaker.is_open()) => return Err(e),
+            Err(_) => {}
+        }
     }
 }
 
