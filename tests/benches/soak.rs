@@ -274,10 +274,11 @@ async fn main() -> anyhow::Result<()> {
     let mut report = String::from("# Soak: mixed load on PostgreSQL and Redis\n\n");
     let _ = writeln!(
         report,
-        "{minutes} minutes (`SOAK_MINUTES={minutes} make soak`), release build, this machine (2 cores, shared with \
+        "{minutes} minutes (`SOAK_MINUTES={minutes} make soak`), {} build, this machine (2 cores, shared with \
          other work). Load: 4 clients reading `GET /users/me` (10 ms pause), sign-in + sign-out (50 ms), a refresh \
          chain (50 ms), registrations (200 ms), admin search (100 ms). The load generator runs in the server's \
-         process.\n"
+         process.\n",
+        if cfg!(debug_assertions) { "debug" } else { "release" }
     );
     report.push_str(
         "| minute | RSS MiB | open fds | TCP to PostgreSQL | TCP to Redis | pool connections | requests | errors |\n",
