@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run worker test lint fmt migrate docker deps bench bench-flood api-fuzz seed openapi config-check docker-config
+.PHONY: help run worker test lint fmt migrate docker deps bench bench-flood soak api-fuzz seed openapi config-check docker-config
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,16 +27,21 @@ lint: ## rustfmt and clippy, as CI runs them
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmarks (admin list on PostgreSQL, seeds 1,000,000 users once; login flood; login timing); results in bench-results/
+bench: ## Benchmarks (admin list on PostgreSQL, seeds 1,000,000 users once; login flood; login timing; mail commit-to-SMTP latency); results in bench-results/
 	@scripts/ensure-services.sh
 	$(CARGO) bench -p gatehouse-tests --bench admin_list
 	$(CARGO) bench -p gatehouse-tests --bench login_flood
 	$(CARGO) bench -p gatehouse-tests --bench login_timing
+	$(CARGO) bench -p gatehouse-tests --bench mail_latency
 
 bench-flood: ## Only the login-flood backpressure benchmark; results in bench-results/login-flood.md
 	$(CARGO) bench -p gatehouse-tests --bench login_flood
 
-api-fuzz: ## Fuzz the running API against openapi.json with Schemathesis (PyPI; API_FUZZ_SECS, default 300)
+soak: ## Mixed load on PostgreSQL and Redis for SOAK_MINUTES (default 30): RSS, fds, connections, errors each minute; bench-results/soak.md
+	@scripts/ensure-services.sh
+	SOAK_MINUTES=$${SOAK_MINUTES:-30} $(CARGO) bench -p gatehouse-tests --bench soak
+
+api-fuzz: ## Fuzz the API against openapi.json with Schemathesis on SQLite and PostgreSQL (PyPI; API_FUZZ_SECS per engine, default 300)
 	@scripts/api-fuzz.sh $${API_FUZZ_SECS:-300}
 
 seed: ## Add 10,000 realistic users to DATABASE_URL (SEED_USERS=n for more)

@@ -46,6 +46,23 @@ async fn swagger_ui_is_served_from_the_binary() {
     assert_eq!(response.status(), StatusCode::OK, "assets are embedded, no CDN");
 }
 
+#[tokio::test]
+async fn the_documented_docs_address_without_a_slash_leads_to_swagger_ui() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let readme = include_str!("../../README.md");
+    assert!(readme.contains("http://127.0.0.1:8080/docs>"), "the README points at /docs");
+
+    let response = app.get("/docs", None).await;
+
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT, "/docs redirects");
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(location.as_deref(), Some("/docs/"));
+    let followed = reqwest::get(app.url("/docs")).await.expect("the redirect is followed");
+    assert_eq!(followed.status(), StatusCode::OK);
+    assert_eq!(followed.url().path(), "/docs/");
+    assert!(followed.text().await.expect("html").contains("swagger-ui"), "the Swagger UI page");
+}
+
 /// The example of `status` with `name` in the served document, following a shared response.
 fn documented_example(doc: &Value, path: &str, method: &str, status: &str, name: &str) -> Value {
     let mut response = &doc["paths"][path][method]["responses"][status];

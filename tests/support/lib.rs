@@ -7,6 +7,7 @@
 
 pub mod oauth;
 pub mod oidc_provider;
+pub mod private_pg;
 pub mod smtp;
 pub mod webhooks;
 

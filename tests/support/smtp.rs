@@ -18,6 +18,8 @@ pub struct ReceivedMail {
     pub envelope_to: Vec<String>,
     /// The message as sent after `DATA`, with CRLF line ends.
     pub data: String,
+    /// When the sink had the whole message (the end of `DATA`).
+    pub received_at: std::time::Instant,
 }
 
 impl ReceivedMail {
@@ -215,6 +217,7 @@ async fn serve(stream: TcpStream, store: Arc<Mutex<Vec<ReceivedMail>>>) -> std::
                     envelope_from: std::mem::take(&mut from),
                     envelope_to: std::mem::take(&mut to),
                     data,
+                    received_at: std::time::Instant::now(),
                 });
                 write.write_all(b"250 OK queued\r\n").await?;
             }

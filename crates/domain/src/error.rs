@@ -68,3 +68,24 @@ impl fmt::Display for ValidationErrors {
         write!(f, "invalid fields: {}", fields.join(", "))
     }
 }
+
+/// A dependency the operation needs (the database) cannot be reached or answered too slowly,
+/// so the operation was refused at once instead of waiting. Adapters put it in the cause chain
+/// of an `Unexpected(anyhow::Error)`; the HTTP layer answers `503 service_unavailable` with
+/// `Retry-After` when it finds it there. Retrying after `retry_after_secs` may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {dependency} is unavailable; retry in {retry_after_secs} s")]
+pub struct Unavailable {
+    /// What is unavailable, for the log (`database`).
+    pub dependency: &'static str,
+    /// When a retry may succeed, in whole seconds (at least 1).
+    pub retry_after_secs: u32,
+}
+
+impl Unavailable {
+    /// The first [`Unavailable`] in `error`'s cause chain, if any.
+    #[must_use]
+    pub fn find(error: &anyhow::Error) -> Option<Self> {
+        error.chain().find_map(|cause| cause.downcast_ref::<Self>().copied())
+    }
+}

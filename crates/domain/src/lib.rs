@@ -21,7 +21,7 @@ pub mod webhooks;
 pub use activity::{ActivityAction, NewActivity};
 pub use avatar::{Avatar, AvatarFormat, AvatarKey, ImageRejected, ProcessedImage};
 pub use email::{EmailContent, EmailTemplate, OutgoingEmail};
-pub use error::{FieldError, ValidationErrors};
+pub use error::{FieldError, Unavailable, ValidationErrors};
 pub use ids::{ActivityId, EmailId, SessionId, UserId};
 pub use session::{NewSession, RequestContext, Session};
 pub use user::{Credentials, NewUser, Role, User, UserStatus};

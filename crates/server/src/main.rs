@@ -221,7 +221,7 @@ async fn worker(settings: &Settings) -> anyhow::Result<()> {
     let state = prepare(settings).await?;
     let relay = mail_relay(settings, &state.database, Arc::new(SystemClock))?;
     let poll = Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
-    let handle = relay::spawn(relay, poll, settings.mail.relay_batch_size);
+    let handle = relay::spawn(relay, &state.database, poll, settings.mail.relay_batch_size)?;
     let webhooks = gatehouse_server::webhook_relay::webhook_relay(settings, &state.database, Arc::new(SystemClock));
     let webhook_poll = Duration::from_millis(u64::from(settings.webhooks.relay_poll_ms));
     let webhooks = gatehouse_server::webhook_relay::spawn(webhooks, webhook_poll, settings.webhooks.relay_batch_size);

@@ -27,6 +27,8 @@ pub const DB_POOL_IN_USE: &str = "gatehouse_db_pool_in_use";
 pub const DB_POOL_WAITS: &str = "gatehouse_db_pool_waits_total";
 /// Total seconds those checkouts waited (a gauge: it mirrors the pool's own tally).
 pub const DB_POOL_WAIT_SECONDS: &str = "gatehouse_db_pool_wait_seconds";
+/// 1 while the database circuit breaker is open or half open (requests fail at once), else 0.
+pub const DB_CIRCUIT_OPEN: &str = "gatehouse_db_circuit_open";
 /// Password-hashing jobs queued or running.
 pub const HASH_QUEUE_DEPTH: &str = "gatehouse_password_hash_queue_depth";
 /// Time to hash or verify a password, queueing included, by `operation`.
@@ -103,6 +105,7 @@ fn describe() {
     ::metrics::describe_gauge!(DB_POOL_IN_USE, "Database connections checked out now.");
     ::metrics::describe_counter!(DB_POOL_WAITS, "Connection checkouts that had to wait.");
     ::metrics::describe_gauge!(DB_POOL_WAIT_SECONDS, "Seconds spent waiting for a connection.");
+    ::metrics::describe_gauge!(DB_CIRCUIT_OPEN, "1 while the database circuit breaker is open, else 0.");
     ::metrics::describe_gauge!(HASH_QUEUE_DEPTH, "Password-hashing jobs queued or running.");
     ::metrics::describe_histogram!(HASH_DURATION, ::metrics::Unit::Seconds, "Time to hash or verify a password.");
     ::metrics::describe_gauge!(OUTBOX_DEPTH, "Email outbox messages still pending.");

@@ -1,6 +1,8 @@
-//! Runs the outbox relay: a tokio task that delivers due mail batch after batch, sleeps
-//! `mail.relay_poll_ms` when there is none, and stops between batches when asked, so a
-//! graceful shutdown never abandons a message mid-send (and a crash only delays it by a lease).
+//! Runs the outbox relay: a tokio task that delivers due mail batch after batch, waits when
+//! there is none until mail is queued (woken in-process on commit, and on PostgreSQL by
+//! `LISTEN/NOTIFY` from any instance) or `mail.relay_poll_ms` passes (the safety net, and what
+//! brings retries due), and stops between batches when asked, so a graceful shutdown never
+//! abandons a message mid-send (and a crash only delays it by a lease).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use anyhow::Context;
 use gatehouse_domain::ports::{Clock, EmailSender};
 use gatehouse_domain::services::mail_relay::{MailRelay, RelaySettings};
 use gatehouse_mail_smtp::{ComposeSettings, Composer, FileSender, LinkLogging, SmtpSender};
-use gatehouse_store_diesel::Database;
+use gatehouse_store_diesel::{Database, OutboxListener, OutboxSignal};
 use tokio::sync::watch;
 
 use crate::background::BackgroundTask;
@@ -64,14 +66,28 @@ pub fn mail_relay(settings: &Settings, database: &Database, clock: Arc<dyn Clock
     Ok(MailRelay::new(database.email_outbox(), email_sender(settings).context("mail")?, clock, relay_settings))
 }
 
-/// Starts the relay loop on the current runtime; it stops between batches when asked.
-#[must_use]
-pub fn spawn(relay: MailRelay, poll: Duration, batch_size: u32) -> BackgroundTask {
-    BackgroundTask::spawn("mail relay", move |stopped| run(relay, poll, batch_size, stopped))
+/// Starts the relay loop on the current runtime, woken by `database`'s outbox signal (and, on
+/// PostgreSQL, by a listener for every instance's outbox writes); it stops between batches
+/// when asked.
+///
+/// # Errors
+///
+/// The PostgreSQL listener's thread cannot be started.
+pub fn spawn(relay: MailRelay, database: &Database, poll: Duration, batch_size: u32) -> anyhow::Result<BackgroundTask> {
+    let wake = database.outbox_signal();
+    let listener = database.listen_for_outbox().context("the outbox listener")?;
+    Ok(BackgroundTask::spawn("mail relay", move |stopped| run(relay, wake, listener, poll, batch_size, stopped)))
 }
 
-async fn run(relay: MailRelay, poll: Duration, batch_size: u32, mut stopped: watch::Receiver<bool>) {
-    tracing::info!("mail relay started");
+async fn run(
+    relay: MailRelay,
+    wake: OutboxSignal,
+    listener: Option<OutboxListener>,
+    poll: Duration,
+    batch_size: u32,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tracing::info!(listens = listener.is_some(), "mail relay started");
     let full_batch = usize::try_from(batch_size).unwrap_or(usize::MAX);
     loop {
         if *stopped.borrow() {
@@ -93,8 +109,10 @@ async fn run(relay: MailRelay, poll: Duration, batch_size: u32, mut stopped: wat
         }
         tokio::select! {
             () = tokio::time::sleep(poll) => {}
+            () = wake.notified() => {}
             _ = stopped.changed() => {}
         }
     }
+    drop(listener);
     tracing::info!("mail relay stopped");
 }

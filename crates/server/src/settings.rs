@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use gatehouse_security::EncryptionKey;
+use gatehouse_store_diesel::{BreakerSettings, PoolOptions};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -242,6 +244,16 @@ pub struct DatabaseSettings {
     /// Optional replica for list/search/audit reads.
     #[serde(serialize_with = "redacted_optional_url")]
     pub read_replica_url: Option<SecretString>,
+    /// How long a request waits for a pooled connection before its 503.
+    pub checkout_timeout_ms: u32,
+    /// libpq `connect_timeout` for new PostgreSQL connections (libpq takes at least 2).
+    pub connect_timeout_secs: u32,
+    /// PostgreSQL `statement_timeout`; on SQLite, how long a writer queues for the lock.
+    pub statement_timeout_ms: u32,
+    /// Consecutive database failures that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open circuit fails calls at once before it probes the database again.
+    pub breaker_open_ms: u32,
 }
 
 impl DatabaseSettings {
@@ -249,6 +261,20 @@ impl DatabaseSettings {
     #[must_use]
     pub fn effective_pool_size(&self) -> u32 {
         if self.pool_size > 0 { self.pool_size } else { u32::try_from(cores() * 4).unwrap_or(8) }
+    }
+
+    /// The pool's time bounds and circuit breaker.
+    #[must_use]
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions {
+            checkout_timeout: Duration::from_millis(u64::from(self.checkout_timeout_ms)),
+            connect_timeout_secs: self.connect_timeout_secs,
+            statement_timeout: Duration::from_millis(u64::from(self.statement_timeout_ms)),
+            breaker: BreakerSettings {
+                threshold: self.breaker_threshold,
+                open_for: Duration::from_millis(u64::from(self.breaker_open_ms)),
+            },
+        }
     }
 }
 
@@ -694,6 +720,18 @@ impl Settings {
             _ => {}
         }
         self.validate_secrets()?;
+        let db = &self.database;
+        if db.checkout_timeout_ms == 0
+            || db.statement_timeout_ms == 0
+            || db.breaker_threshold == 0
+            || db.breaker_open_ms == 0
+        {
+            return Err(SettingsError(
+                "database.checkout_timeout_ms, database.statement_timeout_ms, database.breaker_threshold and \
+                 database.breaker_open_ms must be positive"
+                    .to_owned(),
+            ));
+        }
         let url = self.database.url.expose_secret();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://")) {
             return Err(SettingsError(

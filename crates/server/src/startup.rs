@@ -79,7 +79,7 @@ impl Application {
         let relay = if settings.mail.relay_enabled {
             let relay = mail_relay(&settings, &state.database, Arc::new(SystemClock))?;
             let poll = std::time::Duration::from_millis(u64::from(settings.mail.relay_poll_ms));
-            Some(relay::spawn(relay, poll, settings.mail.relay_batch_size))
+            Some(relay::spawn(relay, &state.database, poll, settings.mail.relay_batch_size)?)
         } else {
             None
         };
@@ -116,11 +116,15 @@ impl Application {
                 .app_data(extract::form_config(json_limit))
                 .app_data(extract::query_config())
                 .app_data(extract::path_config())
+                .app_data(http::text::BodyLimit(json_limit))
                 .configure(if separate_metrics { http::routes_without_metrics } else { http::routes })
                 .split_for_parts();
-            let app = app.service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api));
+            let app = app
+                .route("/docs", web::get().to(http::docs_redirect))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", api));
             let app = if separate_metrics { app.route("/metrics", web::route().to(http::not_here)) } else { app };
             app.default_service(web::to(http::fallback))
+                .wrap(from_fn(http::text::reject_unstorable_text))
                 .wrap(from_fn(middleware::require_https))
                 .wrap(http::cors::cors(&origins))
                 .wrap(from_fn(middleware::security_headers))
@@ -355,8 +359,9 @@ pub fn secret_cipher(settings: &Settings) -> anyhow::Result<Arc<dyn SecretCipher
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<Database> {
     let url = settings.database.url.clone();
     let pool_size = settings.database.effective_pool_size();
+    let options = settings.database.pool_options();
     let cipher = secret_cipher(settings)?;
-    let database = tokio::task::spawn_blocking(move || Database::connect(url.expose_secret(), pool_size))
+    let database = tokio::task::spawn_blocking(move || Database::connect_with(url.expose_secret(), pool_size, options))
         .await
         .context("the database connection task failed")?
         .context("connecting to the database")?;
@@ -374,7 +379,8 @@ pub async fn connect_replica(settings: &Settings) -> anyhow::Result<Option<Datab
         return Ok(None);
     };
     let pool_size = settings.database.effective_pool_size();
-    let replica = tokio::task::spawn_blocking(move || Database::connect(url.expose_secret(), pool_size))
+    let options = settings.database.pool_options();
+    let replica = tokio::task::spawn_blocking(move || Database::connect_with(url.expose_secret(), pool_size, options))
         .await
         .context("the replica connection task failed")?
         .context("database.read_replica_url: connecting to the read replica")?;

@@ -2,15 +2,26 @@
 //!
 //! [`AnyConnection`] is Diesel's `MultiConnection` over PostgreSQL and SQLite: repositories
 //! write one typed query and it runs on either. The few engine differences live here: which
-//! driver a URL opens, the SQLite pragmas every pooled connection needs, and how a writing
-//! transaction starts ([`write_transaction`]).
+//! driver a URL opens, the session settings every pooled connection needs (SQLite pragmas, a
+//! PostgreSQL statement timeout), and how a writing transaction starts ([`write_transaction`]).
+//!
+//! It also notices when the database itself failed a query (the connection was lost, or a
+//! statement ran out of time), so that [`Database::run`](crate::Database) can tell the
+//! circuit breaker and discard a dead connection instead of returning it to the pool.
 
+use std::cell::Cell;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::connection::{
+    AnsiTransactionManager, Instrumentation, InstrumentationEvent, SimpleConnection, TransactionManager,
+};
 use diesel::r2d2::R2D2Connection;
-use diesel::result::Error as DieselError;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, ConnectionError, PgConnection, SqliteConnection};
+
+use crate::breaker::Breaker;
 
 /// A connection to either engine. Typed queries against it run on both.
 #[derive(diesel::MultiConnection)]
@@ -41,8 +52,26 @@ pub(crate) struct Manager {
 }
 
 impl Manager {
-    pub(crate) fn new(target: Target) -> Self {
+    /// A manager for `target`; PostgreSQL connections give up connecting after
+    /// `connect_timeout_secs` (libpq's `connect_timeout`, unless the URL sets its own; libpq
+    /// takes at least 2 s) so that no pool thread waits forever on an unreachable host.
+    pub(crate) fn new(target: Target, connect_timeout_secs: u32) -> Self {
+        let target = match target {
+            Target::Postgres(url) if connect_timeout_secs > 0 && !url.contains("connect_timeout=") => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                Target::Postgres(format!("{url}{separator}connect_timeout={connect_timeout_secs}"))
+            }
+            other => other,
+        };
         Self { target }
+    }
+
+    /// The PostgreSQL URL connections open (with the connect timeout), if this is PostgreSQL.
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        match &self.target {
+            Target::Postgres(url) => Some(url),
+            Target::SqliteFile(_) | Target::SqliteMemory => None,
+        }
     }
 }
 
@@ -69,25 +98,123 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, connection: &mut AnyConnection) -> bool {
-        std::thread::panicking() || connection.is_broken()
+        std::thread::panicking() || connection.is_broken() || trouble() == Some(Trouble::ConnectionLost)
     }
 }
 
-/// Prepares every new SQLite connection: WAL (readers never block the writer), a 5 s busy
-/// timeout (writers queue instead of failing at once), and foreign keys, which SQLite leaves
-/// off unless asked per connection. PostgreSQL connections are left as they are.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SqlitePragmas;
+/// How the database failed the work on this thread since [`reset_trouble`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trouble {
+    /// The connection died (the server went away or closed it).
+    ConnectionLost,
+    /// A statement ran past `statement_timeout`.
+    TimedOut,
+}
 
-impl r2d2::CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
+thread_local! {
+    /// Set by [`TroubleDetector`] on the thread that ran the failing query: Diesel calls run
+    /// synchronously on the blocking thread of [`Database::run`](crate::Database), which
+    /// resets it before the work and reads it after.
+    static TROUBLE: Cell<Option<Trouble>> = const { Cell::new(None) };
+}
+
+/// Forgets any trouble recorded on this thread.
+pub(crate) fn reset_trouble() {
+    TROUBLE.with(|cell| cell.set(None));
+}
+
+/// The trouble recorded on this thread since [`reset_trouble`], if any.
+pub(crate) fn trouble() -> Option<Trouble> {
+    TROUBLE.with(Cell::get)
+}
+
+/// What a failed query says about the database, if anything.
+fn classify(error: &DieselError) -> Option<Trouble> {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
+            Some(Trouble::ConnectionLost)
+        }
+        DieselError::DatabaseError(_, info) => {
+            let message = info.message();
+            if message.contains("statement timeout") {
+                Some(Trouble::TimedOut)
+            } else if message.starts_with("terminating connection") || message.contains("server closed the connection")
+            {
+                Some(Trouble::ConnectionLost)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Diesel instrumentation on every PostgreSQL connection: records [`Trouble`] for the thread.
+#[derive(Debug, Clone, Copy)]
+struct TroubleDetector;
+
+impl Instrumentation for TroubleDetector {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::FinishQuery { error: Some(error), .. } = event
+            && let Some(found) = classify(error)
+        {
+            TROUBLE.with(|cell| {
+                // A lost connection outranks a timeout seen earlier in the same work.
+                if cell.get() != Some(Trouble::ConnectionLost) {
+                    cell.set(Some(found));
+                }
+            });
+        }
+    }
+}
+
+/// Prepares every new connection. SQLite: WAL (readers never block the writer), a busy
+/// timeout of `statement_timeout` (writers queue for the lock that long instead of failing at
+/// once), and foreign keys, which SQLite leaves off unless asked per connection. PostgreSQL:
+/// `statement_timeout`, so a stuck query fails instead of holding a request, and the
+/// [`TroubleDetector`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prepare {
+    /// PostgreSQL's `statement_timeout` and SQLite's busy timeout.
+    pub(crate) statement_timeout: Duration,
+}
+
+impl r2d2::CustomizeConnection<AnyConnection, diesel::r2d2::Error> for Prepare {
     fn on_acquire(&self, connection: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        let millis = self.statement_timeout.as_millis();
         match connection {
-            AnyConnection::Postgresql(_) => Ok(()),
+            AnyConnection::Postgresql(pg) => {
+                pg.set_instrumentation(TroubleDetector);
+                pg.batch_execute(&format!("SET statement_timeout = {millis}")).map_err(diesel::r2d2::Error::QueryError)
+            }
             // busy_timeout first, so that switching to WAL waits for a lock instead of failing.
             AnyConnection::Sqlite(sqlite) => sqlite
-                .batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                .batch_execute(&format!(
+                    "PRAGMA busy_timeout = {millis}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;"
+                ))
                 .map_err(diesel::r2d2::Error::QueryError),
         }
+    }
+}
+
+/// Tells the breaker about the pool's own connection attempts: a failure counts, a new
+/// connection closes the circuit at once (the database is back), and failures are logged at
+/// debug level (the breaker logs the outage once).
+#[derive(Debug, Clone)]
+pub(crate) struct PoolEvents {
+    pub(crate) breaker: Arc<Breaker>,
+}
+
+impl r2d2::HandleError<diesel::r2d2::Error> for PoolEvents {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        tracing::debug!(error = %error, "the pool could not open a database connection");
+        self.breaker.failed(crate::breaker::Admission::Go);
+    }
+}
+
+impl r2d2::HandleEvent for PoolEvents {
+    fn handle_acquire(&self, _event: r2d2::event::AcquireEvent) {
+        self.breaker.succeeded();
     }
 }
 

@@ -17,7 +17,8 @@ use gatehouse_domain::ports::{
 use tracing::Span;
 
 use crate::activity::DieselActivityLog;
-use crate::connection::{AnyConnection, Manager, SqlitePragmas, Target};
+use crate::breaker::{Admission, Breaker, BreakerSettings};
+use crate::connection::{self, AnyConnection, Manager, PoolEvents, Prepare, Target, Trouble};
 use crate::directory::DieselUserDirectory;
 use crate::outbox::DieselEmailOutbox;
 use crate::revocations::SessionTableRevocations;
@@ -28,9 +29,35 @@ use crate::users::DieselUserRepository;
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
-/// How long a caller waits for a pooled connection before getting an error (and the client
-/// a 503), and how long [`Database::connect`] waits for the first connection.
-const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Database::connect`] waits for the first connection.
+const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a pool bounds the time a call may spend on the database, so that an outage fails
+/// requests within a second instead of hanging them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// How long a call waits for a pooled connection before failing with
+    /// [`Unavailable`](gatehouse_domain::Unavailable).
+    pub checkout_timeout: Duration,
+    /// libpq's `connect_timeout` in seconds for new PostgreSQL connections (libpq takes at
+    /// least 2); 0 leaves the URL as it is.
+    pub connect_timeout_secs: u32,
+    /// PostgreSQL's `statement_timeout` on every connection, and SQLite's busy timeout.
+    pub statement_timeout: Duration,
+    /// When the circuit breaker opens and for how long.
+    pub breaker: BreakerSettings,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            checkout_timeout: Duration::from_millis(500),
+            connect_timeout_secs: 2,
+            statement_timeout: Duration::from_secs(5),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
 
 /// Serialises migrations when several instances start at once against one PostgreSQL
 /// (`pg_advisory_lock` key; any constant unique to Gatehouse).
@@ -56,6 +83,14 @@ pub struct Database {
     backend: Backend,
     waits: Arc<WaitCounters>,
     secrets: Option<Arc<dyn SecretCipher>>,
+    breaker: Arc<Breaker>,
+    outbox_signal: crate::outbox::OutboxSignal,
+    /// The PostgreSQL URL, for the outbox listener's own connection.
+    listen_url: Option<String>,
+    /// The statement timeout every connection has, restored after [`Database::run_unbounded`].
+    statement_timeout: Duration,
+    /// How long a call waits for a connection at most.
+    checkout_timeout: Duration,
 }
 
 /// Checkouts that found no idle connection, and the time they waited.
@@ -78,6 +113,8 @@ pub struct PoolStats {
     pub waits: u64,
     /// The total time those checkouts waited, in seconds.
     pub wait_seconds: f64,
+    /// Whether the circuit breaker is open (calls fail at once) or half open (probing).
+    pub circuit_open: bool,
 }
 
 impl fmt::Debug for Database {
@@ -88,15 +125,26 @@ impl fmt::Debug for Database {
             .field("connections", &state.connections)
             .field("idle_connections", &state.idle_connections)
             .field("seals_secrets", &self.secrets.is_some())
+            .field("circuit_open", &self.breaker.is_open())
             .finish()
     }
 }
 
 impl Database {
+    /// Opens a pool of at most `pool_size` connections (at least one) with the default
+    /// [`PoolOptions`] and waits for the first one; see [`Database::connect_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::connect_with`].
+    pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Database> {
+        Self::connect_with(url, pool_size, PoolOptions::default())
+    }
+
     /// Opens a pool of at most `pool_size` connections (at least one) and waits for the first
     /// one, so a wrong URL or an unreachable server fails here rather than on the first request.
     /// This blocks for up to 10 seconds: call it before the async runtime starts or from
-    /// `spawn_blocking`.
+    /// `spawn_blocking`. Later calls wait at most `options.checkout_timeout` for a connection.
     ///
     /// Accepted URLs: `postgres://…` and `postgresql://…` (anything libpq accepts after the
     /// scheme); `sqlite://path/to/file.db` (relative or, with a third slash, absolute; the
@@ -108,7 +156,7 @@ impl Database {
     ///
     /// An unknown scheme, a parent directory that cannot be created, or no connection within
     /// the timeout. The URL itself is never part of the error (it may hold a password).
-    pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Database> {
+    pub fn connect_with(url: &str, pool_size: u32, options: PoolOptions) -> anyhow::Result<Database> {
         let target = parse_url(url)?;
         if let Target::SqliteFile(path) = &target {
             create_parent_dir(path)?;
@@ -118,14 +166,33 @@ impl Database {
             Target::SqliteFile(_) => (Backend::Sqlite, pool_size.max(1)),
             Target::SqliteMemory => (Backend::Sqlite, 1),
         };
+        let manager = Manager::new(target, options.connect_timeout_secs);
+        let listen_url = manager.postgres_url().map(str::to_owned);
+        let breaker = Arc::new(Breaker::new(options.breaker));
+        let events = PoolEvents { breaker: breaker.clone() };
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            .connection_customizer(Box::new(SqlitePragmas))
-            .build(Manager::new(target))
-            .with_context(|| format!("could not connect to the {backend:?} database"))?;
-        Ok(Database { pool, backend, waits: Arc::default(), secrets: None })
+            .connection_timeout(options.checkout_timeout.max(Duration::from_millis(1)))
+            .connection_customizer(Box::new(Prepare { statement_timeout: options.statement_timeout }))
+            .error_handler(Box::new(events.clone()))
+            .event_handler(Box::new(events))
+            .build_unchecked(manager);
+        drop(
+            pool.get_timeout(FIRST_CONNECTION_TIMEOUT)
+                .with_context(|| format!("could not connect to the {backend:?} database"))?,
+        );
+        Ok(Database {
+            pool,
+            backend,
+            waits: Arc::default(),
+            secrets: None,
+            breaker,
+            outbox_signal: crate::outbox::OutboxSignal::default(),
+            listen_url,
+            statement_timeout: options.statement_timeout,
+            checkout_timeout: options.checkout_timeout.max(Duration::from_millis(1)),
+        })
     }
 
     /// This database, sealing the secrets it keeps at rest (outbox tokens) with `cipher` and
@@ -154,6 +221,7 @@ impl Database {
             in_use: state.connections.saturating_sub(state.idle_connections),
             waits: self.waits.count.load(Ordering::Relaxed),
             wait_seconds,
+            circuit_open: self.breaker.is_open(),
         }
     }
 
@@ -170,7 +238,7 @@ impl Database {
     ///
     /// No connection, or a migration that fails (it is rolled back).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        self.run(|connection| {
+        self.run_unbounded(|connection| {
             match connection {
                 AnyConnection::Postgresql(pg) => {
                     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
@@ -273,6 +341,11 @@ impl Database {
     /// Runs `work` with a pooled connection on tokio's blocking pool, inside the caller's
     /// tracing span. Every Diesel call goes through here: Diesel blocks, and an async worker
     /// thread must never wait on the database.
+    ///
+    /// Fails fast with [`Unavailable`](gatehouse_domain::Unavailable) in the cause chain when
+    /// the circuit is open, when no connection comes within the checkout timeout, or when the
+    /// database itself failed the work (lost connection, statement timeout); the breaker counts
+    /// those, and a lost connection is discarded rather than pooled again.
     pub(crate) async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
@@ -281,22 +354,138 @@ impl Database {
     {
         let pool = self.pool.clone();
         let waits = self.waits.clone();
+        let breaker = self.breaker.clone();
+        let checkout_timeout = self.checkout_timeout;
+        let signal = self.outbox_signal.clone();
         let span = Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
+            let admission = breaker.admit();
+            if admission == Admission::Refuse {
+                return Err(anyhow::Error::new(breaker.unavailable()).context("the database circuit is open").into());
+            }
             let must_wait = pool.state().idle_connections == 0;
             let started = Instant::now();
-            let connection = pool.get();
+            let connection = checkout(&pool, &breaker, admission, checkout_timeout);
             if must_wait {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 waits.count.fetch_add(1, Ordering::Relaxed);
                 waits.micros.fetch_add(micros, Ordering::Relaxed);
             }
-            let mut connection = connection.context("no database connection available")?;
-            work(&mut connection)
+            let mut connection = match connection {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Every connection open and busy is overload, not an outage: refuse this
+                    // call, but leave the circuit alone.
+                    let state = pool.state();
+                    if state.connections >= pool.max_size() && state.idle_connections == 0 {
+                        breaker.probe_abandoned(admission);
+                    } else {
+                        breaker.failed(admission);
+                    }
+                    return Err(anyhow::Error::new(breaker.unavailable())
+                        .context(format!("no database connection within the checkout timeout ({e})"))
+                        .into());
+                }
+            };
+            connection::reset_trouble();
+            crate::outbox::reset_queued();
+            let outcome = work(&mut connection);
+            // Returning the connection reads the trouble: a lost one is discarded, not pooled.
+            drop(connection);
+            let trouble = connection::trouble();
+            connection::reset_trouble();
+            match trouble {
+                None => {
+                    breaker.succeeded();
+                    if outcome.is_ok() && crate::outbox::take_queued() {
+                        signal.notify();
+                    }
+                    outcome
+                }
+                Some(trouble) => {
+                    breaker.failed(admission);
+                    let what = match trouble {
+                        Trouble::ConnectionLost => "the database connection was lost",
+                        Trouble::TimedOut => "a database statement timed out",
+                    };
+                    match outcome {
+                        Ok(value) => Ok(value),
+                        Err(_) => Err(anyhow::Error::new(breaker.unavailable()).context(what).into()),
+                    }
+                }
+            }
         })
         .await
         .map_err(|e| anyhow!(e).context("a database task panicked or was cancelled"))?
+    }
+
+    /// Like [`Database::run`], without the statement timeout on PostgreSQL, for the few
+    /// operator tasks that may rightly take long (migrations, seeding); the connection gets its
+    /// timeout back afterwards, or is discarded when that fails.
+    pub(crate) async fn run_unbounded<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let millis = self.statement_timeout.as_millis();
+        self.run(move |connection| {
+            if !matches!(connection, AnyConnection::Postgresql(_)) {
+                return work(connection);
+            }
+            diesel::sql_query("SET statement_timeout = 0")
+                .execute(connection)
+                .context("lifting the statement timeout")?;
+            let outcome = work(connection);
+            diesel::sql_query(format!("SET statement_timeout = {millis}"))
+                .execute(connection)
+                .context("restoring the statement timeout")?;
+            outcome
+        })
+        .await
+    }
+
+    /// On PostgreSQL, a listener that wakes [`Database::outbox_signal`] when any process queues
+    /// mail on this database (`LISTEN/NOTIFY`); `None` on SQLite, where only this process writes.
+    ///
+    /// # Errors
+    ///
+    /// The listener thread cannot be started.
+    pub fn listen_for_outbox(&self) -> anyhow::Result<Option<crate::outbox::OutboxListener>> {
+        match &self.listen_url {
+            Some(url) => crate::outbox::OutboxListener::start(url.clone(), self.outbox_signal.clone()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Wakes whoever waits on [`Database::outbox_signal`] each time a change that queued mail
+    /// commits through this database (any clone of it).
+    #[must_use]
+    pub fn outbox_signal(&self) -> crate::outbox::OutboxSignal {
+        self.outbox_signal.clone()
+    }
+}
+
+/// How often a waiting checkout looks whether the circuit opened meanwhile.
+const CHECKOUT_SLICE: Duration = Duration::from_millis(25);
+
+/// Waits up to `timeout` for a pooled connection, in slices: when the circuit opens while it
+/// waits (the pool's own attempts to connect failed), a call that is not the probe gives up at
+/// once instead of waiting out the whole timeout.
+fn checkout(
+    pool: &r2d2::Pool<Manager>,
+    breaker: &Breaker,
+    admission: Admission,
+    timeout: Duration,
+) -> Result<r2d2::PooledConnection<Manager>, r2d2::Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match pool.get_timeout(left.min(CHECKOUT_SLICE).max(Duration::from_millis(1))) {
+            Ok(connection) => return Ok(connection),
+            Err(e) if left <= CHECKOUT_SLICE || (admission == Admission::Go && breaker.is_open()) => return Err(e),
+            Err(_) => {}
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod activity;
 mod admins;
+mod breaker;
 mod connection;
 mod database;
 mod directory;
@@ -31,10 +32,11 @@ mod webhooks;
 pub mod testing;
 
 pub use activity::DieselActivityLog;
-pub use database::{Backend, Database, PoolStats};
+pub use breaker::BreakerSettings;
+pub use database::{Backend, Database, PoolOptions, PoolStats};
 pub use directory::DieselUserDirectory;
 pub use identities::DieselIdentityRepository;
-pub use outbox::DieselEmailOutbox;
+pub use outbox::{DieselEmailOutbox, OutboxListener, OutboxSignal};
 pub use revocations::SessionTableRevocations;
 pub use sessions::DieselSessionRepository;
 pub use tokens::DieselOneTimeTokenRepository;

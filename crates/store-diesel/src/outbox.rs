@@ -16,6 +16,11 @@
 //! a payload is cleared once its message is sent or given up on, so they disappear with the
 //! backlog. A row whose token does not open (its key is no longer configured, or it was
 //! altered) is marked failed with the reason, like any unreadable row.
+//!
+//! Relays need not wait for their next poll: a change that queues mail wakes the
+//! [`OutboxSignal`] of its [`Database`] once it commits (in this process), and on PostgreSQL
+//! it also sends `NOTIFY gatehouse_outbox` in its transaction, which an [`OutboxListener`]
+//! turns into a wake-up in every other process (delivered by PostgreSQL only on commit).
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -189,7 +194,118 @@ impl NewEmailRow {
 
 /// Queues one message. Call it inside the transaction of the change that causes it.
 pub(crate) fn insert_email(connection: &mut AnyConnection, email: &NewEmailRow) -> QueryResult<()> {
-    diesel::insert_into(email_outbox::table).values(email).execute(connection).map(|_| ())
+    diesel::insert_into(email_outbox::table).values(email).execute(connection)?;
+    if let AnyConnection::Postgresql(pg) = connection {
+        diesel::sql_query(format!("NOTIFY {CHANNEL}")).execute(pg)?;
+    }
+    QUEUED.with(|queued| queued.set(true));
+    Ok(())
+}
+
+/// The PostgreSQL channel that outbox writes notify.
+const CHANNEL: &str = "gatehouse_outbox";
+
+thread_local! {
+    /// Whether the work running on this thread queued mail (read by `Database::run`, which
+    /// wakes the relay when that work succeeded, i.e. after its transaction committed).
+    static QUEUED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Forgets whether this thread queued mail.
+pub(crate) fn reset_queued() {
+    QUEUED.with(|queued| queued.set(false));
+}
+
+/// Whether this thread queued mail since [`reset_queued`], forgetting it.
+pub(crate) fn take_queued() -> bool {
+    QUEUED.with(|queued| queued.replace(false))
+}
+
+/// Wakes a relay when mail was queued. Cheap to clone: clones share one signal. A wake-up with
+/// no waiter is kept for the next wait, so none is lost between two waits.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxSignal {
+    notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl OutboxSignal {
+    /// Wakes the waiter, or the next one to wait.
+    pub fn notify(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next wake-up.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// How often the listener reads notifications from its connection (no round trip: it only
+/// reads what PostgreSQL already sent), and how long it waits before reconnecting.
+const LISTEN_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+const LISTEN_RECONNECT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A thread holding its own PostgreSQL connection with `LISTEN gatehouse_outbox`, waking an
+/// [`OutboxSignal`] on each notification (and once after every reconnect, for anything sent
+/// while it was away). Stops when dropped.
+#[derive(Debug)]
+pub struct OutboxListener {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl OutboxListener {
+    /// Starts listening on `url` (a PostgreSQL URL) for `signal`.
+    pub(crate) fn start(url: String, signal: OutboxSignal) -> anyhow::Result<Self> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("outbox-listen".to_owned())
+            .spawn(move || listen(&url, &signal, &stopped))
+            .context("could not start the outbox listener thread")?;
+        Ok(Self { stop })
+    }
+}
+
+impl Drop for OutboxListener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn listen(url: &str, signal: &OutboxSignal, stop: &std::sync::atomic::AtomicBool) {
+    use diesel::connection::SimpleConnection;
+    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+    while !stopped() {
+        let connection = diesel::PgConnection::establish(url)
+            .map_err(anyhow::Error::new)
+            .and_then(|mut pg| pg.batch_execute(&format!("LISTEN {CHANNEL}")).map(|()| pg).map_err(Into::into));
+        let mut pg = match connection {
+            Ok(pg) => pg,
+            Err(e) => {
+                tracing::debug!(error = format!("{e:#}"), "the outbox listener cannot connect; retrying");
+                std::thread::sleep(LISTEN_RECONNECT);
+                continue;
+            }
+        };
+        tracing::debug!("the outbox listener is listening");
+        signal.notify();
+        'listening: while !stopped() {
+            let mut woken = false;
+            for notification in pg.notifications_iter() {
+                match notification {
+                    Ok(_) => woken = true,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the outbox listener lost its connection; reconnecting");
+                        break 'listening;
+                    }
+                }
+            }
+            if woken {
+                signal.notify();
+            }
+            std::thread::sleep(LISTEN_POLL);
+        }
+    }
 }
 
 /// A due row, as claimed.

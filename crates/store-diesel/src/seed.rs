@@ -318,7 +318,7 @@ impl Database {
     /// When an insert fails; the batches committed before it stay.
     pub async fn seed_users(&self, count: u64, password_hash: &str) -> anyhow::Result<u64> {
         let password_hash = password_hash.to_owned();
-        self.run(move |connection| {
+        self.run_unbounded(move |connection| {
             let started = Instant::now();
             let existing: i64 = users::table.count().get_result(connection).context("could not count the users")?;
             let first = u64::try_from(existing).unwrap_or(0) + 1;

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::http::dto::UserBody;
 use crate::http::error::{ApiError, Problem, problem_example};
 use crate::http::extract::{Authenticated, Client};
-use crate::http::problems::{Internal, MalformedQuery, RateLimited, Unauthorized};
+use crate::http::problems::{Internal, InvalidFields, MalformedQuery, RateLimited, Unauthorized};
 use crate::state::AppState;
 
 /// The largest file accepted, in bytes (5 MiB).
@@ -151,6 +151,7 @@ pub struct AvatarQuery {
         (status = 304, description = "The `If-None-Match` validator is current."),
         (status = 400, response = MalformedQuery),
         (status = 401, response = Unauthorized),
+        (status = 422, response = InvalidFields),
         (status = 404, description = "No such user, or no avatar (`not_found`).", body = Problem, content_type = "application/problem+json", examples(("not_found" = (value = json!(problem_example(GetAvatarError::NotFound)))))),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),

@@ -9,6 +9,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_domain::FieldError;
 use gatehouse_domain::ImageRejected;
+use gatehouse_domain::Unavailable;
 use gatehouse_domain::ValidationErrors;
 use gatehouse_domain::ports::UnlinkIdentityError;
 use gatehouse_domain::services::account::{AccountSecurityError, GetMeError, UpdateMeError};
@@ -188,10 +189,29 @@ impl ApiError {
         Self { kind, detail: detail.into(), errors: Vec::new(), retry_after_secs: None, cause: None }
     }
 
-    /// A 500 whose cause is logged and never shown.
+    /// A 500 whose cause is logged and never shown; or, when the cause chain holds an
+    /// [`Unavailable`] (the database is down or the store's circuit is open), a 503
+    /// `service_unavailable` with its `Retry-After`. Every `Unexpected` domain error comes here,
+    /// so an outage is a 503 on every route without each one knowing.
     #[must_use]
     pub fn internal(cause: anyhow::Error) -> Self {
+        if let Some(unavailable) = Unavailable::find(&cause) {
+            return Self::unavailable(unavailable, cause);
+        }
         Self { cause: Some(cause), ..Self::new(ErrorKind::Internal, "An unexpected error occurred.") }
+    }
+
+    /// A 503 for a dependency that is down, with its `Retry-After`. The cause is logged at
+    /// warning level (an outage is expected to end), never shown.
+    fn unavailable(unavailable: Unavailable, cause: anyhow::Error) -> Self {
+        Self {
+            retry_after_secs: Some(unavailable.retry_after_secs.max(1)),
+            cause: Some(cause),
+            ..Self::new(
+                ErrorKind::ServiceUnavailable,
+                "A dependency is unavailable; retry after the time in Retry-After.",
+            )
+        }
     }
 
     /// A 422 listing every invalid field.
@@ -301,8 +321,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.kind.parts().0;
-        if let Some(cause) = &self.cause {
-            tracing::error!(error = ?cause, "request failed");
+        match &self.cause {
+            Some(cause) if self.kind == ErrorKind::ServiceUnavailable => {
+                tracing::warn!(error = format!("{cause:#}"), "request refused: a dependency is unavailable");
+            }
+            Some(cause) => tracing::error!(error = ?cause, "request failed"),
+            None => {}
         }
         let problem = self.problem();
         let mut response = HttpResponse::build(status);
@@ -606,5 +630,27 @@ impl From<UnlinkIdentityError> for ApiError {
             ),
             UnlinkIdentityError::Unexpected(cause) => Self::internal(cause),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_dependency_anywhere_in_the_cause_chain_is_a_503_with_retry_after() {
+        let cause = anyhow::Error::new(Unavailable { dependency: "database", retry_after_secs: 2 })
+            .context("loading the user")
+            .context("signing in");
+        let response = ApiError::internal(cause).error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
+    }
+
+    #[test]
+    fn any_other_cause_stays_a_500_without_retry_after() {
+        let response = ApiError::internal(anyhow::anyhow!("a bug")).error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 }

@@ -3,8 +3,8 @@
 use actix_web::{HttpResponse, get, web};
 
 use crate::metrics::{
-    DB_POOL_IN_USE, DB_POOL_MAX, DB_POOL_OPEN, DB_POOL_WAIT_SECONDS, DB_POOL_WAITS, HASH_QUEUE_DEPTH, OUTBOX_DEPTH,
-    RATE_LIMIT_DEGRADED, WEBHOOK_OLDEST_PENDING, WEBHOOK_QUEUE_DEPTH,
+    DB_CIRCUIT_OPEN, DB_POOL_IN_USE, DB_POOL_MAX, DB_POOL_OPEN, DB_POOL_WAIT_SECONDS, DB_POOL_WAITS, HASH_QUEUE_DEPTH,
+    OUTBOX_DEPTH, RATE_LIMIT_DEGRADED, WEBHOOK_OLDEST_PENDING, WEBHOOK_QUEUE_DEPTH,
 };
 use crate::state::AppState;
 
@@ -31,6 +31,7 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     ::metrics::gauge!(DB_POOL_IN_USE).set(f64::from(pool.in_use));
     ::metrics::counter!(DB_POOL_WAITS).absolute(pool.waits);
     ::metrics::gauge!(DB_POOL_WAIT_SECONDS).set(pool.wait_seconds);
+    ::metrics::gauge!(DB_CIRCUIT_OPEN).set(if pool.circuit_open { 1.0 } else { 0.0 });
     #[allow(clippy::cast_precision_loss)] // a queue depth is far below 2^52
     ::metrics::gauge!(HASH_QUEUE_DEPTH).set(state.hash_pool.queue_depth() as f64);
     match state.database.outbox_depth().await {

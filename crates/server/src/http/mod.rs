@@ -20,6 +20,7 @@ pub mod problems;
 pub mod rate_limit;
 pub mod redirect_path;
 pub mod sessions;
+pub mod text;
 pub mod users;
 pub mod webhooks;
 pub mod wellknown;
@@ -116,6 +117,12 @@ fn register(config: &mut ServiceConfig<'_>, with_metrics: bool) {
 /// OpenAPI document knows), 404 otherwise. Always a problem body.
 pub async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     unrouted(&req, &state.routes)
+}
+
+/// `GET /docs`: a permanent redirect to `/docs/`, where Swagger UI is served (its assets are
+/// relative, so the page itself must live under the slash). `HEAD` is answered the same.
+pub async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header((actix_web::http::header::LOCATION, "/docs/")).finish()
 }
 
 /// The 404 problem for every method, as if nothing were there: how the main listener
