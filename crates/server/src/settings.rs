@@ -297,7 +297,7 @@ pub struct AuthSettings {
     pub argon2_iterations: u32,
     /// argon2id lanes.
     pub argon2_parallelism: u32,
-    /// Hashing threads; 0 means one per core but one (at least one).
+    /// Hashing threads; 0 means one per core.
     pub hash_workers: usize,
     /// Hashing requests that may wait before login/register answer 503.
     pub hash_queue_capacity: usize,
@@ -317,11 +317,11 @@ impl AuthSettings {
         self.jwt_audience.as_deref().unwrap_or(&self.issuer)
     }
 
-    /// The hashing thread count with 0 resolved to one less than the number of cores (at least
-    /// one), so a sign-in flood always leaves a core to cheap requests.
+    /// The hashing thread count with 0 resolved to the number of cores: every core hashes,
+    /// and background scheduling (`hash_background`) keeps cheap requests ahead of them.
     #[must_use]
     pub fn effective_hash_workers(&self) -> usize {
-        if self.hash_workers > 0 { self.hash_workers } else { cores().saturating_sub(1).max(1) }
+        if self.hash_workers > 0 { self.hash_workers } else { cores() }
     }
 }
 
