@@ -101,6 +101,31 @@ pub struct Settings {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// The read cache of users and sessions.
+    #[serde(default)]
+    pub cache: CacheSettings,
+}
+
+/// `[cache]`: users and live sessions kept in each instance so authenticated reads need no
+/// database round trip; every change is pushed to every instance (PostgreSQL `LISTEN`/`NOTIFY`,
+/// Redis pub/sub, or this process on SQLite).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// The most users kept, and separately the most sessions; 0 turns the cache off.
+    pub capacity: usize,
+    /// How long an entry is trusted without a change notification, in seconds: only a safety
+    /// net for a change that escaped the feed (0 turns the cache off).
+    pub ttl_secs: u32,
+    /// How long a change waits for every other instance to confirm it, in milliseconds,
+    /// before its request answers anyway (and the change is logged as unconfirmed).
+    pub ack_timeout_ms: u32,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { capacity: 100_000, ttl_secs: 300, ack_timeout_ms: 1_000 }
+    }
 }
 
 /// `[metrics]`.

@@ -13,6 +13,7 @@
 
 mod activity;
 mod admins;
+mod changes;
 mod connection;
 mod database;
 mod directory;
@@ -30,6 +31,7 @@ mod users;
 pub mod testing;
 
 pub use activity::DieselActivityLog;
+pub use changes::{POLL_INTERVAL, PgChangeFeed};
 pub use database::{Backend, Database, PoolStats};
 pub use directory::DieselUserDirectory;
 pub use identities::DieselIdentityRepository;
