@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run worker test lint fmt migrate docker deps bench bench-flood soak api-fuzz seed openapi config-check docker-config
+.PHONY: help run worker test lint fmt migrate docker deps bench bench-reads bench-flood soak api-fuzz seed openapi config-check docker-config
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,12 +27,17 @@ lint: ## rustfmt and clippy, as CI runs them
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmarks (admin list on PostgreSQL, seeds 1,000,000 users once; login flood; login timing; mail commit-to-SMTP latency); results in bench-results/
+bench: ## Benchmarks (/users/me vs its floor in 3 modes, sign-ins vs raw argon2, memory; login flood; login timing; mail latency; admin list, seeds 1,000,000 users once); results in bench-results/
 	@scripts/ensure-services.sh
-	$(CARGO) bench -p gatehouse-tests --bench admin_list
+	$(CARGO) bench -p gatehouse-tests --bench users_me
 	$(CARGO) bench -p gatehouse-tests --bench login_flood
 	$(CARGO) bench -p gatehouse-tests --bench login_timing
 	$(CARGO) bench -p gatehouse-tests --bench mail_latency
+	$(CARGO) bench -p gatehouse-tests --bench admin_list
+
+bench-reads: ## Only /users/me vs its floor, sign-ins vs raw argon2, memory; results in bench-results/users-me.md
+	@scripts/ensure-services.sh
+	$(CARGO) bench -p gatehouse-tests --bench users_me
 
 bench-flood: ## Only the login-flood backpressure benchmark; results in bench-results/login-flood.md
 	$(CARGO) bench -p gatehouse-tests --bench login_flood

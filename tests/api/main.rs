@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod audit;
 mod avatars;
+mod cache;
 mod cookies;
 mod docs;
 mod email;

@@ -284,7 +284,7 @@ async fn a_revocation_on_one_instance_takes_effect_on_another_at_once_with_redis
     assert_problem(me, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
-/// The same without Redis: the instances agree through the sessions table.
+/// The same without Redis: the instances agree through PostgreSQL `LISTEN`/`NOTIFY`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_on_one_instance_takes_effect_on_another_at_once_without_redis() {
     let first = spawn_app(Backend::Postgres).await;

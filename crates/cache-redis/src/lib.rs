@@ -11,9 +11,11 @@
 //! Depends on the domain's ports only; never on storage, HTTP or configuration crates. Redis
 //! URLs may carry a password, so they never appear in errors or logs: only `host:port` does.
 
+mod changes;
 mod connection;
 mod rate_limits;
 mod revocations;
 
+pub use changes::RedisChangeFeed;
 pub use rate_limits::{FallbackRateLimiter, InProcessRateLimiter, RedisRateLimiter};
 pub use revocations::{InProcessRevocationList, RedisRevocationList};

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod pagination;
 pub mod ports;
+pub mod read_cache;
 pub mod services;
 pub mod session;
 pub mod user;

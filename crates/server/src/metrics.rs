@@ -29,6 +29,18 @@ pub const DB_POOL_WAITS: &str = "gatehouse_db_pool_waits_total";
 pub const DB_POOL_WAIT_SECONDS: &str = "gatehouse_db_pool_wait_seconds";
 /// 1 while the database circuit breaker is open or half open (requests fail at once), else 0.
 pub const DB_CIRCUIT_OPEN: &str = "gatehouse_db_circuit_open";
+/// Reads (users, session checks) answered from the read cache.
+pub const CACHE_HITS: &str = "gatehouse_read_cache_hits_total";
+/// Reads that went to the database.
+pub const CACHE_MISSES: &str = "gatehouse_read_cache_misses_total";
+/// Entries dropped to stay within `cache.capacity`.
+pub const CACHE_EVICTIONS: &str = "gatehouse_read_cache_evictions_total";
+/// Changes applied to the read cache (this instance's and the other instances'), flushes included.
+pub const CACHE_INVALIDATIONS: &str = "gatehouse_read_cache_invalidations_total";
+/// Entries in the read cache now, by `kind` (`user`, `session`).
+pub const CACHE_ENTRIES: &str = "gatehouse_read_cache_entries";
+/// 1 while the change feed is up (the cache answers), 0 while it is down.
+pub const CACHE_CONNECTED: &str = "gatehouse_read_cache_connected";
 /// Password-hashing jobs queued or running.
 pub const HASH_QUEUE_DEPTH: &str = "gatehouse_password_hash_queue_depth";
 /// Time to hash or verify a password, queueing included, by `operation`.
@@ -106,6 +118,12 @@ fn describe() {
     ::metrics::describe_counter!(DB_POOL_WAITS, "Connection checkouts that had to wait.");
     ::metrics::describe_gauge!(DB_POOL_WAIT_SECONDS, "Seconds spent waiting for a connection.");
     ::metrics::describe_gauge!(DB_CIRCUIT_OPEN, "1 while the database circuit breaker is open, else 0.");
+    ::metrics::describe_counter!(CACHE_HITS, "Reads answered from the read cache.");
+    ::metrics::describe_counter!(CACHE_MISSES, "Reads that went to the database.");
+    ::metrics::describe_counter!(CACHE_EVICTIONS, "Read-cache entries dropped to stay within the capacity.");
+    ::metrics::describe_counter!(CACHE_INVALIDATIONS, "Changes applied to the read cache, flushes included.");
+    ::metrics::describe_gauge!(CACHE_ENTRIES, "Read-cache entries now, by kind.");
+    ::metrics::describe_gauge!(CACHE_CONNECTED, "1 while the read cache's change feed is up.");
     ::metrics::describe_gauge!(HASH_QUEUE_DEPTH, "Password-hashing jobs queued or running.");
     ::metrics::describe_histogram!(HASH_DURATION, ::metrics::Unit::Seconds, "Time to hash or verify a password.");
     ::metrics::describe_gauge!(OUTBOX_DEPTH, "Email outbox messages still pending.");

@@ -106,6 +106,9 @@ pub struct Settings {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// The read cache of users and sessions.
+    #[serde(default)]
+    pub cache: CacheSettings,
     /// Webhook delivery.
     #[serde(default)]
     pub webhooks: WebhooksSettings,
@@ -172,6 +175,28 @@ impl WebhooksSettings {
         let ms = if hours.is_finite() && hours > 0.0 { (hours * 3_600_000.0).min(1e15) } else { 0.0 };
         #[allow(clippy::cast_possible_truncation)]
         chrono::Duration::milliseconds(ms as i64)
+    }
+}
+
+/// `[cache]`: users and live sessions kept in each instance so authenticated reads need no
+/// database round trip; every change is pushed to every instance (PostgreSQL `LISTEN`/`NOTIFY`,
+/// Redis pub/sub, or this process on SQLite).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// The most users kept, and separately the most sessions; 0 turns the cache off.
+    pub capacity: usize,
+    /// How long an entry is trusted without a change notification, in seconds: only a safety
+    /// net for a change that escaped the feed (0 turns the cache off).
+    pub ttl_secs: u32,
+    /// How long a change waits for every other instance to confirm it, in milliseconds,
+    /// before its request answers anyway (and the change is logged as unconfirmed).
+    pub ack_timeout_ms: u32,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { capacity: 100_000, ttl_secs: 300, ack_timeout_ms: 1_000 }
     }
 }
 
@@ -389,7 +414,7 @@ pub struct AuthSettings {
     pub argon2_iterations: u32,
     /// argon2id lanes.
     pub argon2_parallelism: u32,
-    /// Hashing threads; 0 means one per core but one (at least one).
+    /// Hashing threads; 0 means one per core.
     pub hash_workers: usize,
     /// Hashing requests that may wait before login/register answer 503.
     pub hash_queue_capacity: usize,
@@ -409,11 +434,11 @@ impl AuthSettings {
         self.jwt_audience.as_deref().unwrap_or(&self.issuer)
     }
 
-    /// The hashing thread count with 0 resolved to one less than the number of cores (at least
-    /// one), so a sign-in flood always leaves a core to cheap requests.
+    /// The hashing thread count with 0 resolved to the number of cores: every core hashes,
+    /// and background scheduling (`hash_background`) keeps cheap requests ahead of them.
     #[must_use]
     pub fn effective_hash_workers(&self) -> usize {
-        if self.hash_workers > 0 { self.hash_workers } else { cores().saturating_sub(1).max(1) }
+        if self.hash_workers > 0 { self.hash_workers } else { cores() }
     }
 }
 

@@ -11,12 +11,15 @@ use anyhow::Context;
 use chrono::Duration;
 use gatehouse_avatar_fs::FsAvatarStore;
 use gatehouse_avatar_image::ImageAvatarProcessor;
-use gatehouse_cache_redis::{FallbackRateLimiter, InProcessRateLimiter, InProcessRevocationList, RedisRevocationList};
+use gatehouse_cache_redis::{
+    FallbackRateLimiter, InProcessRateLimiter, InProcessRevocationList, RedisChangeFeed, RedisRevocationList,
+};
 use gatehouse_domain::ports::EnsureAdmin;
 use gatehouse_domain::ports::{
-    AccessTokens, Clock, OAuthProvider, OpaqueTokens, PasswordHasher, RateLimiter, RevocationList, SecretCipher,
-    SystemClock,
+    AccessTokens, ChangeFeed, Clock, NoOtherInstances, OAuthProvider, OpaqueTokens, PasswordHasher, RateLimiter,
+    RevocationList, SecretCipher, SystemClock, UserDirectory,
 };
+use gatehouse_domain::read_cache::{CacheSettings, Invalidating, ReadCache};
 use gatehouse_domain::services::Ports;
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
@@ -32,7 +35,7 @@ use gatehouse_security::{
     Argon2Hasher, Argon2Params, AtRestCipher, CursorSealer, DerivedSuccessors, EncryptionKey, HashPoolSettings,
     JwtAccessTokens, JwtAlgorithm, RandomTokens, SigningKeyPem, VerificationKeyPem,
 };
-use gatehouse_store_diesel::{Backend, Database};
+use gatehouse_store_diesel::{Backend, Database, PgChangeFeed};
 use secrecy::{ExposeSecret, SecretString};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
@@ -255,7 +258,51 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<AppState> {
         replica,
         smtp_addr: settings.mail.smtp_url.as_ref().and_then(|url| smtp_address(url.expose_secret())),
     };
-    build_state(settings, database, revocations, dependencies)
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let cache = Arc::new(ReadCache::new(
+        CacheSettings { capacity: settings.cache.capacity, ttl: Duration::seconds(i64::from(settings.cache.ttl_secs)) },
+        clock.clone(),
+    ));
+    let feed = change_feed(settings, &database, &cache).await?;
+    build_state(settings, database, revocations, dependencies, ReadPath { clock, cache, feed })
+}
+
+/// The read cache, the feed that keeps every instance's cache right, and the clock.
+struct ReadPath {
+    clock: Arc<dyn Clock>,
+    cache: Arc<ReadCache>,
+    feed: Arc<dyn ChangeFeed>,
+}
+
+/// How changes reach the other instances: Redis pub/sub when `redis.url` is set (PostgreSQL
+/// `LISTEN`/`NOTIFY` when Redis is unreachable at start); PostgreSQL `LISTEN`/`NOTIFY`
+/// without Redis; nobody on SQLite, a single node whose one process applies every change
+/// itself.
+async fn change_feed(
+    settings: &Settings,
+    database: &Database,
+    cache: &Arc<ReadCache>,
+) -> anyhow::Result<Arc<dyn ChangeFeed>> {
+    let ack_timeout = std::time::Duration::from_millis(u64::from(settings.cache.ack_timeout_ms));
+    if let Some(url) = &settings.redis.url {
+        match RedisChangeFeed::start(url.expose_secret(), &settings.redis.key_prefix, cache.clone(), ack_timeout).await
+        {
+            Ok(feed) => return Ok(Arc::new(feed)),
+            Err(e) => tracing::error!(error = %e, "redis.url: Redis is unreachable; changes travel by the database"),
+        }
+    }
+    Ok(match database.backend() {
+        Backend::Sqlite => Arc::new(NoOtherInstances),
+        Backend::Postgres => {
+            let (url, cache) = (settings.database.url.clone(), cache.clone());
+            let feed =
+                tokio::task::spawn_blocking(move || PgChangeFeed::start(url.expose_secret(), cache, ack_timeout))
+                    .await
+                    .context("the change listener task failed")?
+                    .context("database: starting the change listener")?;
+            Arc::new(feed)
+        }
+    })
 }
 
 /// `host:port` of an `smtp://` or `smtps://` URL, without credentials; `None` when it cannot
@@ -387,9 +434,9 @@ pub async fn connect_replica(settings: &Settings) -> anyhow::Result<Option<Datab
     Ok(Some(replica.with_secret_cipher(secret_cipher(settings)?)))
 }
 
-/// Where revoked sessions are looked up on every request: Redis when configured (shared by
+/// Where revocations are published besides the read cache: Redis when configured (shared by
 /// all instances); the process itself for SQLite (one node by construction); otherwise the
-/// sessions table, so several PostgreSQL instances without Redis still agree.
+/// sessions table. Token checks answer from the read cache and, on a miss, from storage.
 async fn revocation_list(settings: &Settings, database: &Database) -> Arc<dyn RevocationList> {
     if let Some(url) = &settings.redis.url {
         match RedisRevocationList::connect(url.expose_secret(), &settings.redis.key_prefix).await {
@@ -420,8 +467,13 @@ fn rate_limits(settings: &Settings) -> RateLimits {
 }
 
 /// The access-token signer and verifier the configuration asks for, and the secret
-/// material it signs with (from which the cursor key is derived).
-fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(JwtAccessTokens, SecretString)> {
+/// material it signs with (from which the cursor key is derived). Public for the benchmark's
+/// floor server, which verifies tokens exactly as the server does.
+///
+/// # Errors
+///
+/// A bad algorithm, secret or key file.
+pub fn access_tokens(settings: &Settings, random: &RandomTokens) -> anyhow::Result<(JwtAccessTokens, SecretString)> {
     let auth = &settings.auth;
     let algorithm: JwtAlgorithm = auth.jwt_algorithm.parse().context("auth.jwt_algorithm")?;
     if algorithm == JwtAlgorithm::Hs256 {
@@ -478,9 +530,10 @@ fn build_state(
     database: Database,
     revocations: Arc<dyn RevocationList>,
     dependencies: Dependencies,
+    read_path: ReadPath,
 ) -> anyhow::Result<AppState> {
     let auth = &settings.auth;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ReadPath { clock, cache, feed } = read_path;
     let opaque_tokens = RandomTokens;
     let (access_tokens, key_material) = access_tokens(settings, &opaque_tokens)?;
     let jwks = serde_json::to_value(access_tokens.jwks()).context("serialising the JWK Set")?;
@@ -504,9 +557,13 @@ fn build_state(
         .with_context(|| format!("storage.avatar_dir: cannot use {}", avatar_dir.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let access_tokens: Arc<dyn AccessTokens> = Arc::new(access_tokens);
+    let directory: Arc<dyn UserDirectory> = match &dependencies.replica {
+        Some(replica) => Arc::new(ReplicaUserDirectory::new(database.directory(), replica.directory())),
+        None => database.directory(),
+    };
     let ports = Ports {
-        users: database.users(),
-        sessions: database.sessions(),
+        users: Arc::new(Invalidating::new(database.users(), cache.clone(), feed.clone())),
+        sessions: Arc::new(Invalidating::new(database.sessions(), cache.clone(), feed.clone())),
         tokens: database.one_time_tokens(),
         hasher: hasher.clone(),
         access_tokens: access_tokens.clone(),
@@ -514,16 +571,14 @@ fn build_state(
         refresh_successors: Arc::new(DerivedSuccessors::new(key_material.expose_secret().as_bytes())),
         clock: clock.clone(),
         revocations,
-        directory: match &dependencies.replica {
-            Some(replica) => Arc::new(ReplicaUserDirectory::new(database.directory(), replica.directory())),
-            None => database.directory(),
-        },
+        directory: Arc::new(Invalidating::new(directory, cache.clone(), feed)),
         activity: match &dependencies.replica {
             Some(replica) => Arc::new(ReplicaActivityLog::new(database.activity(), replica.activity())),
             None => database.activity(),
         },
         avatar_processor: Arc::new(ImageAvatarProcessor::new(gatehouse_avatar_image::Limits::default(), cores)),
         avatar_store: Arc::new(avatar_store),
+        cache: cache.clone(),
     };
     let auth_settings = AuthSettings {
         require_verified_email: auth.require_verified_email,
@@ -558,6 +613,7 @@ fn build_state(
         dependencies,
         metrics: crate::metrics::handle(),
         hash_pool,
+        read_cache: cache,
         clock,
         routes: openapi::RouteTable::from_document(&openapi::document()),
         jwks: Arc::new(jwks),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use gatehouse_domain::ports::{AccessTokens, Clock, PasswordHasher};
+use gatehouse_domain::read_cache::ReadCache;
 use gatehouse_domain::services::account::AccountService;
 use gatehouse_domain::services::activity::ActivityService;
 use gatehouse_domain::services::admin::AdminService;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub dependencies: Dependencies,
     /// Renders the Prometheus metrics.
     pub metrics: PrometheusHandle,
+    /// The read cache of users and sessions, for its counters.
+    pub read_cache: Arc<ReadCache>,
     /// The password-hashing pool itself, for its queue depth.
     pub hash_pool: Arc<Argon2Hasher>,
     /// The time, as the use cases see it.

@@ -14,6 +14,7 @@
 mod activity;
 mod admins;
 mod breaker;
+mod changes;
 mod connection;
 mod database;
 mod directory;
@@ -33,6 +34,7 @@ pub mod testing;
 
 pub use activity::DieselActivityLog;
 pub use breaker::BreakerSettings;
+pub use changes::{POLL_INTERVAL, PgChangeFeed};
 pub use database::{Backend, Database, PoolOptions, PoolStats};
 pub use directory::DieselUserDirectory;
 pub use identities::DieselIdentityRepository;

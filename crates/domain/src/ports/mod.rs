@@ -6,6 +6,7 @@
 
 mod activity;
 mod avatars;
+mod changes;
 mod clock;
 mod directory;
 mod mail;
@@ -22,6 +23,7 @@ mod webhooks;
 
 pub use activity::{ActivityCursor, ActivityEvent, ActivityLog, ActivityQuery};
 pub use avatars::{AvatarProcessor, AvatarStore};
+pub use changes::{Change, ChangeFeed, NoOtherInstances};
 pub use clock::{Clock, SystemClock};
 pub use directory::{
     AdminChangeError, AdminChangeOutcome, AdminChanges, EnsureAdmin, UserCursor, UserDirectory, UserQuery, UserSort,
@@ -57,6 +59,8 @@ pub use webhooks::{
 pub use activity::MockActivityLog;
 #[cfg(any(test, feature = "mocks"))]
 pub use avatars::{MockAvatarProcessor, MockAvatarStore};
+#[cfg(any(test, feature = "mocks"))]
+pub use changes::MockChangeFeed;
 #[cfg(any(test, feature = "mocks"))]
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mocks"))]

@@ -1,5 +1,7 @@
 //! The revocation list: which sessions' access tokens must stop working before they
-//! expire. Checked on every authenticated request, so implementations must be cheap.
+//! expire. Every revocation is published to it; access-token checks answer from the read
+//! cache (see [`crate::read_cache`]), which every revocation invalidates on every instance,
+//! and from storage on a miss.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

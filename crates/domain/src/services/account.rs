@@ -99,7 +99,13 @@ impl AccountService {
     /// [`GetMeError::NotFound`] when the user was deleted; `Unexpected` on storage failure.
     #[tracing::instrument(skip(self), fields(user_id = %user_id))]
     pub async fn get_me(&self, user_id: UserId) -> Result<User, GetMeError> {
-        self.ports.users.find_by_id(user_id).await?.ok_or(GetMeError::NotFound)
+        if let Some(user) = self.ports.cache.user(user_id) {
+            return Ok(user);
+        }
+        let ticket = self.ports.cache.ticket();
+        let user = self.ports.users.find_by_id(user_id).await?.ok_or(GetMeError::NotFound)?;
+        self.ports.cache.fill_user(ticket, &user);
+        Ok(user)
     }
 
     /// Changes the caller's display name and/or username, recording `user.updated` with the

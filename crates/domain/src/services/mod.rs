@@ -66,6 +66,9 @@ pub struct Ports {
     pub avatar_processor: Arc<dyn AvatarProcessor>,
     /// Where avatar images are kept.
     pub avatar_store: Arc<dyn AvatarStore>,
+    /// Users and live sessions kept in this process for authenticated reads; the storage
+    /// ports above must be wrapped in [`crate::read_cache::Invalidating`] with it.
+    pub cache: Arc<crate::read_cache::ReadCache>,
 }
 
 /// An account about to be created, whatever the path (sign-up, admin, bootstrap).
@@ -186,6 +189,8 @@ async fn publish_revocations(ports: &Ports, settings: &AuthSettings, sessions: V
         return;
     }
     let count = sessions.len();
+    // This instance forgets them at once even if the storage ports are not wrapped.
+    ports.cache.apply(&crate::ports::Change::Sessions(sessions.clone()));
     if let Err(e) = ports.revocations.revoke(sessions, now + settings.access_ttl).await {
         tracing::error!(error = %e, count, "revoked sessions could not be published; their access tokens live until they expire");
     }

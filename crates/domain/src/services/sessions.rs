@@ -1,9 +1,6 @@
 //! Sessions after sign-in: refreshing, signing out, listing and revoking, and checking the
 //! access tokens that carry a session id.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::activity::{ActivityAction, NewActivity};
@@ -13,10 +10,6 @@ use crate::services::auth::{AuthSettings, TokenPair};
 use crate::services::{Ports, issue_access_token, publish_revocations};
 use crate::session::{RequestContext, Session};
 use crate::user::{Role, UserStatus};
-
-/// How many session owners are remembered per process before the cache starts over.
-/// Owners never change, so the cache only saves lookups; 100,000 entries cost a few MiB.
-const OWNER_CACHE_CAPACITY: usize = 100_000;
 
 /// The verified bearer of an access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,22 +72,21 @@ pub struct SessionView {
 pub struct SessionService {
     ports: Ports,
     settings: AuthSettings,
-    owners: Arc<Mutex<HashMap<SessionId, UserId>>>,
 }
 
 impl SessionService {
     /// Builds the service.
     #[must_use]
     pub fn new(ports: Ports, settings: AuthSettings) -> Self {
-        Self { ports, settings, owners: Arc::default() }
+        Self { ports, settings }
     }
 
     /// Verifies a bearer token and says who carries it.
     ///
-    /// Besides the signature and expiry, the token's session must not be revoked (asked of
-    /// the revocation list, falling back to storage when the list fails) and must belong to
-    /// the token's subject. A session's owner never changes, so it is looked up in storage
-    /// once per process (also checking that the session is live then) and remembered.
+    /// Besides the signature and expiry, the token's session must be live (neither revoked
+    /// nor expired) and belong to the token's subject. A live session is answered from the
+    /// read cache when it holds it (every revocation removes it there, on every instance,
+    /// before the revoking request answers); otherwise storage is asked and the cache filled.
     ///
     /// # Errors
     ///
@@ -102,17 +94,29 @@ impl SessionService {
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthenticateError> {
         let claims = self.ports.access_tokens.verify(bearer).map_err(|_| AuthenticateError::InvalidToken)?;
         let session_id = claims.session_id;
-        let revoked = match self.ports.revocations.is_revoked(session_id).await {
-            Ok(revoked) => revoked,
-            Err(e) => {
-                tracing::warn!(error = %e, "the revocation list failed; asking storage");
-                !self.is_live_in_storage(session_id).await?
-            }
+        let now = self.ports.clock.now();
+        let owner = match self.ports.cache.session_owner(session_id, now) {
+            Some(owner) => owner,
+            None => self.live_owner_in_storage(session_id, now).await?.ok_or(AuthenticateError::InvalidToken)?,
         };
-        if revoked || self.owner_of(session_id).await? != Some(claims.user_id) {
+        if owner != claims.user_id {
             return Err(AuthenticateError::InvalidToken);
         }
         Ok(Principal { user_id: claims.user_id, session_id, roles: claims.roles })
+    }
+
+    /// The owner of the session if storage has it live, caching it.
+    async fn live_owner_in_storage(
+        &self,
+        id: SessionId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<Option<UserId>> {
+        let ticket = self.ports.cache.ticket();
+        let Some(session) = self.ports.sessions.find(id).await?.filter(|s| s.is_live_at(now)) else {
+            return Ok(None);
+        };
+        self.ports.cache.fill_session(ticket, &session);
+        Ok(Some(session.user_id))
     }
 
     /// Exchanges a refresh token for a new pair in the same session. The presented token is
@@ -239,28 +243,6 @@ impl SessionService {
         }
         Ok(revoked)
     }
-
-    async fn is_live_in_storage(&self, session: SessionId) -> anyhow::Result<bool> {
-        let now = self.ports.clock.now();
-        Ok(self.ports.sessions.find(session).await?.is_some_and(|s| s.is_live_at(now)))
-    }
-
-    /// The owner of a session that was live when first seen by this process.
-    async fn owner_of(&self, session: SessionId) -> anyhow::Result<Option<UserId>> {
-        if let Some(owner) = self.owners.lock().unwrap_or_else(PoisonError::into_inner).get(&session) {
-            return Ok(Some(*owner));
-        }
-        let now = self.ports.clock.now();
-        let Some(found) = self.ports.sessions.find(session).await?.filter(|s| s.is_live_at(now)) else {
-            return Ok(None);
-        };
-        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
-        if owners.len() >= OWNER_CACHE_CAPACITY {
-            owners.clear();
-        }
-        owners.insert(session, found.user_id);
-        Ok(Some(found.user_id))
-    }
 }
 
 #[cfg(test)]
@@ -315,12 +297,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_valid_token_of_a_live_session_authenticates_and_its_owner_is_looked_up_once() {
+    async fn a_valid_token_of_a_live_session_authenticates_and_storage_is_asked_once() {
         let user = sample_user();
         let session = session_of(user.id);
         let session_id = session.id;
-        let mut mocks = verifying_token(user.id, session_id);
-        mocks.revocations.expect_is_revoked().with(eq(session_id)).times(2).returning(|_| Ok(false));
+        let mocks = verifying_token(user.id, session_id);
         let mut sessions = MockSessionRepository::new();
         sessions.expect_find().times(1).return_once(move |_| Ok(Some(session)));
         let service = service(MockUserRepository::new(), sessions, mocks);
@@ -329,7 +310,7 @@ mod tests {
         let second = service.authenticate("token").await.expect("valid");
 
         assert_eq!(first, Principal { user_id: user.id, session_id, roles: vec![Role::User] });
-        assert_eq!(second, first);
+        assert_eq!(second, first, "the second check is answered by the read cache");
     }
 
     #[tokio::test]
@@ -344,13 +325,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_token_of_a_revoked_session_is_refused_at_once() {
+    async fn a_token_of_an_unknown_session_is_refused() {
         let user = sample_user();
         let session_id = SessionId::generate();
-        let mut mocks = verifying_token(user.id, session_id);
-        mocks.revocations.expect_is_revoked().times(1).returning(|_| Ok(true));
+        let mocks = verifying_token(user.id, session_id);
+        let mut sessions = MockSessionRepository::new();
+        sessions.expect_find().times(1).returning(|_| Ok(None));
 
-        let result = service(MockUserRepository::new(), MockSessionRepository::new(), mocks).authenticate("t").await;
+        let result = service(MockUserRepository::new(), sessions, mocks).authenticate("t").await;
 
         assert!(matches!(result, Err(AuthenticateError::InvalidToken)), "{result:?}");
     }
@@ -359,8 +341,7 @@ mod tests {
     async fn a_token_whose_session_belongs_to_someone_else_is_refused() {
         let user = sample_user();
         let someone_else = session_of(UserId::generate());
-        let mut mocks = verifying_token(user.id, someone_else.id);
-        mocks.revocations.expect_is_revoked().returning(|_| Ok(false));
+        let mocks = verifying_token(user.id, someone_else.id);
 
         let result = service(MockUserRepository::new(), finding(someone_else), mocks).authenticate("t").await;
 
@@ -368,12 +349,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_session_revoked_before_this_process_started_is_caught_by_the_first_lookup() {
+    async fn a_session_revoked_in_storage_is_refused() {
         let user = sample_user();
         let mut session = session_of(user.id);
         session.revoked_at = Some(now() - Duration::minutes(1));
-        let mut mocks = verifying_token(user.id, session.id);
-        mocks.revocations.expect_is_revoked().returning(|_| Ok(false));
+        let mocks = verifying_token(user.id, session.id);
 
         let result = service(MockUserRepository::new(), finding(session), mocks).authenticate("t").await;
 
@@ -381,14 +361,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn when_the_revocation_list_fails_storage_decides() {
+    async fn a_cached_session_revoked_here_is_refused_at_once() {
         let user = sample_user();
-        let mut session = session_of(user.id);
-        session.revoked_at = Some(now());
-        let mut mocks = verifying_token(user.id, session.id);
-        mocks.revocations.expect_is_revoked().returning(|_| Err(anyhow::anyhow!("redis down")));
+        let session = session_of(user.id);
+        let session_id = session.id;
+        let mut mocks = verifying_token(user.id, session_id);
+        mocks.revocations.expect_revoke().times(1).returning(|_, _| Ok(()));
+        let mut sessions = MockSessionRepository::new();
+        let mut revoked = session.clone();
+        revoked.revoked_at = Some(now());
+        let mut finds = vec![revoked, session];
+        sessions.expect_find().times(2).returning(move |_| Ok(finds.pop()));
+        sessions.expect_revoke().times(1).returning(|_, _, _, _| Ok(true));
+        let service = service(MockUserRepository::new(), sessions, mocks);
+        let principal = service.authenticate("t").await.expect("live");
 
-        let result = service(MockUserRepository::new(), finding(session), mocks).authenticate("t").await;
+        service.revoke(&principal, session_id, RequestContext::default()).await.expect("revoked");
+        let result = service.authenticate("t").await;
 
         assert!(matches!(result, Err(AuthenticateError::InvalidToken)), "{result:?}");
     }

@@ -10,6 +10,7 @@ use crate::ports::{
     MockOpaqueTokens, MockPasswordHasher, MockRefreshSuccessors, MockRevocationList, MockSessionRepository,
     MockUserDirectory, MockUserRepository,
 };
+use crate::read_cache::{CacheSettings, ReadCache};
 use crate::services::Ports;
 use crate::services::auth::AuthSettings;
 use crate::user::{Role, User, UserStatus};
@@ -64,6 +65,8 @@ pub(crate) fn ports_with(users: MockUserRepository, sessions: MockSessionReposit
 pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionRepository, mocks: Mocks) -> Ports {
     let mut clock = MockClock::new();
     clock.expect_now().returning(now);
+    let clock: Arc<MockClock> = Arc::new(clock);
+    let cache_settings = CacheSettings { capacity: 1_000, ttl: Duration::minutes(5) };
     Ports {
         users: Arc::new(users),
         sessions: Arc::new(sessions),
@@ -72,7 +75,8 @@ pub(crate) fn ports_with_mocks(users: MockUserRepository, sessions: MockSessionR
         access_tokens: Arc::new(mocks.access_tokens),
         opaque_tokens: Arc::new(mocks.opaque_tokens),
         refresh_successors: Arc::new(mocks.refresh_successors),
-        clock: Arc::new(clock),
+        cache: Arc::new(ReadCache::new(cache_settings, clock.clone())),
+        clock,
         revocations: Arc::new(mocks.revocations),
         directory: Arc::new(mocks.directory),
         activity: Arc::new(mocks.activity),

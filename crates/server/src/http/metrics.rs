@@ -3,8 +3,9 @@
 use actix_web::{HttpResponse, get, web};
 
 use crate::metrics::{
-    DB_CIRCUIT_OPEN, DB_POOL_IN_USE, DB_POOL_MAX, DB_POOL_OPEN, DB_POOL_WAIT_SECONDS, DB_POOL_WAITS, HASH_QUEUE_DEPTH,
-    OUTBOX_DEPTH, RATE_LIMIT_DEGRADED, WEBHOOK_OLDEST_PENDING, WEBHOOK_QUEUE_DEPTH,
+    CACHE_CONNECTED, CACHE_ENTRIES, CACHE_EVICTIONS, CACHE_HITS, CACHE_INVALIDATIONS, CACHE_MISSES, DB_CIRCUIT_OPEN,
+    DB_POOL_IN_USE, DB_POOL_MAX, DB_POOL_OPEN, DB_POOL_WAIT_SECONDS, DB_POOL_WAITS, HASH_QUEUE_DEPTH, OUTBOX_DEPTH,
+    RATE_LIMIT_DEGRADED, WEBHOOK_OLDEST_PENDING, WEBHOOK_QUEUE_DEPTH,
 };
 use crate::state::AppState;
 
@@ -14,7 +15,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Metrics in the Prometheus text format: requests and latency by route pattern, method and
 /// status; database pool usage and waits; password-hashing queue depth and time; email outbox
 /// depth, sent and failed; webhook deliveries by outcome, their latency, the queue depth and
-/// the age of the oldest open delivery; sign-in outcomes; refresh-token reuse; whether rate limits fell back
+/// the age of the oldest open delivery; sign-in outcomes; refresh-token reuse; read-cache hits,
+/// misses, evictions, invalidations and size; whether rate limits fell back
 /// from Redis to this instance; build info. Expose it only to the scraper: it reveals traffic
 /// patterns. Served on the main listener, or with `metrics.listen` set only on that address
 /// (plain HTTP, nothing else served there), the main listener then answering 404.
@@ -32,6 +34,17 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     ::metrics::counter!(DB_POOL_WAITS).absolute(pool.waits);
     ::metrics::gauge!(DB_POOL_WAIT_SECONDS).set(pool.wait_seconds);
     ::metrics::gauge!(DB_CIRCUIT_OPEN).set(if pool.circuit_open { 1.0 } else { 0.0 });
+    let cache = state.read_cache.stats();
+    ::metrics::counter!(CACHE_HITS).absolute(cache.hits);
+    ::metrics::counter!(CACHE_MISSES).absolute(cache.misses);
+    ::metrics::counter!(CACHE_EVICTIONS).absolute(cache.evictions);
+    ::metrics::counter!(CACHE_INVALIDATIONS).absolute(cache.invalidations);
+    #[allow(clippy::cast_precision_loss)] // entry counts are far below 2^52
+    {
+        ::metrics::gauge!(CACHE_ENTRIES, "kind" => "user").set(cache.users as f64);
+        ::metrics::gauge!(CACHE_ENTRIES, "kind" => "session").set(cache.sessions as f64);
+    }
+    ::metrics::gauge!(CACHE_CONNECTED).set(if state.read_cache.is_connected() { 1.0 } else { 0.0 });
     #[allow(clippy::cast_precision_loss)] // a queue depth is far below 2^52
     ::metrics::gauge!(HASH_QUEUE_DEPTH).set(state.hash_pool.queue_depth() as f64);
     match state.database.outbox_depth().await {
