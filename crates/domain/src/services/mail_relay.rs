@@ -33,15 +33,23 @@ impl RelaySettings {
     /// not all come back together, while no retry comes sooner than half its delay.
     #[must_use]
     pub fn backoff(&self, attempts: u32, jitter: f64) -> Duration {
-        let exponent = attempts.saturating_sub(1).min(30);
-        let base_ms = self.backoff_base.num_milliseconds().max(1);
-        let max_ms = self.backoff_max.num_milliseconds().max(base_ms);
-        let delay_ms = base_ms.saturating_mul(1_i64 << exponent).min(max_ms);
-        let jitter = jitter.clamp(0.0, 1.0);
-        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-        let jittered = (delay_ms as f64 * (0.5 + 0.5 * jitter)) as i64;
-        Duration::milliseconds(jittered.max(1))
+        equal_jitter_backoff(self.backoff_base, self.backoff_max, attempts, jitter)
     }
+}
+
+/// The retry delay of every relay (mail, webhooks): `base × 2^(attempts−1)` (attempts counted
+/// from 1), capped at `max`, then scaled into its upper half by `jitter` ∈ [0, 1] ("equal
+/// jitter"): what failed together does not come back together, and no retry comes sooner than
+/// half its delay.
+#[must_use]
+pub fn equal_jitter_backoff(base: Duration, max: Duration, attempts: u32, jitter: f64) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(30);
+    let base_ms = base.num_milliseconds().max(1);
+    let max_ms = max.num_milliseconds().max(base_ms);
+    let delay_ms = base_ms.saturating_mul(1_i64 << exponent).min(max_ms);
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    let jittered = (delay_ms as f64 * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))) as i64;
+    Duration::milliseconds(jittered.max(1))
 }
 
 /// What one batch did.

@@ -282,13 +282,7 @@ impl WebhookRelaySettings {
     /// into its upper half (equal jitter).
     #[must_use]
     pub fn backoff(&self, attempts: u32, jitter: f64) -> Duration {
-        let exponent = attempts.saturating_sub(1).min(30);
-        let base_ms = self.backoff_base.num_milliseconds().max(1);
-        let max_ms = self.backoff_max.num_milliseconds().max(base_ms);
-        let delay_ms = base_ms.saturating_mul(1_i64 << exponent).min(max_ms);
-        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-        let jittered = (delay_ms as f64 * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))) as i64;
-        Duration::milliseconds(jittered.max(1))
+        crate::services::mail_relay::equal_jitter_backoff(self.backoff_base, self.backoff_max, attempts, jitter)
     }
 }
 
